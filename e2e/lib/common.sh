@@ -1,0 +1,43 @@
+# Shared settings for the e2e scripts. Sourced, never run.
+# shellcheck shell=bash
+set -euo pipefail
+
+E2E_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REPO_DIR=$(cd "$E2E_DIR/.." && pwd)
+# Built Kubernetes binaries survive across runs and clones; the environment state does not.
+CACHE_DIR=${GP_CACHE_DIR:-$HOME/.cache/glusterfs-provisioner}
+STATE_DIR=${GP_STATE_DIR:-/tmp/glusterfs-provisioner-env}
+K8S_VERSION=1.20.2
+K8S_BIN=$CACHE_DIR/k8s-v$K8S_VERSION
+GO_BIN=/usr/lib/go-1.19/bin
+
+# Network of the gluster nodes: a bridge on the host, one namespace per node.
+BRIDGE=gpbr0
+NET_PREFIX=10.213.7
+HOST_IP=$NET_PREFIX.1
+NODES=(gp-node1 gp-node2 gp-node3)
+NODE_ZONES=(zone-a zone-b zone-a)
+ETCD_PORT=23791
+ETCD_PEER_PORT=23801
+APISERVER_PORT=16443
+
+node_ip() { echo "$NET_PREFIX.$((11 + $1))"; }
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+wait_for() { # seconds description command...
+  local deadline=$((SECONDS + $1)) what=$2
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || die "timed out waiting for $what"
+    sleep 0.5
+  done
+}
+
+start_bg() { # name command... : runs detached, logs and pid in the state dir
+  local name=$1
+  shift
+  setsid "$@" >"$STATE_DIR/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$STATE_DIR/pids/$name"
+}

@@ -1,0 +1,199 @@
+//! The topology file: gluster clusters, their nodes, and how to reach them over SSH.
+//!
+//! ```json
+//! {"ssh": {"user": "root", "port": 22, "private_key": "/etc/gluster-ssh/id_ed25519",
+//!          "known_hosts": "/etc/gluster-ssh/known_hosts"},
+//!  "clusters": [{"name": "main", "nodes": [{"name": "gluster1", "ssh_address": "10.0.0.11",
+//!     "storage_address": "10.0.0.11", "zone": "a", "brick_roots": ["/srv/gluster/brick1"]}]}]}
+//! ```
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    pub ssh: SshSettings,
+    pub clusters: Vec<Cluster>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshSettings {
+    #[serde(default = "default_user")]
+    pub user: String,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    pub private_key: PathBuf,
+    pub known_hosts: PathBuf,
+    /// Accepting unknown host keys is for first contact only; strict is the safe default.
+    #[serde(default = "default_true")]
+    pub strict_host_key_checking: bool,
+    #[serde(default = "default_connect_timeout")]
+    pub connect_timeout_seconds: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    pub name: String,
+    pub nodes: Vec<Node>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    /// Host name or address sshd listens on.
+    pub ssh_address: String,
+    /// Address gluster peers and clients use; Endpoints need an IP.
+    pub storage_address: IpAddr,
+    #[serde(default)]
+    pub zone: String,
+    pub brick_roots: Vec<PathBuf>,
+}
+
+fn default_user() -> String {
+    "root".into()
+}
+fn default_port() -> u16 {
+    22
+}
+fn default_true() -> bool {
+    true
+}
+fn default_connect_timeout() -> u64 {
+    10
+}
+
+impl SshSettings {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.connect_timeout_seconds)
+    }
+}
+
+impl Topology {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::TopologyRead {
+            path: path.into(),
+            source,
+        })?;
+        let topology: Topology =
+            serde_json::from_str(&text).map_err(|source| Error::TopologyParse {
+                path: path.into(),
+                source,
+            })?;
+        topology.validate()?;
+        Ok(topology)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let invalid = |msg: String| Err(Error::TopologyInvalid(msg));
+        if self.clusters.is_empty() {
+            return invalid("no clusters".into());
+        }
+        let mut cluster_names = HashSet::new();
+        let mut node_names = HashSet::new();
+        for cluster in &self.clusters {
+            if !cluster_names.insert(&cluster.name) {
+                return invalid(format!("cluster {:?} appears twice", cluster.name));
+            }
+            if cluster.nodes.is_empty() {
+                return invalid(format!("cluster {:?} has no nodes", cluster.name));
+            }
+            for node in &cluster.nodes {
+                if !node_names.insert(&node.name) {
+                    return invalid(format!("node {:?} appears twice", node.name));
+                }
+                if node.ssh_address.is_empty() || node.ssh_address.starts_with('-') {
+                    return invalid(format!("node {:?}: bad ssh_address", node.name));
+                }
+                if node.brick_roots.is_empty() {
+                    return invalid(format!("node {:?} has no brick_roots", node.name));
+                }
+                if let Some(root) = node.brick_roots.iter().find(|r| !is_safe_abs_path(r)) {
+                    return invalid(format!(
+                        "node {:?}: brick root {} must be an absolute path of letters, digits, '/', '.', '_', '-'",
+                        node.name,
+                        root.display()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The named cluster, or the first one when no name is given.
+    pub fn cluster(&self, name: Option<&str>) -> Option<&Cluster> {
+        match name {
+            Some(name) => self.clusters.iter().find(|c| c.name == name),
+            None => self.clusters.first(),
+        }
+    }
+}
+
+fn is_safe_abs_path(path: &Path) -> bool {
+    let Some(s) = path.to_str() else { return false };
+    s.starts_with('/')
+        && !s.split('/').any(|part| part == "..")
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Topology> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topology.json");
+        std::fs::write(&path, json).unwrap();
+        Topology::load(&path)
+    }
+
+    const GOOD: &str = r#"{"ssh": {"private_key": "/k", "known_hosts": "/h"},
+        "clusters": [{"name": "c1", "nodes": [
+          {"name": "n1", "ssh_address": "10.0.0.1", "storage_address": "10.0.0.1",
+           "zone": "a", "brick_roots": ["/srv/b1"]}]}]}"#;
+
+    #[test]
+    fn loads_with_defaults() {
+        let t = parse(GOOD).unwrap();
+        assert_eq!(t.ssh.user, "root");
+        assert_eq!(t.ssh.port, 22);
+        assert!(t.ssh.strict_host_key_checking);
+        assert_eq!(t.cluster(None).unwrap().name, "c1");
+        assert_eq!(t.cluster(Some("c1")).unwrap().nodes.len(), 1);
+        assert!(t.cluster(Some("other")).is_none());
+    }
+
+    #[test]
+    fn rejects_bad_files() {
+        let cases = [
+            (GOOD.replace("\"zone\"", "\"zonee\""), "unknown field"),
+            (GOOD.replace("/srv/b1", "/srv/b1;rm -rf /"), "brick root"),
+            (GOOD.replace("/srv/b1", "srv/b1"), "brick root"),
+            (GOOD.replace("/srv/b1", "/srv/../etc"), "brick root"),
+            (
+                GOOD.replace(
+                    "\"storage_address\": \"10.0.0.1\"",
+                    "\"storage_address\": \"gl1\"",
+                ),
+                "invalid IP",
+            ),
+        ];
+        for (json, want) in &cases {
+            let err = parse(json).unwrap_err().to_string();
+            assert!(err.contains(want), "{err:?} should mention {want:?}");
+        }
+        let err = parse(r#"{"ssh": {"private_key": "/k", "known_hosts": "/h"}, "clusters": []}"#)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "invalid topology: no clusters");
+    }
+}

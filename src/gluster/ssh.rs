@@ -1,0 +1,144 @@
+//! Runs programs on gluster nodes over SSH: one multiplexed connection per node, opened on
+//! first use, shared by concurrent commands, reopened when it breaks.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use openssh::{KnownHosts, Session, SessionBuilder};
+use tokio::sync::Mutex;
+
+use crate::config::SshSettings;
+use crate::{Error, Result};
+
+/// What a remote program printed and how it exited.
+#[derive(Debug)]
+pub struct RemoteOutput {
+    pub success: bool,
+    pub status: String,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A host's connection, empty until first use or after it broke.
+type Slot = Arc<Mutex<Option<Arc<Session>>>>;
+
+pub struct SshExecutor {
+    settings: SshSettings,
+    control_dir: PathBuf,
+    /// One slot per host; its lock is held only while connecting, not while commands run.
+    sessions: Mutex<HashMap<String, Slot>>,
+}
+
+impl SshExecutor {
+    /// `control_dir` holds the multiplexing sockets; it must be writable.
+    pub fn new(settings: SshSettings, control_dir: PathBuf) -> Self {
+        Self {
+            settings,
+            control_dir,
+            sessions: Mutex::default(),
+        }
+    }
+
+    /// Runs `program` with `args` on `host`. Every argument is shell-quoted by `openssh`, so
+    /// no argument can change the shell command line the remote side runs.
+    pub async fn run(&self, host: &str, program: &str, args: &[String]) -> Result<RemoteOutput> {
+        let session = self.session(host).await?;
+        match exec(&session, program, args).await {
+            Ok(out) => Ok(out),
+            // A dead master makes every command fail; reconnect once and try again.
+            Err(first) if session.check().await.is_err() => {
+                tracing::warn!(host, error = %first, "SSH connection broken, reconnecting");
+                self.forget(host, &session).await;
+                let session = self.session(host).await?;
+                exec(&session, program, args).await
+            }
+            Err(source) => Err(source),
+        }
+        .map_err(|source| Error::SshCommand {
+            host: host.into(),
+            source,
+        })
+    }
+
+    /// Like [`run`](Self::run), but a non-zero exit is an error carrying stderr.
+    pub async fn run_ok(&self, host: &str, program: &str, args: &[String]) -> Result<String> {
+        let out = self.run(host, program, args).await?;
+        if out.success {
+            return Ok(out.stdout);
+        }
+        Err(Error::RemoteCommand {
+            host: host.into(),
+            command: program.into(),
+            status: out.status,
+            stderr: out.stderr.trim().to_string(),
+        })
+    }
+
+    async fn session(&self, host: &str) -> Result<Arc<Session>> {
+        let slot = self
+            .sessions
+            .lock()
+            .await
+            .entry(host.to_string())
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        if let Some(session) = slot.as_ref() {
+            return Ok(session.clone());
+        }
+        let session = Arc::new(self.connect(host).await?);
+        *slot = Some(session.clone());
+        Ok(session)
+    }
+
+    async fn forget(&self, host: &str, broken: &Arc<Session>) {
+        let slot = self.sessions.lock().await.get(host).cloned();
+        if let Some(slot) = slot {
+            let mut slot = slot.lock().await;
+            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, broken)) {
+                *slot = None;
+            }
+        }
+    }
+
+    async fn connect(&self, host: &str) -> Result<Session> {
+        let s = &self.settings;
+        let mut builder = SessionBuilder::default();
+        builder
+            .user(s.user.clone())
+            .port(s.port)
+            .keyfile(&s.private_key)
+            .user_known_hosts_file(&s.known_hosts)
+            .known_hosts_check(if s.strict_host_key_checking {
+                KnownHosts::Strict
+            } else {
+                KnownHosts::Add
+            })
+            .connect_timeout(s.connect_timeout())
+            .server_alive_interval(std::time::Duration::from_secs(15))
+            .control_directory(&self.control_dir);
+        tracing::debug!(host, "opening SSH connection");
+        builder
+            .connect_mux(host)
+            .await
+            .map_err(|source| Error::SshConnect {
+                host: host.into(),
+                source,
+            })
+    }
+}
+
+async fn exec(
+    session: &Session,
+    program: &str,
+    args: &[String],
+) -> std::result::Result<RemoteOutput, openssh::Error> {
+    let out = session.command(program).args(args).output().await?;
+    Ok(RemoteOutput {
+        success: out.status.success(),
+        status: out.status.to_string(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
