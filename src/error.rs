@@ -53,6 +53,65 @@ pub enum Error {
 
     #[error("gluster `{command}` failed: {message}")]
     Gluster { command: String, message: String },
+
+    #[error("invalid StorageClass parameter: {0}")]
+    InvalidParameter(String),
+
+    #[error("unsupported claim: {0}")]
+    InvalidClaim(String),
+
+    #[error("unknown cluster {0:?}: not in the topology file")]
+    UnknownCluster(String),
+
+    #[error("cannot place bricks: {0}")]
+    Placement(String),
+
+    #[error("PV {pv}: {message}")]
+    InvalidVolume { pv: String, message: String },
+
+    #[error("GID range {min}-{max} is full")]
+    GidRangeFull { min: u32, max: u32 },
+
+    #[error("StorageClass {0:?} not found")]
+    ClassNotFound(String),
+
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+}
+
+impl Error {
+    /// glusterd serialises conflicting operations with cluster-wide locks; such refusals pass.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Gluster { message, .. } => {
+                message.contains("Another transaction is in progress")
+                    || message.contains("Locking failed")
+                    || message.contains("Please try again after some time")
+            }
+            Error::SshCommand { .. } | Error::SshConnect { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// A short, fixed reason for metrics and event reasons: never names or free text.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::TopologyRead { .. }
+            | Error::TopologyParse { .. }
+            | Error::TopologyInvalid(_) => "topology",
+            Error::SshConnect { .. } | Error::SshCommand { .. } => "unreachable",
+            Error::RemoteCommand { .. } | Error::GlusterXml { .. } | Error::Gluster { .. } => {
+                "gluster"
+            }
+            Error::InvalidParameter(_) | Error::ClassNotFound(_) => "parameters",
+            Error::InvalidClaim(_) => "claim",
+            Error::UnknownCluster(_) => "cluster",
+            Error::Placement(_) => "placement",
+            Error::InvalidVolume { .. } => "volume",
+            Error::GidRangeFull { .. } => "gid",
+            Error::Kube(_) => "kubernetes",
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

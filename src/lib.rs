@@ -1,10 +1,16 @@
 //! Kubernetes external provisioner for GlusterFS.
 //!
-//! Layout: `config` reads the topology file; `gluster` runs gluster commands on the nodes (SSH
-//! executor, `--xml` parsing).
+//! - `config`: the topology file and StorageClass parameters.
+//! - `gluster`: SSH executor, `--xml` parsing, volume planning and the SSH backend.
+//! - `k8s`: pure builders of the PV, Endpoints and Service.
+//! - `gid`: GID allocation across classes.
+//! - `controller`: the reconcilers that provision claims and delete released volumes.
 
 pub mod config;
+pub mod controller;
 pub mod error;
+pub mod gid;
 pub mod gluster;
+pub mod k8s;
 
 pub use error::{Error, Result};

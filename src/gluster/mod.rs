@@ -1,6 +1,11 @@
-//! Everything that talks to gluster nodes.
+//! Everything that talks to gluster nodes: the SSH executor, `--xml` parsing, pure volume
+//! planning (names, placement, CLI arguments) and the backend that puts them together.
 
+pub mod backend;
+pub mod plan;
 pub mod ssh;
 pub mod xml;
 
+pub use backend::{ProvisionedVolume, SshBackend, VolumeRequest};
+pub use plan::Brick;
 pub use ssh::{RemoteOutput, SshExecutor};

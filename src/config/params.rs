@@ -1,0 +1,332 @@
+//! StorageClass parameters, with the keys, defaults and validation users of
+//! `kubernetes.io/glusterfs` already rely on. Everything is checked here, before anything is
+//! created anywhere.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::{Error, Result};
+
+pub const GID_MIN_DEFAULT: u32 = 2000;
+pub const GID_MAX_DEFAULT: u32 = 2_147_483_647;
+const EP_PREFIX_DEFAULT: &str = "glusterfs-dynamic";
+const EP_PREFIX_MAX: usize = 26;
+const VOLUME_PREFIX_MAX: usize = 32;
+
+/// How the bricks of a volume protect the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// One brick, no redundancy.
+    None,
+    Replicate(u32),
+    Disperse {
+        data: u32,
+        redundancy: u32,
+    },
+}
+
+impl Durability {
+    /// How many bricks, each on its own node, the volume needs.
+    pub fn bricks(self) -> u32 {
+        match self {
+            Durability::None => 1,
+            Durability::Replicate(n) => n,
+            Durability::Disperse { data, redundancy } => data + redundancy,
+        }
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Durability::None => f.write_str("none"),
+            Durability::Replicate(n) => write!(f, "replicate:{n}"),
+            Durability::Disperse { data, redundancy } => write!(f, "disperse:{data}:{redundancy}"),
+        }
+    }
+}
+
+/// A StorageClass's parameters for the SSH backend, validated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ClassParams {
+    pub durability: Durability,
+    pub gid_min: u32,
+    pub gid_max: u32,
+    /// Gluster volume options as `(key, value)`.
+    pub volume_options: Vec<(String, String)>,
+    pub volume_name_prefix: Option<String>,
+    pub endpoint_prefix: String,
+    /// Topology cluster; `None` means the first one.
+    pub cluster: Option<String>,
+}
+
+fn invalid(msg: impl Into<String>) -> Error {
+    Error::InvalidParameter(msg.into())
+}
+
+impl ClassParams {
+    pub fn parse(params: &BTreeMap<String, String>) -> Result<Self> {
+        let mut out = ClassParams {
+            durability: Durability::Replicate(3),
+            gid_min: GID_MIN_DEFAULT,
+            gid_max: GID_MAX_DEFAULT,
+            volume_options: Vec::new(),
+            volume_name_prefix: None,
+            endpoint_prefix: EP_PREFIX_DEFAULT.into(),
+            cluster: None,
+        };
+        for (key, value) in params {
+            match key.to_ascii_lowercase().as_str() {
+                "volumetype" => out.durability = parse_durability(value)?,
+                "gidmin" => out.gid_min = parse_gid(key, value)?,
+                "gidmax" => out.gid_max = parse_gid(key, value)?,
+                "volumeoptions" => out.volume_options = parse_volume_options(value)?,
+                "volumenameprefix" => out.volume_name_prefix = Some(parse_volume_prefix(value)?),
+                "customepnameprefix" => out.endpoint_prefix = parse_endpoint_prefix(value)?,
+                "cluster" => {
+                    if value.is_empty() {
+                        return Err(invalid("cluster must not be empty"));
+                    }
+                    out.cluster = Some(value.clone());
+                }
+                _ => return Err(invalid(format!("unknown parameter {key:?}"))),
+            }
+        }
+        if out.gid_min > out.gid_max {
+            return Err(invalid(format!(
+                "gidMin ({}) must not be greater than gidMax ({})",
+                out.gid_min, out.gid_max
+            )));
+        }
+        Ok(out)
+    }
+}
+
+fn parse_durability(value: &str) -> Result<Durability> {
+    let bad = || {
+        invalid(format!(
+            "volumetype {value:?}: expected replicate:N, disperse:D:R or none"
+        ))
+    };
+    let count = |s: &str| s.parse::<u32>().ok().filter(|n| (1..=16).contains(n));
+    let parts: Vec<&str> = value.split(':').collect();
+    match parts.as_slice() {
+        ["none"] => Ok(Durability::None),
+        ["replicate", n] => count(n).map(Durability::Replicate).ok_or_else(bad),
+        ["disperse", d, r] => {
+            let (data, redundancy) = (count(d).ok_or_else(bad)?, count(r).ok_or_else(bad)?);
+            // Gluster needs more data bricks than twice the redundancy.
+            if data <= redundancy {
+                return Err(invalid(format!(
+                    "volumetype {value:?}: data bricks must outnumber redundancy bricks"
+                )));
+            }
+            Ok(Durability::Disperse { data, redundancy })
+        }
+        _ => Err(bad()),
+    }
+}
+
+fn parse_gid(key: &str, value: &str) -> Result<u32> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|g| (GID_MIN_DEFAULT..=GID_MAX_DEFAULT).contains(g))
+        .ok_or_else(|| {
+            invalid(format!(
+                "{key} {value:?}: must be an integer from {GID_MIN_DEFAULT} to {GID_MAX_DEFAULT}"
+            ))
+        })
+}
+
+fn is_option_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 128
+        && key.starts_with(|c: char| c.is_ascii_alphabetic())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+fn is_option_value(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 256
+        && !value.starts_with('-')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/' | '*'))
+}
+
+/// `"key value, key value"`. Keys and values are restricted to the characters gluster options
+/// use, so nothing a user writes here reaches the gluster CLI as anything but one option.
+fn parse_volume_options(value: &str) -> Result<Vec<(String, String)>> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|option| {
+            let mut words = option.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                (Some(k), Some(v), None) if is_option_key(k) && is_option_value(v) => {
+                    Ok((k.to_string(), v.to_string()))
+                }
+                _ => Err(invalid(format!(
+                    "volumeoptions entry {option:?}: expected \"key value\" with a gluster option \
+                     name and a plain value"
+                ))),
+            }
+        })
+        .collect()
+}
+
+fn parse_volume_prefix(value: &str) -> Result<String> {
+    let ok = !value.is_empty()
+        && value.len() <= VOLUME_PREFIX_MAX
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !ok {
+        return Err(invalid(format!(
+            "volumenameprefix {value:?}: use up to {VOLUME_PREFIX_MAX} letters, digits and '-' \
+             (no '_'), starting with a letter or digit"
+        )));
+    }
+    Ok(value.to_string())
+}
+
+/// The prefix becomes part of Service and Endpoints names, so it must be a DNS label start.
+fn parse_endpoint_prefix(value: &str) -> Result<String> {
+    let ok = !value.is_empty()
+        && value.len() <= EP_PREFIX_MAX
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        return Err(invalid(format!(
+            "customepnameprefix {value:?}: use up to {EP_PREFIX_MAX} lowercase letters, digits \
+             and '-', starting with a letter"
+        )));
+    }
+    Ok(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<ClassParams> {
+        ClassParams::parse(
+            &pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn defaults() {
+        let p = parse(&[]).unwrap();
+        assert_eq!(p.durability, Durability::Replicate(3));
+        assert_eq!((p.gid_min, p.gid_max), (2000, 2_147_483_647));
+        assert_eq!(p.endpoint_prefix, "glusterfs-dynamic");
+        assert!(p.volume_options.is_empty() && p.cluster.is_none());
+    }
+
+    #[test]
+    fn keys_are_case_insensitive() {
+        let p = parse(&[
+            ("volumeType", "disperse:4:2"),
+            ("GIDMIN", "40000"),
+            ("gidMax", "50000"),
+            (
+                "volumeOptions",
+                "performance.quick-read off, cluster.lookup-optimize on",
+            ),
+            ("volumeNamePrefix", "dept-a"),
+            ("customEpNamePrefix", "myep"),
+            ("Cluster", "east"),
+        ])
+        .unwrap();
+        assert_eq!(
+            p.durability,
+            Durability::Disperse {
+                data: 4,
+                redundancy: 2
+            }
+        );
+        assert_eq!(p.durability.bricks(), 6);
+        assert_eq!((p.gid_min, p.gid_max), (40000, 50000));
+        assert_eq!(
+            p.volume_options,
+            [
+                ("performance.quick-read".into(), "off".into()),
+                ("cluster.lookup-optimize".into(), "on".into())
+            ]
+        );
+        assert_eq!(p.volume_name_prefix.as_deref(), Some("dept-a"));
+        assert_eq!(p.endpoint_prefix, "myep");
+        assert_eq!(p.cluster.as_deref(), Some("east"));
+    }
+
+    #[test]
+    fn volume_types() {
+        for (text, want) in [
+            ("none", Durability::None),
+            ("replicate:2", Durability::Replicate(2)),
+            ("replicate:3", Durability::Replicate(3)),
+            (
+                "disperse:2:1",
+                Durability::Disperse {
+                    data: 2,
+                    redundancy: 1,
+                },
+            ),
+        ] {
+            assert_eq!(parse(&[("volumetype", text)]).unwrap().durability, want);
+            assert_eq!(want.to_string(), text);
+        }
+    }
+
+    #[test]
+    fn bad_values_name_the_problem() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("foo", "bar")], "unknown parameter \"foo\""),
+            (
+                &[("resturl", "http://heketi:8080")],
+                "unknown parameter \"resturl\"",
+            ),
+            (&[("volumetype", "mirror:3")], "volumetype \"mirror:3\""),
+            (&[("volumetype", "replicate:0")], "volumetype"),
+            (&[("volumetype", "replicate:x")], "volumetype"),
+            (&[("volumetype", "replicate")], "volumetype"),
+            (&[("volumetype", "disperse:1:1")], "outnumber"),
+            (&[("gidMin", "100")], "gidMin \"100\""),
+            (&[("gidMax", "abc")], "gidMax \"abc\""),
+            (
+                &[("gidMin", "5000"), ("gidMax", "4000")],
+                "gidMin (5000) must not be greater",
+            ),
+            (&[("volumeoptions", "a")], "volumeoptions entry \"a\""),
+            (&[("volumeoptions", "a b c")], "volumeoptions entry"),
+            (&[("volumeoptions", "k $(reboot)")], "volumeoptions entry"),
+            (&[("volumeoptions", "k;rm -rf / x")], "volumeoptions entry"),
+            (&[("volumeoptions", "k `id`")], "volumeoptions entry"),
+            (&[("volumeoptions", "--mode script")], "volumeoptions entry"),
+            (&[("volumenameprefix", "a_b")], "volumenameprefix \"a_b\""),
+            (&[("volumenameprefix", "a b;")], "volumenameprefix"),
+            (
+                &[("customepnameprefix", "this-prefix-is-much-too-long-for-us")],
+                "customepnameprefix",
+            ),
+            (&[("customepnameprefix", "Upper")], "customepnameprefix"),
+            (&[("cluster", "")], "cluster must not be empty"),
+        ];
+        for (pairs, want) in cases {
+            let err = parse(pairs).unwrap_err().to_string();
+            assert!(
+                err.contains(want),
+                "{pairs:?}: {err:?} should contain {want:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Volumes: a PV this provisioner made is deleted with its gluster volume, bricks, Endpoints and
+//! Service once Released with policy Delete; Retain is never touched. While it lives, its
+//! Endpoints and Service are recreated if someone deletes them.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::{Resource, ResourceExt};
+use tracing::Instrument;
+
+use super::{Context, event_note, failure_key, ignore_not_found};
+use crate::gluster::plan;
+use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER};
+use crate::{Error, Result};
+
+pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action> {
+    if !ctx.is_ours(&pv) || pv.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let spec = pv.spec.clone().unwrap_or_default();
+    let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
+    let span = tracing::info_span!("volume", pv = pv.name_any());
+    if phase == Some("Released")
+        && spec.persistent_volume_reclaim_policy.as_deref() == Some("Delete")
+    {
+        return match delete(&pv, &ctx).instrument(span).await {
+            Ok(()) => {
+                ctx.succeeded(&failure_key(pv.as_ref()));
+                Ok(Action::await_change())
+            }
+            Err(e) => {
+                tracing::warn!(pv = pv.name_any(), error = %e, "delete failed");
+                ctx.publish(
+                    pv.as_ref(),
+                    EventType::Warning,
+                    "VolumeFailedDelete",
+                    "Delete",
+                    event_note(&e),
+                )
+                .await;
+                Err(e)
+            }
+        };
+    }
+    if phase != Some("Released") {
+        repair_endpoints(&pv, &ctx).instrument(span).await?;
+    }
+    Ok(Action::await_change())
+}
+
+pub fn error_policy(pv: Arc<PersistentVolume>, _: &Error, ctx: Arc<Context>) -> Action {
+    ctx.backoff(failure_key(pv.as_ref()))
+}
+
+fn invalid(pv: &PersistentVolume, message: impl Into<String>) -> Error {
+    Error::InvalidVolume {
+        pv: pv.name_any(),
+        message: message.into(),
+    }
+}
+
+/// Deletes in an order that can stop anywhere and resume: the gluster volume and its bricks
+/// first, then the Endpoints/Service, the PV last (its GID is free once the PV is gone).
+async fn delete(pv: &PersistentVolume, ctx: &Context) -> Result<()> {
+    let source = pv
+        .spec
+        .as_ref()
+        .and_then(|s| s.glusterfs.clone())
+        .ok_or_else(|| invalid(pv, "no glusterfs source"))?;
+    let volume = source.path.as_str();
+    if !plan::is_volume_name(volume) {
+        return Err(invalid(
+            pv,
+            format!("path {volume:?} is not a volume name this provisioner makes"),
+        ));
+    }
+    let cluster = pv
+        .annotations()
+        .get(ANN_CLUSTER)
+        .ok_or_else(|| invalid(pv, format!("no {ANN_CLUSTER} annotation")))?;
+    let record = pv
+        .annotations()
+        .get(ANN_BRICKS)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let bricks = ctx.backend.bricks_from_record(cluster, volume, record)?;
+    ctx.backend.delete(cluster, volume, &bricks).await?;
+    tracing::info!(volume, "gluster volume and bricks removed");
+    if let Some(namespace) = source.endpoints_namespace.as_deref() {
+        ctx.delete_endpoints(namespace, &source.endpoints).await?;
+    }
+    let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
+    ignore_not_found(
+        pvs.delete(&pv.name_any(), &Default::default())
+            .await
+            .map(drop),
+    )?;
+    tracing::info!("PV deleted");
+    Ok(())
+}
+
+async fn repair_endpoints(pv: &PersistentVolume, ctx: &Context) -> Result<()> {
+    let spec = pv.spec.as_ref();
+    let (Some(source), Some(claim)) = (
+        spec.and_then(|s| s.glusterfs.as_ref()),
+        spec.and_then(|s| s.claim_ref.as_ref()),
+    ) else {
+        return Ok(());
+    };
+    let Some(namespace) = source.endpoints_namespace.as_deref() else {
+        return Ok(());
+    };
+    let _ = ctx.endpoints_ready().await;
+    if ctx.has_endpoints(namespace, &source.endpoints) {
+        return Ok(());
+    }
+    let cluster = pv
+        .annotations()
+        .get(ANN_CLUSTER)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let record = pv
+        .annotations()
+        .get(ANN_BRICKS)
+        .map(String::as_str)
+        .unwrap_or_default();
+    let mut addresses: Vec<_> = ctx
+        .backend
+        .bricks_from_record(cluster, &source.path, record)?
+        .iter()
+        .map(|b| b.storage_address)
+        .collect();
+    addresses.dedup();
+    let (claim_name, claim_uid) = (
+        claim.name.as_deref().unwrap_or_default(),
+        claim.uid.as_deref().unwrap_or_default(),
+    );
+    ctx.apply_endpoints(
+        namespace,
+        &source.endpoints,
+        (claim_name, claim_uid),
+        &addresses,
+    )
+    .await?;
+    tracing::info!(
+        endpoints = source.endpoints,
+        "Endpoints and Service recreated"
+    );
+    Ok(())
+}

@@ -1,0 +1,285 @@
+//! The Kubernetes-facing side: two kube-rs controllers sharing one [`Context`].
+//!
+//! - claims ([`provision`]): an unbound PVC of a class naming us gets a volume and a PV;
+//! - volumes ([`delete`]): a Released PV of ours with policy Delete is removed with its volume;
+//!   a live one gets its Endpoints/Service back if someone deleted them.
+
+pub mod delete;
+pub mod provision;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Endpoints, PersistentVolume, PersistentVolumeClaim, Service};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::gid::GidAllocator;
+use crate::gluster::SshBackend;
+use crate::k8s::objects::{self, LABEL_PV};
+use crate::{Error, Result};
+
+const FIELD_MANAGER: &str = "glusterfs-provisioner";
+
+/// How the controllers run.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// The name StorageClasses use in `provisioner:`.
+    pub provisioner: String,
+    /// Claims provisioned (and volumes deleted) at the same time.
+    pub workers: u16,
+    /// Per-object retry backoff after a failure: doubles from `retry_min` up to `retry_max`.
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+    /// Identity in events (`reportingInstance`); the pod name in a cluster.
+    pub instance: String,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub recorder: Recorder,
+    pub backend: SshBackend,
+    pub gids: GidAllocator,
+    pub volumes: Store<PersistentVolume>,
+    pub classes: Store<StorageClass>,
+    endpoints: Store<PartialObjectMeta<Endpoints>>,
+    services: Store<PartialObjectMeta<Service>>,
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// GIDs of the PVs this provisioner made, whatever their class.
+    fn gids_in_use(&self) -> Vec<(String, u32)> {
+        self.volumes
+            .state()
+            .iter()
+            .filter(|pv| self.is_ours(pv))
+            .filter_map(|pv| {
+                let gid = pv.annotations().get(objects::ANN_GID)?.parse().ok()?;
+                Some((pv.name_any(), gid))
+            })
+            .collect()
+    }
+
+    fn is_ours(&self, pv: &PersistentVolume) -> bool {
+        pv.annotations().get(objects::ANN_PROVISIONED_BY) == Some(&self.settings.provisioner)
+    }
+
+    async fn publish<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "cannot publish event");
+        }
+    }
+
+    /// Creates or repairs the Endpoints and Service of a claim's volume (server-side apply, so
+    /// a second call changes nothing).
+    async fn apply_endpoints(
+        &self,
+        namespace: &str,
+        name: &str,
+        claim: (&str, &str),
+        addresses: &[std::net::IpAddr],
+    ) -> Result<()> {
+        let pp = PatchParams::apply(FIELD_MANAGER).force();
+        let (claim_name, claim_uid) = claim;
+        let svc = objects::service(name, namespace, claim_name, claim_uid);
+        Api::<Service>::namespaced(self.client.clone(), namespace)
+            .patch(name, &pp, &Patch::Apply(&svc))
+            .await?;
+        let ep = objects::endpoints(name, namespace, claim_name, claim_uid, addresses);
+        Api::<Endpoints>::namespaced(self.client.clone(), namespace)
+            .patch(name, &pp, &Patch::Apply(&ep))
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes the Endpoints and Service; already gone is fine.
+    async fn delete_endpoints(&self, namespace: &str, name: &str) -> Result<()> {
+        let dp = Default::default();
+        let svc = Api::<Service>::namespaced(self.client.clone(), namespace);
+        ignore_not_found(svc.delete(name, &dp).await.map(drop))?;
+        let ep = Api::<Endpoints>::namespaced(self.client.clone(), namespace);
+        ignore_not_found(ep.delete(name, &dp).await.map(drop))
+    }
+
+    async fn endpoints_ready(&self) -> std::result::Result<(), reflector::store::WriterDropped> {
+        self.endpoints.wait_until_ready().await?;
+        self.services.wait_until_ready().await
+    }
+
+    fn has_endpoints(&self, namespace: &str, name: &str) -> bool {
+        self.endpoints
+            .get(&ObjectRef::new(name).within(namespace))
+            .is_some()
+            && self
+                .services
+                .get(&ObjectRef::new(name).within(namespace))
+                .is_some()
+    }
+
+    /// Exponential per-object backoff; a success resets it.
+    fn backoff(&self, key: String) -> Action {
+        let mut failures = self.failures.lock().expect("failures lock");
+        let n = failures.entry(key).or_default();
+        let delay = self.settings.retry_min.saturating_mul(1 << (*n).min(16));
+        *n += 1;
+        Action::requeue(delay.min(self.settings.retry_max))
+    }
+
+    fn succeeded(&self, key: &str) {
+        self.failures.lock().expect("failures lock").remove(key);
+    }
+}
+
+pub(crate) fn ignore_not_found(result: std::result::Result<(), kube::Error>) -> Result<()> {
+    match result {
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        other => Ok(other?),
+    }
+}
+
+/// Runs both controllers until a shutdown signal.
+pub async fn run(client: Client, backend: SshBackend, settings: Settings) -> Result<()> {
+    let (classes, class_writer) = reflector::store();
+    let class_stream = reflector::reflector(
+        class_writer,
+        watcher(
+            Api::<StorageClass>::all(client.clone()),
+            watcher::Config::default(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| async {});
+    let labelled = watcher::Config::default().labels(LABEL_PV);
+    let (endpoints, ep_writer) = reflector::store();
+    let ep_stream = reflector::reflector(
+        ep_writer,
+        watcher(
+            Api::<PartialObjectMeta<Endpoints>>::all(client.clone()),
+            labelled.clone(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| async {});
+    let (services, svc_writer) = reflector::store();
+    let svc_stream = reflector::reflector(
+        svc_writer,
+        watcher(
+            Api::<PartialObjectMeta<Service>>::all(client.clone()),
+            labelled.clone(),
+        ),
+    )
+    .default_backoff()
+    .touched_objects()
+    .for_each(|_| async {});
+
+    let workers = settings.workers;
+    let volume_controller = Controller::new(
+        Api::<PersistentVolume>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<Endpoints>::all(client.clone()),
+        labelled.clone(),
+        |ep| pv_of(&ep),
+    )
+    .watches(Api::<Service>::all(client.clone()), labelled, |svc| {
+        pv_of(&svc)
+    })
+    .with_config(controller::Config::default().concurrency(workers));
+    let reporter = Reporter {
+        controller: settings.provisioner.clone(),
+        instance: Some(settings.instance.clone()),
+    };
+    let ctx = Arc::new(Context {
+        recorder: Recorder::new(client.clone(), reporter),
+        client: client.clone(),
+        settings,
+        backend,
+        gids: GidAllocator::default(),
+        volumes: volume_controller.store(),
+        classes,
+        endpoints,
+        services,
+        failures: Mutex::default(),
+    });
+
+    let claims = Controller::new(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .with_config(controller::Config::default().concurrency(workers))
+    .shutdown_on_signal()
+    .run(provision::reconcile, provision::error_policy, ctx.clone())
+    .for_each(|res| async move {
+        if let Err(e) = res {
+            tracing::debug!(error = %e, "claim reconcile");
+        }
+    });
+    let volumes = volume_controller
+        .shutdown_on_signal()
+        .run(delete::reconcile, delete::error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "volume reconcile");
+            }
+        });
+    tracing::info!(
+        provisioner = ctx.settings.provisioner,
+        "controllers started"
+    );
+    // The reflectors run until the controllers stop; then they are dropped.
+    tokio::select! {
+        _ = futures::future::join(claims, volumes) => {}
+        _ = class_stream => {}
+        _ = ep_stream => {}
+        _ = svc_stream => {}
+    }
+    Ok(())
+}
+
+fn pv_of<K: Resource>(obj: &K) -> Option<ObjectRef<PersistentVolume>> {
+    obj.meta()
+        .labels
+        .as_ref()?
+        .get(LABEL_PV)
+        .map(|pv| ObjectRef::new(pv))
+}
+
+/// Where an object's failures are counted for backoff.
+fn failure_key<K: Resource>(obj: &K) -> String {
+    obj.meta().uid.clone().unwrap_or_default()
+}
+
+/// The error as an event note (the API caps notes at 1 kB).
+fn event_note(e: &Error) -> String {
+    let mut s = e.to_string();
+    if s.len() > 1000 {
+        let mut end = 1000;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}

@@ -1,0 +1,213 @@
+//! Claims: an unbound PVC whose class names this provisioner gets a gluster volume, its
+//! Endpoints + Service, and a PV bound to it by claimRef (the PV controller then binds the PVC).
+
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use tracing::Instrument;
+
+use super::{Context, event_note, failure_key};
+use crate::config::ClassParams;
+use crate::gluster::{VolumeRequest, plan};
+use crate::k8s::objects::{self, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA};
+use crate::{Error, Result};
+
+const ANN_CLASS_BETA: &str = "volume.beta.kubernetes.io/storage-class";
+
+pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
+    // GIDs come from the PV cache: nothing is provisioned before it is complete.
+    let _ = ctx.volumes.wait_until_ready().await;
+    let Some(class) = wanted_class(&claim, &ctx)? else {
+        return Ok(Action::await_change());
+    };
+    let span = tracing::info_span!(
+        "provision",
+        namespace = claim.namespace().unwrap_or_default(),
+        claim = claim.name_any(),
+        uid = claim.uid().unwrap_or_default()
+    );
+    match provision(&claim, &class, &ctx).instrument(span).await {
+        Ok(pv) => {
+            ctx.succeeded(&failure_key(claim.as_ref()));
+            let note = format!("Successfully provisioned volume {pv}");
+            ctx.publish(
+                claim.as_ref(),
+                EventType::Normal,
+                "ProvisioningSucceeded",
+                "Provision",
+                note,
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            tracing::warn!(claim = claim.name_any(), error = %e, "provisioning failed");
+            ctx.publish(
+                claim.as_ref(),
+                EventType::Warning,
+                "ProvisioningFailed",
+                "Provision",
+                event_note(&e),
+            )
+            .await;
+            Err(e)
+        }
+    }
+}
+
+pub fn error_policy(claim: Arc<PersistentVolumeClaim>, _: &Error, ctx: Arc<Context>) -> Action {
+    ctx.backoff(failure_key(claim.as_ref()))
+}
+
+/// The class of a claim this provisioner should provision now, if any.
+fn wanted_class(claim: &PersistentVolumeClaim, ctx: &Context) -> Result<Option<Arc<StorageClass>>> {
+    let spec = claim.spec.as_ref();
+    if claim.meta().deletion_timestamp.is_some()
+        || spec
+            .and_then(|s| s.volume_name.as_deref())
+            .is_some_and(|v| !v.is_empty())
+    {
+        return Ok(None);
+    }
+    let ours = &ctx.settings.provisioner;
+    let annotated = [ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA]
+        .iter()
+        .any(|a| claim.annotations().get(*a) == Some(ours));
+    let Some(class_name) = spec
+        .and_then(|s| s.storage_class_name.clone())
+        .or_else(|| claim.annotations().get(ANN_CLASS_BETA).cloned())
+    else {
+        return Ok(None);
+    };
+    let class = ctx.classes.get(&ObjectRef::new(&class_name));
+    let class_is_ours = class.as_ref().is_some_and(|c| &c.provisioner == ours);
+    if !(annotated || class_is_ours) {
+        return Ok(None);
+    }
+    let class = class.ok_or(Error::ClassNotFound(class_name))?;
+    // Provisioned already: the PV exists and the PV controller binds the claim.
+    let pv = objects::pv_name(&claim.uid().unwrap_or_default());
+    if ctx.volumes.get(&ObjectRef::new(&pv)).is_some() {
+        return Ok(None);
+    }
+    Ok(Some(class))
+}
+
+async fn provision(
+    claim: &PersistentVolumeClaim,
+    class: &StorageClass,
+    ctx: &Context,
+) -> Result<String> {
+    // Everything is validated before anything is created anywhere.
+    let params = ClassParams::parse(&class.parameters.clone().unwrap_or_default())?;
+    objects::check_claim(claim)?;
+    let cluster = ctx.backend.cluster(params.cluster.as_deref())?;
+    let bricks = params.durability.bricks() as usize;
+    if bricks > cluster.nodes.len() {
+        return Err(Error::Placement(format!(
+            "volumetype {} needs {bricks} bricks on distinct nodes, but cluster {:?} has {} nodes",
+            params.durability,
+            cluster.name,
+            cluster.nodes.len()
+        )));
+    }
+    let size_gib = objects::requested_gib(claim)?;
+    let (namespace, name, uid) = (
+        claim.namespace().unwrap_or_default(),
+        claim.name_any(),
+        claim.uid().unwrap_or_default(),
+    );
+    let pv_name = objects::pv_name(&uid);
+    let volume = plan::volume_name(
+        params.volume_name_prefix.as_deref(),
+        &namespace,
+        &name,
+        &uid,
+    );
+    let note = format!(
+        "External provisioner is provisioning volume {volume} for claim {namespace}/{name}"
+    );
+    ctx.publish(claim, EventType::Normal, "Provisioning", "Provision", note)
+        .await;
+
+    let gid = ctx
+        .gids
+        .allocate(&pv_name, params.gid_min, params.gid_max, ctx.gids_in_use())?;
+    let req = VolumeRequest {
+        name: &volume,
+        cluster: Some(&cluster.name),
+        durability: params.durability,
+        size_gib,
+        gid,
+        options: &params.volume_options,
+    };
+    let made = match ctx.backend.create(&req).await {
+        Ok(made) => made,
+        Err(e) => {
+            ctx.gids.release(&pv_name);
+            return Err(e);
+        }
+    };
+    tracing::info!(volume, gid, bricks = ?made.bricks.iter().map(|b| b.spec()).collect::<Vec<_>>(), "gluster volume ready");
+
+    let ep_name = objects::endpoints_name(&params.endpoint_prefix, &uid);
+    let pv = objects::persistent_volume(
+        claim,
+        class,
+        &objects::VolumeFacts {
+            provisioner: &ctx.settings.provisioner,
+            volume: &volume,
+            cluster: &made.cluster,
+            bricks: &made.bricks,
+            endpoints: &ep_name,
+            gid,
+            size_gib,
+        },
+    );
+    let kube_side = async {
+        ctx.apply_endpoints(
+            &namespace,
+            &ep_name,
+            (&name, &uid),
+            &made.storage_addresses(),
+        )
+        .await?;
+        match Api::<PersistentVolume>::all(ctx.client.clone())
+            .create(&PostParams::default(), &pv)
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+            other => other.map(drop).map_err(Error::from),
+        }
+    };
+    if let Err(e) = kube_side.await {
+        // Without its PV the volume would be orphaned if the claim went away: undo it all.
+        if let Err(cleanup) = ctx
+            .backend
+            .delete(&made.cluster, &volume, &made.bricks)
+            .await
+        {
+            tracing::error!(volume, error = %cleanup, "cleanup of the volume failed");
+            let note = format!("cleanup of volume {volume} failed: {cleanup}");
+            ctx.publish(
+                claim,
+                EventType::Warning,
+                "ProvisioningCleanupFailed",
+                "Provision",
+                note,
+            )
+            .await;
+        }
+        ctx.delete_endpoints(&namespace, &ep_name).await.ok();
+        ctx.gids.release(&pv_name);
+        return Err(e);
+    }
+    tracing::info!(pv = pv_name, "PV created");
+    Ok(pv_name)
+}

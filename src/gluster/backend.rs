@@ -1,0 +1,349 @@
+//! The SSH backend: makes and removes volumes by running the gluster CLI and a few coreutils on
+//! the nodes of the topology. Every step is idempotent, so a retry or a restart after a crash
+//! picks up where the last attempt stopped.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use futures::future::join_all;
+
+use super::plan::{self, Brick, NodeCapacity};
+use super::ssh::SshExecutor;
+use super::xml::{self, Volume};
+use crate::config::{Cluster, Durability, Topology};
+use crate::{Error, Result};
+
+/// What the provisioner asks for.
+#[derive(Clone, Debug)]
+pub struct VolumeRequest<'a> {
+    pub name: &'a str,
+    pub cluster: Option<&'a str>,
+    pub durability: Durability,
+    pub size_gib: u64,
+    pub gid: u32,
+    pub options: &'a [(String, String)],
+}
+
+/// A volume that exists and is started.
+#[derive(Clone, Debug)]
+pub struct ProvisionedVolume {
+    pub name: String,
+    pub cluster: String,
+    pub bricks: Vec<Brick>,
+}
+
+impl ProvisionedVolume {
+    /// Addresses of the nodes holding bricks, for the Endpoints clients mount through.
+    pub fn storage_addresses(&self) -> Vec<IpAddr> {
+        let mut out: Vec<IpAddr> = self.bricks.iter().map(|b| b.storage_address).collect();
+        out.dedup();
+        out
+    }
+}
+
+pub struct SshBackend {
+    topology: Topology,
+    ssh: SshExecutor,
+}
+
+fn words(ws: &[&str]) -> Vec<String> {
+    ws.iter().map(|w| w.to_string()).collect()
+}
+
+impl SshBackend {
+    pub fn new(topology: Topology, ssh: SshExecutor) -> Self {
+        Self { topology, ssh }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn cluster(&self, name: Option<&str>) -> Result<&Cluster> {
+        self.topology
+            .cluster(name)
+            .ok_or_else(|| Error::UnknownCluster(name.unwrap_or_default().to_string()))
+    }
+
+    /// Makes (or finds and completes) the volume `req` describes, started and size-limited.
+    pub async fn create(&self, req: &VolumeRequest<'_>) -> Result<ProvisionedVolume> {
+        let cluster = self.cluster(req.cluster)?;
+        let existing = self.volume_info(cluster, req.name).await?;
+        let bricks = match &existing {
+            Some(volume) => self.bricks_of(cluster, volume)?,
+            None => {
+                let capacity = self.capacity(cluster).await?;
+                plan::place_bricks(
+                    cluster,
+                    &capacity,
+                    req.durability,
+                    req.size_gib << 30,
+                    req.name,
+                )?
+            }
+        };
+        let done = self.build(cluster, req, existing.as_ref(), &bricks).await;
+        if let Err(e) = done {
+            // A volume this attempt created is removed again; one found from an earlier attempt
+            // is left for the next retry to finish.
+            if existing.is_none()
+                && let Err(cleanup) = self.delete(&cluster.name, req.name, &bricks).await
+            {
+                tracing::error!(volume = req.name, error = %cleanup, "cleanup after a failed create failed");
+            }
+            return Err(e);
+        }
+        Ok(ProvisionedVolume {
+            name: req.name.to_string(),
+            cluster: cluster.name.clone(),
+            bricks,
+        })
+    }
+
+    async fn build(
+        &self,
+        cluster: &Cluster,
+        req: &VolumeRequest<'_>,
+        existing: Option<&Volume>,
+        bricks: &[Brick],
+    ) -> Result<()> {
+        let gid = req.gid.to_string();
+        // Brick directories group-owned by the GID with setgid, so files keep the group.
+        let dirs = bricks.iter().map(|b| {
+            let args = vec![
+                "-d".into(),
+                "-m".into(),
+                "2775".into(),
+                "-g".into(),
+                gid.clone(),
+                path_arg(&b.path),
+            ];
+            async move { self.ssh.run_ok(&b.ssh_address, "install", &args).await }
+        });
+        join_all(dirs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        let name = req.name;
+        if existing.is_none() {
+            self.gluster(cluster, plan::create_args(name, req.durability, bricks))
+                .await?;
+        }
+        self.gluster(cluster, plan::set_args(name, "storage.owner-gid", &gid))
+            .await?;
+        for (key, value) in req.options {
+            self.gluster(cluster, plan::set_args(name, key, value))
+                .await?;
+        }
+        self.gluster_tolerant(cluster, plan::quota_enable_args(name), "already enabled")
+            .await?;
+        self.gluster(cluster, plan::quota_limit_args(name, req.size_gib))
+            .await?;
+        // df in a mount then shows the quota as the size of the file system.
+        self.gluster(
+            cluster,
+            plan::set_args(name, "features.quota-deem-statfs", "on"),
+        )
+        .await?;
+        if !existing.is_some_and(Volume::is_started) {
+            self.gluster_tolerant(cluster, plan::start_args(name), "already started")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Stops and deletes the volume (already gone counts as done) and removes its brick
+    /// directories. When the volume still exists, its own brick list is used.
+    pub async fn delete(&self, cluster: &str, name: &str, bricks: &[Brick]) -> Result<()> {
+        let cluster = self.cluster(Some(cluster))?;
+        let mut bricks = bricks.to_vec();
+        if let Some(volume) = self.volume_info(cluster, name).await? {
+            bricks = self.bricks_of(cluster, &volume)?;
+            self.gluster_tolerant(
+                cluster,
+                plan::stop_args(name),
+                "is not in the started state",
+            )
+            .await?;
+            self.gluster_tolerant(cluster, plan::delete_args(name), "does not exist")
+                .await?;
+        }
+        let removals = bricks.iter().map(|b| {
+            let args = vec![
+                "-rf".into(),
+                "--one-file-system".into(),
+                path_arg(b.volume_dir()),
+            ];
+            async move { self.ssh.run_ok(&b.ssh_address, "rm", &args).await }
+        });
+        join_all(removals)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(())
+    }
+
+    /// Brick records as stored on a PV, checked against the topology before anything is removed:
+    /// the path must be `<a brick root of that node>/<volume>/brick`.
+    pub fn bricks_from_record(
+        &self,
+        cluster: &str,
+        volume: &str,
+        record: &str,
+    ) -> Result<Vec<Brick>> {
+        let cluster = self.cluster(Some(cluster))?;
+        record
+            .split(',')
+            .filter(|r| !r.is_empty())
+            .map(|r| {
+                let (node, path) = r.split_once(':').unwrap_or((r, ""));
+                let node = cluster
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == node)
+                    .ok_or_else(|| {
+                        Error::Placement(format!(
+                            "brick {r:?}: node not in cluster {:?}",
+                            cluster.name
+                        ))
+                    })?;
+                self.checked_brick(node, volume, Path::new(path))
+            })
+            .collect()
+    }
+
+    fn checked_brick(
+        &self,
+        node: &crate::config::Node,
+        volume: &str,
+        path: &Path,
+    ) -> Result<Brick> {
+        node.brick_roots
+            .iter()
+            .map(|root| Brick::new(node, root, volume))
+            .find(|b| b.path == path)
+            .ok_or_else(|| {
+                Error::Placement(format!(
+                    "brick {}:{} is not <brick root>/{volume}/brick of that node",
+                    node.name,
+                    path.display()
+                ))
+            })
+    }
+
+    /// Maps the bricks gluster reports (`address:/path`) back to topology nodes.
+    fn bricks_of(&self, cluster: &Cluster, volume: &Volume) -> Result<Vec<Brick>> {
+        volume
+            .bricks()
+            .map(|(host, path)| {
+                let node = cluster
+                    .nodes
+                    .iter()
+                    .find(|n| n.storage_address.to_string() == host || n.ssh_address == host)
+                    .ok_or_else(|| {
+                        Error::Placement(format!(
+                            "volume {} has a brick on {host}, not in the topology",
+                            volume.name
+                        ))
+                    })?;
+                self.checked_brick(node, &volume.name, Path::new(path))
+            })
+            .collect()
+    }
+
+    pub async fn volume_info(&self, cluster: &Cluster, name: &str) -> Result<Option<Volume>> {
+        match self.gluster(cluster, plan::info_args(name)).await {
+            Ok(out) => Ok(xml::parse_volume_info(&out)?
+                .into_iter()
+                .find(|v| v.name == name)),
+            Err(Error::Gluster { message, .. }) if message.contains("does not exist") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Free bytes of every brick root of every node, asked in parallel. Nodes that do not
+    /// answer are left out; placement then says how many were usable.
+    pub async fn capacity<'c>(&self, cluster: &'c Cluster) -> Result<Vec<NodeCapacity<'c>>> {
+        let asks = cluster.nodes.iter().map(|node| async move {
+            let mut args = words(&["-f", "-c", "%a %S"]);
+            args.extend(node.brick_roots.iter().map(|r| path_arg(r)));
+            let out = self.ssh.run_ok(&node.ssh_address, "stat", &args).await?;
+            let free = node
+                .brick_roots
+                .iter()
+                .zip(out.lines())
+                .map(|(root, line)| {
+                    let mut it = line
+                        .split_whitespace()
+                        .map(|n| n.parse::<u64>().unwrap_or(0));
+                    (
+                        root.clone(),
+                        it.next().unwrap_or(0) * it.next().unwrap_or(0),
+                    )
+                })
+                .collect();
+            Ok::<_, Error>(NodeCapacity { node, free })
+        });
+        let mut out = Vec::new();
+        for (node, result) in cluster.nodes.iter().zip(join_all(asks).await) {
+            match result {
+                Ok(c) => out.push(c),
+                Err(e) => {
+                    tracing::warn!(node = node.name, error = %e, "node left out of placement")
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn gluster_tolerant(
+        &self,
+        cluster: &Cluster,
+        args: Vec<String>,
+        ok_if: &str,
+    ) -> Result<()> {
+        match self.gluster(cluster, args).await {
+            Err(Error::Gluster { message, .. }) if message.contains(ok_if) => Ok(()),
+            other => other.map(drop),
+        }
+    }
+
+    /// Runs `gluster --mode=script --xml ARGS` on a node of the cluster and checks its result.
+    /// Lock contention and lost connections are retried with backoff, on the next node.
+    async fn gluster(&self, cluster: &Cluster, args: Vec<String>) -> Result<String> {
+        let command = args.join(" ");
+        let mut full = words(&["--mode=script", "--xml"]);
+        full.extend(args);
+        let attempt = std::sync::atomic::AtomicUsize::new(0);
+        let run = || async {
+            let i = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let node = &cluster.nodes[i % cluster.nodes.len()];
+            let out = self.ssh.run(&node.ssh_address, "gluster", &full).await?;
+            if out.stdout.trim().is_empty() {
+                return Err(Error::Gluster {
+                    command: command.clone(),
+                    message: format!("{} ({})", out.stderr.trim(), out.status),
+                });
+            }
+            xml::parse_status(&command, &out.stdout)?;
+            Ok(out.stdout)
+        };
+        run.retry(
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(3))
+                .with_max_times(8)
+                .with_jitter(),
+        )
+        .when(Error::is_transient)
+        .notify(|e, after| tracing::debug!(error = %e, ?after, "retrying gluster command"))
+        .await
+    }
+}
+
+/// Paths come from the validated topology, so they are plain; `openssh` quotes them anyway.
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}

@@ -1,0 +1,348 @@
+//! Pure decisions about a volume, testable without nodes: its name, where its bricks go, and
+//! the gluster CLI argument lists that make or remove it.
+
+use std::collections::HashSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Cluster, Durability, Node};
+use crate::{Error, Result};
+
+/// Gluster accepts longer names, but brick paths and client log file names embed the name.
+const VOLUME_NAME_MAX: usize = 108;
+
+/// The volume name for a claim. Derived from the claim's UID so a retry, or a restart after a
+/// crash at any step, finds the volume it made before instead of making another.
+pub fn volume_name(prefix: Option<&str>, namespace: &str, claim: &str, uid: &str) -> String {
+    let suffix: String = uid.chars().filter(char::is_ascii_alphanumeric).collect();
+    let Some(prefix) = prefix else {
+        return format!("vol_{suffix}");
+    };
+    // Namespace and claim names are DNS names; '.' is not allowed in volume names.
+    let clean = |s: &str| s.replace('.', "-");
+    let budget = VOLUME_NAME_MAX - prefix.len() - suffix.len() - 3;
+    let (mut ns, mut claim) = (clean(namespace), clean(claim));
+    ns.truncate(budget / 2);
+    claim.truncate(budget - ns.len());
+    format!("{prefix}_{ns}_{claim}_{suffix}")
+}
+
+/// Names this provisioner made or accepts: gluster's own rule, kept to what is safe in a path.
+pub fn is_volume_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= VOLUME_NAME_MAX
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
+}
+
+/// One brick: on which node, at which path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Brick {
+    pub node: String,
+    pub ssh_address: String,
+    pub storage_address: IpAddr,
+    /// The brick directory, `<brick root>/<volume>/brick`.
+    pub path: PathBuf,
+}
+
+impl Brick {
+    pub fn new(node: &Node, root: &Path, volume: &str) -> Self {
+        Brick {
+            node: node.name.clone(),
+            ssh_address: node.ssh_address.clone(),
+            storage_address: node.storage_address,
+            path: root.join(volume).join("brick"),
+        }
+    }
+
+    /// The directory removed on delete: the volume's directory under the brick root.
+    pub fn volume_dir(&self) -> &Path {
+        self.path.parent().expect("brick paths have a parent")
+    }
+
+    /// `host:/path`, as gluster names bricks.
+    pub fn spec(&self) -> String {
+        format!("{}:{}", self.storage_address, self.path.display())
+    }
+}
+
+/// What a node offers for placement: its free bytes per brick root.
+#[derive(Clone, Debug)]
+pub struct NodeCapacity<'a> {
+    pub node: &'a Node,
+    pub free: Vec<(PathBuf, u64)>,
+}
+
+impl NodeCapacity<'_> {
+    fn best_root(&self) -> Option<&(PathBuf, u64)> {
+        self.free.iter().max_by_key(|(_, free)| *free)
+    }
+}
+
+/// Chooses one brick per node for `durability`: distinct nodes always, distinct zones whenever
+/// the nodes allow, and on each node the brick root with the most free space.
+pub fn place_bricks(
+    cluster: &Cluster,
+    capacity: &[NodeCapacity<'_>],
+    durability: Durability,
+    size_bytes: u64,
+    volume: &str,
+) -> Result<Vec<Brick>> {
+    let wanted = durability.bricks() as usize;
+    let mut candidates: Vec<(&NodeCapacity, &(PathBuf, u64))> = capacity
+        .iter()
+        .filter_map(|c| c.best_root().map(|root| (c, root)))
+        .filter(|(_, (_, free))| *free >= size_bytes)
+        .collect();
+    if candidates.len() < wanted {
+        return Err(Error::Placement(format!(
+            "volumetype {durability} needs {wanted} bricks on distinct nodes, but cluster {:?} \
+             has {} node(s) with {} GiB free ({} node(s) in the topology)",
+            cluster.name,
+            candidates.len(),
+            size_bytes >> 30,
+            cluster.nodes.len()
+        )));
+    }
+    // Most free space first; the node name breaks ties so placement is deterministic.
+    candidates.sort_by(|a, b| b.1.1.cmp(&a.1.1).then(a.0.node.name.cmp(&b.0.node.name)));
+    let mut chosen: Vec<(&NodeCapacity, &(PathBuf, u64))> = Vec::with_capacity(wanted);
+    let mut zones = HashSet::new();
+    while chosen.len() < wanted {
+        let pick = match candidates
+            .iter()
+            .position(|(c, _)| !zones.contains(&c.node.zone))
+        {
+            Some(i) => i,
+            // Every zone left has a brick already: start another round over the zones.
+            None => {
+                zones.clear();
+                0
+            }
+        };
+        let (c, root) = candidates.remove(pick);
+        zones.insert(&c.node.zone);
+        chosen.push((c, root));
+    }
+    Ok(chosen
+        .into_iter()
+        .map(|(c, (root, _))| Brick::new(c.node, root, volume))
+        .collect())
+}
+
+fn args<const N: usize>(words: [&str; N]) -> Vec<String> {
+    words.iter().map(|w| w.to_string()).collect()
+}
+
+/// `gluster volume create` for the bricks in placement order.
+pub fn create_args(volume: &str, durability: Durability, bricks: &[Brick]) -> Vec<String> {
+    let mut out = args(["volume", "create", volume]);
+    match durability {
+        Durability::None => {}
+        Durability::Replicate(n) => out.extend(args(["replica", &n.to_string()])),
+        Durability::Disperse { data, redundancy } => out.extend(args([
+            "disperse",
+            &(data + redundancy).to_string(),
+            "redundancy",
+            &redundancy.to_string(),
+        ])),
+    }
+    out.extend(bricks.iter().map(Brick::spec));
+    out
+}
+
+pub fn set_args(volume: &str, key: &str, value: &str) -> Vec<String> {
+    args(["volume", "set", volume, key, value])
+}
+
+pub fn info_args(volume: &str) -> Vec<String> {
+    args(["volume", "info", volume])
+}
+
+pub fn start_args(volume: &str) -> Vec<String> {
+    args(["volume", "start", volume])
+}
+
+pub fn stop_args(volume: &str) -> Vec<String> {
+    args(["volume", "stop", volume, "force"])
+}
+
+pub fn delete_args(volume: &str) -> Vec<String> {
+    args(["volume", "delete", volume])
+}
+
+pub fn quota_enable_args(volume: &str) -> Vec<String> {
+    args(["volume", "quota", volume, "enable"])
+}
+
+/// Gluster's `GB` is 2^30 bytes, matching the GiB the claim was rounded up to.
+pub fn quota_limit_args(volume: &str, size_gib: u64) -> Vec<String> {
+    args([
+        "volume",
+        "quota",
+        volume,
+        "limit-usage",
+        "/",
+        &format!("{size_gib}GB"),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, zone: &str, ip: u8) -> Node {
+        Node {
+            name: name.into(),
+            ssh_address: format!("10.0.0.{ip}"),
+            storage_address: format!("10.0.0.{ip}").parse().unwrap(),
+            zone: zone.into(),
+            brick_roots: vec!["/b1".into(), "/b2".into()],
+        }
+    }
+
+    fn capacity<'a>(nodes: &'a [Node], free: &[(u64, u64)]) -> Vec<NodeCapacity<'a>> {
+        nodes
+            .iter()
+            .zip(free)
+            .map(|(node, (b1, b2))| NodeCapacity {
+                node,
+                free: vec![("/b1".into(), b1 << 30), ("/b2".into(), b2 << 30)],
+            })
+            .collect()
+    }
+
+    fn cluster(nodes: &[Node]) -> Cluster {
+        Cluster {
+            name: "c".into(),
+            nodes: nodes.to_vec(),
+        }
+    }
+
+    #[test]
+    fn names_come_from_the_uid() {
+        let uid = "0f5c2d9e-1b7a-4c3e-9d2f-8a6b5c4d3e2f";
+        assert_eq!(
+            volume_name(None, "ns", "data", uid),
+            "vol_0f5c2d9e1b7a4c3e9d2f8a6b5c4d3e2f"
+        );
+        let n = volume_name(Some("dept"), "my.ns", "data-web-0", uid);
+        assert_eq!(n, "dept_my-ns_data-web-0_0f5c2d9e1b7a4c3e9d2f8a6b5c4d3e2f");
+        assert!(is_volume_name(&n));
+        let long = volume_name(Some("p"), &"n".repeat(63), &"c".repeat(253), uid);
+        assert!(
+            long.len() <= VOLUME_NAME_MAX && is_volume_name(&long),
+            "{long}"
+        );
+        assert!(long.ends_with("_0f5c2d9e1b7a4c3e9d2f8a6b5c4d3e2f"));
+        for bad in ["", "a b", "a;b", "-x", "a/b", "a.b", &"x".repeat(200)] {
+            assert!(!is_volume_name(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn replicas_spread_over_zones_then_most_free_space() {
+        let nodes = [
+            node("n1", "a", 1),
+            node("n2", "a", 2),
+            node("n3", "b", 3),
+            node("n4", "b", 4),
+        ];
+        // n2 has the most space overall, n4 the most in zone b, so those two come first.
+        let cap = capacity(&nodes, &[(5, 6), (9, 1), (2, 2), (3, 8)]);
+        let bricks = place_bricks(
+            &cluster(&nodes),
+            &cap,
+            Durability::Replicate(3),
+            1 << 30,
+            "v",
+        )
+        .unwrap();
+        let got: Vec<_> = bricks
+            .iter()
+            .map(|b| (b.node.as_str(), b.path.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("n2", "/b1/v/brick"),
+                ("n4", "/b2/v/brick"),
+                ("n1", "/b2/v/brick")
+            ]
+        );
+        assert_eq!(bricks[0].spec(), "10.0.0.2:/b1/v/brick");
+        assert_eq!(bricks[0].volume_dir(), Path::new("/b1/v"));
+    }
+
+    #[test]
+    fn too_few_nodes_is_refused() {
+        let nodes = [node("n1", "a", 1), node("n2", "b", 2), node("n3", "a", 3)];
+        let cap = capacity(&nodes, &[(5, 5), (5, 5), (5, 5)]);
+        let err = place_bricks(
+            &cluster(&nodes),
+            &cap,
+            Durability::Replicate(4),
+            1 << 30,
+            "v",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("replicate:4 needs 4 bricks on distinct nodes"),
+            "{err}"
+        );
+        // A node whose roots are too small for the volume does not count.
+        let cap = capacity(&nodes, &[(5, 5), (5, 5), (0, 0)]);
+        assert!(
+            place_bricks(
+                &cluster(&nodes),
+                &cap,
+                Durability::Replicate(3),
+                1 << 30,
+                "v"
+            )
+            .is_err()
+        );
+        let one = place_bricks(&cluster(&nodes), &cap, Durability::None, 1 << 30, "v").unwrap();
+        assert_eq!(one.len(), 1);
+    }
+
+    #[test]
+    fn commands() {
+        let nodes = [node("n1", "a", 1), node("n2", "b", 2), node("n3", "c", 3)];
+        let bricks: Vec<Brick> = nodes
+            .iter()
+            .map(|n| Brick::new(n, Path::new("/b1"), "v"))
+            .collect();
+        assert_eq!(
+            create_args("v", Durability::Replicate(3), &bricks).join(" "),
+            "volume create v replica 3 10.0.0.1:/b1/v/brick 10.0.0.2:/b1/v/brick 10.0.0.3:/b1/v/brick"
+        );
+        assert_eq!(
+            create_args(
+                "v",
+                Durability::Disperse {
+                    data: 2,
+                    redundancy: 1
+                },
+                &bricks
+            )
+            .join(" "),
+            "volume create v disperse 3 redundancy 1 10.0.0.1:/b1/v/brick 10.0.0.2:/b1/v/brick 10.0.0.3:/b1/v/brick"
+        );
+        assert_eq!(
+            create_args("v", Durability::None, &bricks[..1]).join(" "),
+            "volume create v 10.0.0.1:/b1/v/brick"
+        );
+        assert_eq!(
+            quota_limit_args("v", 2).join(" "),
+            "volume quota v limit-usage / 2GB"
+        );
+        assert_eq!(
+            set_args("v", "storage.owner-gid", "2000").join(" "),
+            "volume set v storage.owner-gid 2000"
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! Kubernetes objects this provisioner builds; pure, no API calls.
+
+pub mod objects;

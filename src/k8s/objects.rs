@@ -1,0 +1,421 @@
+//! Pure builders of the Kubernetes objects a provisioned volume is made of: the PV, and the
+//! Endpoints + Service that name the gluster servers for the kubelet's mount.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use k8s_openapi::api::core::v1::{
+    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, GlusterfsPersistentVolumeSource,
+    ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, Service,
+    ServicePort, ServiceSpec,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use kube::api::ObjectMeta;
+
+use crate::gluster::Brick;
+use crate::{Error, Result};
+
+pub const ANN_PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
+pub const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
+pub const ANN_STORAGE_PROVISIONER_BETA: &str = "volume.beta.kubernetes.io/storage-provisioner";
+pub const ANN_GID: &str = "pv.beta.kubernetes.io/gid";
+pub const ANN_TYPE: &str = "gluster.org/type";
+pub const ANN_CREATED_BY: &str = "kubernetes.io/createdby";
+pub const ANN_DESCRIPTION: &str = "Description";
+/// Ours: where the volume lives, so deletion needs neither the StorageClass nor a guess.
+pub const ANN_CLUSTER: &str = "gluster.org/cluster";
+pub const ANN_BRICKS: &str = "gluster.org/bricks";
+pub const LABEL_PROVISIONED_FOR: &str = "gluster.kubernetes.io/provisioned-for-pvc";
+/// Ours, on Endpoints and Services: the PV they serve, so their events map back to it.
+pub const LABEL_PV: &str = "gluster.org/pv";
+
+const ALL_ACCESS_MODES: [&str; 3] = ["ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany"];
+
+pub fn pv_name(claim_uid: &str) -> String {
+    format!("pvc-{claim_uid}")
+}
+
+pub fn endpoints_name(prefix: &str, claim_uid: &str) -> String {
+    format!("{prefix}-{claim_uid}")
+}
+
+/// The claim's storage request rounded up to whole GiB.
+pub fn requested_gib(claim: &PersistentVolumeClaim) -> Result<u64> {
+    let request = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .ok_or_else(|| Error::InvalidClaim("no storage request".into()))?;
+    let bytes = quantity_bytes(&request.0).ok_or_else(|| {
+        Error::InvalidClaim(format!("storage request {:?} is not a size", request.0))
+    })?;
+    Ok(bytes.div_ceil(1 << 30).max(1))
+}
+
+fn quantity_bytes(q: &str) -> Option<u64> {
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let multiplier: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        _ => return None,
+    };
+    let bytes = (number * multiplier).ceil();
+    (bytes.is_finite() && bytes > 0.0 && bytes < u64::MAX as f64).then_some(bytes as u64)
+}
+
+/// Refuses what a GlusterFS file volume cannot honour, before anything is made.
+pub fn check_claim(claim: &PersistentVolumeClaim) -> Result<()> {
+    let spec = claim
+        .spec
+        .as_ref()
+        .ok_or_else(|| Error::InvalidClaim("no spec".into()))?;
+    if spec.volume_mode.as_deref() == Some("Block") {
+        return Err(Error::InvalidClaim(
+            "volumeMode Block is not supported: GlusterFS volumes are file systems".into(),
+        ));
+    }
+    if spec.selector.is_some() {
+        return Err(Error::InvalidClaim(
+            "claims with a selector are not supported by dynamic provisioning".into(),
+        ));
+    }
+    if spec.data_source.is_some() || spec.data_source_ref.is_some() {
+        return Err(Error::InvalidClaim(
+            "dataSource (cloning, snapshots) is not supported".into(),
+        ));
+    }
+    if let Some(mode) = spec
+        .access_modes
+        .iter()
+        .flatten()
+        .find(|m| !ALL_ACCESS_MODES.contains(&m.as_str()))
+    {
+        return Err(Error::InvalidClaim(format!(
+            "access mode {mode} is not supported"
+        )));
+    }
+    requested_gib(claim).map(drop)
+}
+
+/// The label value naming the claim: its name, or its UID when the name is too long for a label.
+fn provisioned_for(claim_name: &str, claim_uid: &str) -> String {
+    if claim_name.len() >= 63 {
+        claim_uid
+    } else {
+        claim_name
+    }
+    .to_string()
+}
+
+fn endpoint_meta(name: &str, namespace: &str, claim_name: &str, claim_uid: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        labels: Some(BTreeMap::from([
+            (
+                LABEL_PROVISIONED_FOR.into(),
+                provisioned_for(claim_name, claim_uid),
+            ),
+            (LABEL_PV.into(), pv_name(claim_uid)),
+        ])),
+        ..Default::default()
+    }
+}
+
+/// A Service without selector, so the endpoints controller leaves our Endpoints alone.
+pub fn service(name: &str, namespace: &str, claim_name: &str, claim_uid: &str) -> Service {
+    Service {
+        metadata: endpoint_meta(name, namespace, claim_name, claim_uid),
+        spec: Some(ServiceSpec {
+            ports: Some(vec![ServicePort {
+                port: 1,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+pub fn endpoints(
+    name: &str,
+    namespace: &str,
+    claim_name: &str,
+    claim_uid: &str,
+    addresses: &[IpAddr],
+) -> Endpoints {
+    Endpoints {
+        metadata: endpoint_meta(name, namespace, claim_name, claim_uid),
+        subsets: Some(vec![EndpointSubset {
+            addresses: Some(
+                addresses
+                    .iter()
+                    .map(|ip| EndpointAddress {
+                        ip: ip.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ports: Some(vec![EndpointPort {
+                port: 1,
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }]),
+    }
+}
+
+/// What goes into a PV besides the claim and its class.
+pub struct VolumeFacts<'a> {
+    pub provisioner: &'a str,
+    pub volume: &'a str,
+    pub cluster: &'a str,
+    pub bricks: &'a [Brick],
+    pub endpoints: &'a str,
+    pub gid: u32,
+    pub size_gib: u64,
+}
+
+/// Bricks as recorded on the PV: `node:/path,...`.
+pub fn brick_record(bricks: &[Brick]) -> String {
+    bricks
+        .iter()
+        .map(|b| format!("{}:{}", b.node, b.path.display()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+pub fn persistent_volume(
+    claim: &PersistentVolumeClaim,
+    class: &StorageClass,
+    facts: &VolumeFacts<'_>,
+) -> PersistentVolume {
+    let uid = claim.metadata.uid.clone().unwrap_or_default();
+    let namespace = claim.metadata.namespace.clone().unwrap_or_default();
+    let access_modes = claim
+        .spec
+        .as_ref()
+        .and_then(|s| s.access_modes.clone())
+        .filter(|m| !m.is_empty())
+        .unwrap_or_else(|| ALL_ACCESS_MODES.iter().map(|m| m.to_string()).collect());
+    let annotations = BTreeMap::from([
+        (ANN_PROVISIONED_BY.into(), facts.provisioner.into()),
+        (ANN_GID.into(), facts.gid.to_string()),
+        (ANN_TYPE.into(), "file".into()),
+        (ANN_CREATED_BY.into(), "glusterfs-provisioner".into()),
+        (
+            ANN_DESCRIPTION.into(),
+            "Gluster-Internal: Dynamically provisioned PV".into(),
+        ),
+        (ANN_CLUSTER.into(), facts.cluster.into()),
+        (ANN_BRICKS.into(), brick_record(facts.bricks)),
+    ]);
+    PersistentVolume {
+        metadata: ObjectMeta {
+            name: Some(pv_name(&uid)),
+            annotations: Some(annotations),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeSpec {
+            capacity: Some(BTreeMap::from([(
+                "storage".into(),
+                Quantity(format!("{}Gi", facts.size_gib)),
+            )])),
+            access_modes: Some(access_modes),
+            persistent_volume_reclaim_policy: Some(
+                class
+                    .reclaim_policy
+                    .clone()
+                    .unwrap_or_else(|| "Delete".into()),
+            ),
+            storage_class_name: class.metadata.name.clone(),
+            mount_options: class.mount_options.clone(),
+            volume_mode: Some("Filesystem".into()),
+            claim_ref: Some(ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("PersistentVolumeClaim".into()),
+                namespace: Some(namespace.clone()),
+                name: claim.metadata.name.clone(),
+                uid: Some(uid),
+                resource_version: claim.metadata.resource_version.clone(),
+                ..Default::default()
+            }),
+            glusterfs: Some(GlusterfsPersistentVolumeSource {
+                endpoints: facts.endpoints.into(),
+                endpoints_namespace: Some(namespace),
+                path: facts.volume.into(),
+                read_only: None,
+            }),
+            ..Default::default()
+        }),
+        status: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const UID: &str = "0f5c2d9e-1b7a-4c3e-9d2f-8a6b5c4d3e2f";
+
+    fn claim(spec: serde_json::Value) -> PersistentVolumeClaim {
+        serde_json::from_value(json!({
+            "metadata": {"name": "data-web-0", "namespace": "apps", "uid": UID, "resourceVersion": "7"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    fn sized(storage: &str) -> PersistentVolumeClaim {
+        claim(json!({"resources": {"requests": {"storage": storage}}}))
+    }
+
+    #[test]
+    fn sizes_round_up_to_whole_gib() {
+        for (q, want) in [
+            ("1Gi", 1),
+            ("1", 1),
+            ("500Mi", 1),
+            ("1025Mi", 2),
+            ("1.5Gi", 2),
+            ("2G", 2),
+            ("10Gi", 10),
+            ("1Ti", 1024),
+        ] {
+            assert_eq!(requested_gib(&sized(q)).unwrap(), want, "{q}");
+        }
+        for bad in ["", "abc", "1Xi", "-1Gi"] {
+            assert!(requested_gib(&sized(bad)).is_err(), "{bad:?}");
+        }
+        assert!(
+            requested_gib(&claim(json!({})))
+                .unwrap_err()
+                .to_string()
+                .contains("no storage request")
+        );
+    }
+
+    #[test]
+    fn unsupported_claims_are_refused() {
+        let base = json!({"resources": {"requests": {"storage": "1Gi"}}});
+        assert!(check_claim(&claim(base.clone())).is_ok());
+        for (extra, want) in [
+            (json!({"volumeMode": "Block"}), "volumeMode Block"),
+            (json!({"selector": {"matchLabels": {"a": "b"}}}), "selector"),
+            (
+                json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "x"}}),
+                "dataSource",
+            ),
+            (
+                json!({"accessModes": ["ReadWriteOncePod"]}),
+                "access mode ReadWriteOncePod",
+            ),
+        ] {
+            let mut spec = base.clone();
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let err = check_claim(&claim(spec)).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
+    }
+
+    #[test]
+    fn endpoints_and_service() {
+        let ips: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        let name = endpoints_name("glusterfs-dynamic", UID);
+        assert_eq!(name, format!("glusterfs-dynamic-{UID}"));
+        let ep = endpoints(&name, "apps", "data-web-0", UID, &ips);
+        let v = serde_json::to_value(&ep).unwrap();
+        assert_eq!(
+            v["subsets"][0]["addresses"],
+            json!([{"ip": "10.0.0.1"}, {"ip": "10.0.0.2"}])
+        );
+        assert_eq!(
+            v["subsets"][0]["ports"],
+            json!([{"port": 1, "protocol": "TCP"}])
+        );
+        assert_eq!(v["metadata"]["labels"][LABEL_PROVISIONED_FOR], "data-web-0");
+        assert_eq!(v["metadata"]["labels"][LABEL_PV], format!("pvc-{UID}"));
+        let long = "x".repeat(63);
+        let svc = serde_json::to_value(service(&name, "apps", &long, UID)).unwrap();
+        assert_eq!(svc["metadata"]["labels"][LABEL_PROVISIONED_FOR], UID);
+        assert_eq!(
+            svc["spec"]["ports"],
+            json!([{"port": 1, "protocol": "TCP"}])
+        );
+        assert!(svc["spec"].get("selector").is_none());
+    }
+
+    #[test]
+    fn pv_shape() {
+        let c = claim(
+            json!({"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "2Gi"}}}),
+        );
+        let class: StorageClass = serde_json::from_value(json!({
+            "metadata": {"name": "gluster"}, "provisioner": "gluster.org/glusterfs",
+            "reclaimPolicy": "Retain", "mountOptions": ["log-level=WARNING"],
+        }))
+        .unwrap();
+        let node = crate::config::Node {
+            name: "n1".into(),
+            ssh_address: "n1".into(),
+            storage_address: "10.0.0.1".parse().unwrap(),
+            zone: "a".into(),
+            brick_roots: vec!["/b1".into()],
+        };
+        let bricks = [Brick::new(&node, std::path::Path::new("/b1"), "vol_x")];
+        let facts = VolumeFacts {
+            provisioner: "gluster.org/glusterfs",
+            volume: "vol_x",
+            cluster: "main",
+            bricks: &bricks,
+            endpoints: "glusterfs-dynamic-x",
+            gid: 2001,
+            size_gib: 2,
+        };
+        let pv = serde_json::to_value(persistent_volume(&c, &class, &facts)).unwrap();
+        assert_eq!(pv["metadata"]["name"], format!("pvc-{UID}"));
+        let ann = &pv["metadata"]["annotations"];
+        assert_eq!(ann[ANN_PROVISIONED_BY], "gluster.org/glusterfs");
+        assert_eq!(ann[ANN_GID], "2001");
+        assert_eq!(ann[ANN_TYPE], "file");
+        assert_eq!(ann[ANN_BRICKS], "n1:/b1/vol_x/brick");
+        assert_eq!(ann[ANN_CLUSTER], "main");
+        let spec = &pv["spec"];
+        assert_eq!(spec["capacity"]["storage"], "2Gi");
+        assert_eq!(spec["accessModes"], json!(["ReadWriteMany"]));
+        assert_eq!(spec["persistentVolumeReclaimPolicy"], "Retain");
+        assert_eq!(spec["mountOptions"], json!(["log-level=WARNING"]));
+        assert_eq!(spec["storageClassName"], "gluster");
+        assert_eq!(spec["claimRef"]["uid"], UID);
+        assert_eq!(spec["claimRef"]["namespace"], "apps");
+        assert_eq!(
+            spec["glusterfs"],
+            json!({"endpoints": "glusterfs-dynamic-x", "endpointsNamespace": "apps", "path": "vol_x"})
+        );
+        // No access modes on the claim: all three, as the in-tree provisioner did.
+        let c = sized("1Gi");
+        let pv = persistent_volume(&c, &class, &facts);
+        assert_eq!(pv.spec.unwrap().access_modes.unwrap().len(), 3);
+    }
+}
