@@ -9,6 +9,7 @@
 pub mod config;
 pub mod controller;
 pub mod error;
+pub mod failpoint;
 pub mod gid;
 pub mod gluster;
 pub mod k8s;

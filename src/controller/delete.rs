@@ -89,6 +89,7 @@ async fn delete(pv: &PersistentVolume, ctx: &Context) -> Result<()> {
     let bricks = ctx.backend.bricks_from_record(cluster, volume, record)?;
     ctx.backend.delete(cluster, volume, &bricks).await?;
     tracing::info!(volume, "gluster volume and bricks removed");
+    crate::failpoint::crash_point("after-volume-delete");
     if let Some(namespace) = source.endpoints_namespace.as_deref() {
         ctx.delete_endpoints(namespace, &source.endpoints).await?;
     }

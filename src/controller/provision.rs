@@ -154,6 +154,7 @@ async fn provision(
             return Err(e);
         }
     };
+    crate::failpoint::crash_point("after-volume-create");
     tracing::info!(volume, gid, bricks = ?made.bricks.iter().map(|b| b.spec()).collect::<Vec<_>>(), "gluster volume ready");
 
     let ep_name = objects::endpoints_name(&params.endpoint_prefix, &uid);

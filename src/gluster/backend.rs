@@ -137,20 +137,20 @@ impl SshBackend {
             self.gluster(cluster, plan::set_args(name, key, value))
                 .await?;
         }
+        if !existing.is_some_and(Volume::is_started) {
+            self.gluster_tolerant(cluster, plan::start_args(name), "already started")
+                .await?;
+        }
+        // Quota needs a started volume; with deem-statfs, df shows the limit as the size.
         self.gluster_tolerant(cluster, plan::quota_enable_args(name), "already enabled")
             .await?;
         self.gluster(cluster, plan::quota_limit_args(name, req.size_gib))
             .await?;
-        // df in a mount then shows the quota as the size of the file system.
         self.gluster(
             cluster,
             plan::set_args(name, "features.quota-deem-statfs", "on"),
         )
         .await?;
-        if !existing.is_some_and(Volume::is_started) {
-            self.gluster_tolerant(cluster, plan::start_args(name), "already started")
-                .await?;
-        }
         Ok(())
     }
 

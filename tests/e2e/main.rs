@@ -2,4 +2,6 @@
 //! three glusterd nodes reached over SSH. Run them with `e2e/test`.
 
 mod env_smoke;
+mod provision;
+mod scenario;
 mod support;

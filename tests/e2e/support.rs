@@ -90,3 +90,70 @@ pub async fn local(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// A provisioner process under the restricted identity of `manifests/rbac.yaml`, serving its
+/// own provisioner name so tests running side by side never see each other's claims.
+pub struct Provisioner {
+    pub name: String,
+    child: tokio::process::Child,
+    log: PathBuf,
+}
+
+impl Provisioner {
+    pub async fn start(name: &str) -> Self {
+        Self::start_with(name, &[]).await
+    }
+
+    pub async fn start_with(name: &str, env_vars: &[(&str, &str)]) -> Self {
+        let env = env();
+        let logs = env.state_dir.join("logs");
+        let log = logs.join(format!("provisioner-{}.log", name.replace('/', "_")));
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let control = env.state_dir.join("test-ssh").join(unique("prov"));
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
+            .arg("run")
+            .arg("--kubeconfig")
+            .arg(env.state_dir.join("provisioner.kubeconfig"))
+            .arg("--topology")
+            .arg(env.state_dir.join("topology.json"))
+            .arg("--ssh-control-dir")
+            .arg(control)
+            .args([
+                "--provisioner-name",
+                name,
+                "--retry-min-seconds",
+                "1",
+                "--retry-max-seconds",
+                "8",
+            ])
+            .env("RUST_LOG", "info,glusterfs_provisioner=debug")
+            .envs(env_vars.iter().copied())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting the provisioner");
+        Provisioner {
+            name: name.into(),
+            child,
+            log,
+        }
+    }
+
+    /// Kills the process as `kill -9` would.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.ok();
+    }
+
+    /// Waits for the process to exit by itself (a crash point).
+    pub async fn wait_exit(&mut self, timeout: Duration) {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("provisioner did not stop; log: {}", self.log.display()))
+            .unwrap();
+    }
+}

@@ -1,0 +1,567 @@
+//! The provisioner against the real environment: claims in, replicated volumes, Endpoints,
+//! Services and PVs out; deletion cleans up; failures leave nothing behind.
+
+use std::collections::HashSet;
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{Endpoints, PersistentVolume, PersistentVolumeClaim, Service};
+use kube::ResourceExt;
+use kube::api::{Api, DeleteParams};
+use serde_json::json;
+
+use crate::scenario::*;
+use crate::support::{Provisioner, eventually, local, ssh};
+
+fn gid_of(pv: &PersistentVolume) -> u32 {
+    annotations(pv)["pv.beta.kubernetes.io/gid"]
+        .parse()
+        .unwrap()
+}
+
+async fn assert_volume_gone(suffix: &str) {
+    eventually(
+        BIND_WAIT,
+        &format!("volume and bricks of *{suffix} gone"),
+        || async {
+            let left = gluster_volumes()
+                .await
+                .into_iter()
+                .any(|v| v.ends_with(suffix))
+                || brick_dirs().await.iter().any(|d| d.ends_with(suffix));
+            (!left).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn statefulset_claims_bind_mount_and_clean_up() {
+    let s = Scenario::new("sts").await;
+    let class = s
+        .class(
+            json!({"volumetype": "replicate:3", "gidMin": "40000", "gidMax": "50000",
+                   "volumeoptions": "performance.quick-read off"}),
+            "Delete",
+        )
+        .await;
+    let shapes = [
+        ("ReadWriteMany", "1Gi"),
+        ("ReadWriteOnce", "2Gi"),
+        ("ReadWriteMany", "2Gi"),
+        ("ReadWriteOnce", "1Gi"),
+        ("ReadWriteMany", "1Gi"),
+    ];
+    let mut claims = Vec::new();
+    for (i, (mode, size)) in shapes.iter().enumerate() {
+        claims.push(s.claim(&format!("data-web-{i}"), &class, size, mode).await);
+    }
+    let names: Vec<String> = claims.iter().map(|c| c.name_any()).collect();
+    let pvs = join_all(names.iter().map(|n| s.bound_pv(n))).await;
+
+    let ssh = ssh();
+    let mut gids = HashSet::new();
+    for ((claim, pv), (mode, size)) in claims.iter().zip(&pvs).zip(shapes) {
+        let uid = claim.uid().unwrap();
+        assert_eq!(pv.name_any(), format!("pvc-{uid}"));
+        let ann = annotations(pv);
+        assert_eq!(ann["pv.kubernetes.io/provisioned-by"], s.provisioner.name);
+        assert_eq!(ann["gluster.org/type"], "file");
+        assert_eq!(
+            ann["Description"],
+            "Gluster-Internal: Dynamically provisioned PV"
+        );
+        assert!(ann.contains_key("kubernetes.io/createdby"));
+        let gid = gid_of(pv);
+        assert!(
+            (40000..=50000).contains(&gid) && gids.insert(gid),
+            "gid {gid}"
+        );
+        let spec = pv.spec.as_ref().unwrap();
+        assert_eq!(spec.capacity.as_ref().unwrap()["storage"].0, size);
+        assert_eq!(spec.access_modes.as_deref(), Some(&[mode.to_string()][..]));
+        assert_eq!(
+            spec.persistent_volume_reclaim_policy.as_deref(),
+            Some("Delete")
+        );
+        assert_eq!(spec.storage_class_name.as_deref(), Some(class.as_str()));
+        let source = spec.glusterfs.as_ref().unwrap();
+        assert_eq!(source.endpoints, format!("glusterfs-dynamic-{uid}"));
+        assert_eq!(source.endpoints_namespace.as_deref(), Some(s.ns.as_str()));
+        assert_eq!(source.path, format!("vol_{}", uid_suffix(claim)));
+
+        let ep = s.endpoints(&source.endpoints).await.unwrap();
+        assert_eq!(
+            ep.labels()["gluster.kubernetes.io/provisioned-for-pvc"],
+            claim.name_any()
+        );
+        let addrs: HashSet<String> = ep.subsets.unwrap()[0]
+            .addresses
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|a| a.ip.clone())
+            .collect();
+        assert_eq!(addrs.len(), 3, "three storage addresses");
+        let svc = Api::<Service>::namespaced(s.client.clone(), &s.ns)
+            .get(&source.endpoints)
+            .await
+            .unwrap();
+        assert_eq!(svc.spec.unwrap().ports.unwrap()[0].port, 1);
+
+        // Mounted as a kubelet would: data lands in bricks on three different nodes.
+        let mount = Mount::of(&s, pv).await;
+        let content = format!("hello from {}\n", claim.name_any());
+        std::fs::write(mount.path().join("hello.txt"), &content).unwrap();
+        let root = std::fs::metadata(mount.path()).unwrap();
+        assert_eq!(root.gid(), gid, "mount root group is the PV's GID");
+        let df = local(
+            "df",
+            &["-B1", "--output=size", mount.path().to_str().unwrap()],
+        )
+        .await;
+        let bytes: u64 = df.lines().nth(1).unwrap().trim().parse().unwrap();
+        let gib: u64 = size.trim_end_matches("Gi").parse().unwrap();
+        assert_eq!(bytes, gib << 30, "df shows the requested size");
+        let bricks = pv_bricks(pv);
+        let brick_nodes: HashSet<_> = bricks.iter().map(|(n, _)| n.clone()).collect();
+        assert_eq!(brick_nodes.len(), 3);
+        for (node, path) in &bricks {
+            let on_brick = ssh
+                .run_ok(
+                    &node_by_name(node).ssh_address,
+                    "cat",
+                    &[format!("{path}/hello.txt")],
+                )
+                .await
+                .unwrap();
+            assert_eq!(on_brick, content);
+            let group = ssh
+                .run_ok(
+                    &node_by_name(node).ssh_address,
+                    "stat",
+                    &["-c".into(), "%g %A".into(), path.clone()],
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                group.trim(),
+                format!("{gid} drwxrwsr-x"),
+                "brick dir group-owned by the GID, setgid"
+            );
+        }
+        mount.unmount().await;
+    }
+
+    // The size is enforced: writing past 1 GiB fails (quota is eventual, so write well past).
+    let small = Mount::of(&s, &pvs[0]).await;
+    let big = small.path().join("big");
+    let out = tokio::process::Command::new("dd")
+        .args([
+            "if=/dev/zero",
+            &format!("of={}", big.display()),
+            "bs=4M",
+            "count=400",
+            "conv=fsync",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "writing 1.6 GiB into a 1 GiB volume must fail"
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("quota") || err.contains("space"), "dd: {err}");
+    std::fs::remove_file(&big).ok();
+    small.unmount().await;
+
+    let out = ssh
+        .run_ok(
+            &nodes()[0].ssh_address,
+            "gluster",
+            &[
+                "volume".into(),
+                "info".into(),
+                pvs[0]
+                    .spec
+                    .as_ref()
+                    .unwrap()
+                    .glusterfs
+                    .as_ref()
+                    .unwrap()
+                    .path
+                    .clone(),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(
+        out.contains("performance.quick-read: off"),
+        "user option applied: {out}"
+    );
+
+    for claim in &claims {
+        s.delete_claim(&claim.name_any()).await;
+    }
+    for (claim, pv) in claims.iter().zip(&pvs) {
+        s.wait_pv_gone(&pv.name_any()).await;
+        assert_volume_gone(&uid_suffix(claim)).await;
+        let ep_name = format!("glusterfs-dynamic-{}", claim.uid().unwrap());
+        eventually(BIND_WAIT, "Endpoints and Service deleted", || async {
+            let svc = Api::<Service>::namespaced(s.client.clone(), &s.ns)
+                .get_opt(&ep_name)
+                .await
+                .unwrap();
+            (s.endpoints(&ep_name).await.is_none() && svc.is_none()).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn placement_follows_zones_and_volume_types() {
+    let s = Scenario::new("place").await;
+    let two = s
+        .class(json!({"volumetype": "replicate:2"}), "Delete")
+        .await;
+    let one = s.class(json!({"volumetype": "none"}), "Delete").await;
+    let four = s
+        .class(json!({"volumetype": "replicate:4"}), "Delete")
+        .await;
+    s.claim("two", &two, "1Gi", "ReadWriteMany").await;
+    s.claim("one", &one, "1Gi", "ReadWriteOnce").await;
+    let too_many = s.claim("four", &four, "1Gi", "ReadWriteMany").await;
+
+    let pv = s.bound_pv("two").await;
+    let zones: HashSet<_> = pv_bricks(&pv)
+        .iter()
+        .map(|(n, _)| node_by_name(n).zone.clone())
+        .collect();
+    assert_eq!(zones.len(), 2, "replicate:2 spans both zones");
+    let pv1 = s.bound_pv("one").await;
+    assert_eq!(pv_bricks(&pv1).len(), 1);
+    let m = Mount::of(&s, &pv1).await;
+    std::fs::write(m.path().join("x"), "x").unwrap();
+    m.unmount().await;
+
+    let note = s.event(&too_many, "ProvisioningFailed").await;
+    assert!(
+        note.contains("replicate:4 needs 4 bricks on distinct nodes"),
+        "{note}"
+    );
+    assert_volume_gone(&uid_suffix(&too_many)).await;
+    for c in ["two", "one"] {
+        s.delete_claim(c).await;
+    }
+    s.wait_pv_gone(&pv.name_any()).await;
+    s.wait_pv_gone(&pv1.name_any()).await;
+}
+
+#[tokio::test]
+async fn retain_keeps_volume_bricks_and_pv() {
+    let s = Scenario::new("retain").await;
+    let class = s
+        .class(json!({"volumetype": "replicate:3"}), "Retain")
+        .await;
+    let claim = s.claim("keep", &class, "1Gi", "ReadWriteMany").await;
+    let pv = s.bound_pv("keep").await;
+    let m = Mount::of(&s, &pv).await;
+    std::fs::write(m.path().join("precious"), "data").unwrap();
+    m.unmount().await;
+    s.delete_claim("keep").await;
+    eventually(BIND_WAIT, "PV Released", || async {
+        let pv = s.pvs.get(&pv.name_any()).await.unwrap();
+        (pv.status?.phase.as_deref() == Some("Released")).then_some(())
+    })
+    .await;
+    // Give the provisioner time to (wrongly) act, then check nothing was touched.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let volume = format!("vol_{}", uid_suffix(&claim));
+    assert!(gluster_volumes().await.contains(&volume));
+    assert_eq!(
+        brick_dirs()
+            .await
+            .iter()
+            .filter(|d| d.ends_with(&volume))
+            .count(),
+        3
+    );
+    assert!(s.pvs.get_opt(&pv.name_any()).await.unwrap().is_some());
+    let (node, path) = &pv_bricks(&pv)[0];
+    let data = ssh()
+        .run_ok(
+            &node_by_name(node).ssh_address,
+            "cat",
+            &[format!("{path}/precious")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(data, "data");
+}
+
+#[tokio::test]
+async fn deleted_endpoints_and_service_come_back() {
+    let s = Scenario::new("ep").await;
+    let class = s
+        .class(
+            json!({"volumetype": "none", "customepnameprefix": "myep"}),
+            "Delete",
+        )
+        .await;
+    let claim = s.claim("c", &class, "1Gi", "ReadWriteOnce").await;
+    s.bound_pv("c").await;
+    let name = format!("myep-{}", claim.uid().unwrap());
+    let eps = Api::<Endpoints>::namespaced(s.client.clone(), &s.ns);
+    let svcs = Api::<Service>::namespaced(s.client.clone(), &s.ns);
+    svcs.delete(&name, &DeleteParams::default()).await.unwrap();
+    eps.delete(&name, &DeleteParams::default()).await.ok();
+    eventually(
+        Duration::from_secs(60),
+        "Endpoints and Service recreated",
+        || async {
+            let ep = eps.get_opt(&name).await.unwrap()?;
+            svcs.get_opt(&name).await.unwrap()?;
+            let n = ep.subsets?.first()?.addresses.as_ref()?.len();
+            (n == 1).then_some(())
+        },
+    )
+    .await;
+    s.delete_claim("c").await;
+}
+
+#[tokio::test]
+async fn crash_mid_provision_and_mid_delete_leaves_one_volume_and_no_orphans() {
+    let crash = [("GLUSTERFS_PROVISIONER_CRASH_AT", "after-volume-create")];
+    let mut s = Scenario::with_env("crash", &crash).await;
+    let class = s
+        .class(json!({"volumetype": "replicate:3"}), "Delete")
+        .await;
+    let claim = s.claim("c", &class, "1Gi", "ReadWriteMany").await;
+    s.provisioner.wait_exit(Duration::from_secs(120)).await;
+    let suffix = uid_suffix(&claim);
+    let volume = format!("vol_{suffix}");
+    assert!(
+        gluster_volumes().await.contains(&volume),
+        "volume made before the crash"
+    );
+    let pv_name = format!("pvc-{}", claim.uid().unwrap());
+    assert!(
+        s.pvs.get_opt(&pv_name).await.unwrap().is_none(),
+        "no PV before the crash"
+    );
+
+    s.provisioner = Provisioner::start(&s.provisioner.name).await;
+    let pv = s.bound_pv("c").await;
+    assert_eq!(
+        gluster_volumes()
+            .await
+            .iter()
+            .filter(|v| v.ends_with(&suffix))
+            .count(),
+        1
+    );
+    assert_eq!(
+        brick_dirs()
+            .await
+            .iter()
+            .filter(|d| d.ends_with(&suffix))
+            .count(),
+        3,
+        "no orphan bricks"
+    );
+    assert_eq!(pv_bricks(&pv).len(), 3);
+
+    s.provisioner.kill().await;
+    let crash = [("GLUSTERFS_PROVISIONER_CRASH_AT", "after-volume-delete")];
+    s.provisioner = Provisioner::start_with(&s.provisioner.name, &crash).await;
+    s.delete_claim("c").await;
+    s.provisioner.wait_exit(Duration::from_secs(120)).await;
+    assert!(
+        s.pvs.get_opt(&pv_name).await.unwrap().is_some(),
+        "PV still there after the crash"
+    );
+    s.provisioner = Provisioner::start(&s.provisioner.name).await;
+    s.wait_pv_gone(&pv_name).await;
+    assert_volume_gone(&suffix).await;
+}
+
+/// Ten claims created at once, alternating between classes `a` (0) and `b` (1).
+async fn ten_claims(
+    s: &Scenario,
+    a: &str,
+    b: &str,
+    round: usize,
+) -> Vec<(PersistentVolumeClaim, usize)> {
+    let claims = (0..10).map(|i| {
+        let class = if i % 2 == 0 { a } else { b };
+        async move {
+            (
+                s.claim(&format!("r{round}-{i}"), class, "1Gi", "ReadWriteOnce")
+                    .await,
+                i % 2,
+            )
+        }
+    });
+    join_all(claims).await
+}
+
+#[tokio::test]
+async fn gids_stay_unique_across_classes_and_restarts() {
+    let mut s = Scenario::new("gid").await;
+    let ranges = [(3000u32, 3014u32), (3005, 3030)];
+    let a = s
+        .class(
+            json!({"volumetype": "none", "gidMin": "3000", "gidMax": "3014"}),
+            "Delete",
+        )
+        .await;
+    let b = s
+        .class(
+            json!({"volumetype": "none", "gidMin": "3005", "gidMax": "3030"}),
+            "Delete",
+        )
+        .await;
+    let mut claims = ten_claims(&s, &a, &b, 0).await;
+    let names: Vec<String> = claims.iter().map(|(c, _)| c.name_any()).collect();
+    join_all(names.iter().map(|n| s.bound_pv(n))).await;
+    s.provisioner.kill().await;
+    s.provisioner = Provisioner::start(&s.provisioner.name).await;
+    claims.extend(ten_claims(&s, &a, &b, 1).await);
+    let names: Vec<String> = claims.iter().map(|(c, _)| c.name_any()).collect();
+    let pvs = join_all(names.iter().map(|n| s.bound_pv(n))).await;
+    let mut seen = HashSet::new();
+    for (pv, (_, class)) in pvs.iter().zip(&claims) {
+        let gid = gid_of(pv);
+        let (min, max) = ranges[*class];
+        assert!((min..=max).contains(&gid), "{gid} outside {min}-{max}");
+        assert!(seen.insert(gid), "GID {gid} given twice");
+    }
+    assert_eq!(seen.len(), 20);
+    for (c, _) in &claims {
+        s.delete_claim(&c.name_any()).await;
+    }
+    for pv in &pvs {
+        s.wait_pv_gone(&pv.name_any()).await;
+    }
+}
+
+#[tokio::test]
+async fn bad_input_fails_with_a_clear_event_and_leaves_nothing() {
+    let s = Scenario::new("bad").await;
+    let class_cases = [
+        (json!({"foo": "bar"}), "unknown parameter \"foo\""),
+        (
+            json!({"gidMin": "6000", "gidMax": "5000"}),
+            "gidMin (6000) must not be greater than gidMax (5000)",
+        ),
+        (json!({"gidMin": "abc"}), "gidMin \"abc\""),
+        (
+            json!({"gidMax": "100"}),
+            "gidMax \"100\": must be an integer from 2000",
+        ),
+        (json!({"volumetype": "mirror:3"}), "volumetype \"mirror:3\""),
+        (
+            json!({"volumetype": "replicate:0"}),
+            "volumetype \"replicate:0\"",
+        ),
+        (
+            json!({"volumetype": "disperse:1:1"}),
+            "data bricks must outnumber",
+        ),
+        (
+            json!({"volumetype": "replicate:4"}),
+            "needs 4 bricks on distinct nodes",
+        ),
+        (
+            json!({"volumeoptions": "performance.quick-read $(reboot)"}),
+            "volumeoptions entry",
+        ),
+        (
+            json!({"volumeoptions": "a;touch /tmp/pwned b"}),
+            "volumeoptions entry",
+        ),
+        (
+            json!({"volumeoptions": "single"}),
+            "volumeoptions entry \"single\"",
+        ),
+        (
+            json!({"volumenameprefix": "bad_prefix"}),
+            "volumenameprefix \"bad_prefix\"",
+        ),
+        (json!({"volumenameprefix": "x`id`"}), "volumenameprefix"),
+        (
+            json!({"customepnameprefix": "a-prefix-much-longer-than-26-chars"}),
+            "customepnameprefix",
+        ),
+        (json!({"cluster": "nope"}), "unknown cluster \"nope\""),
+        (
+            json!({"resturl": "http://127.0.0.1:1"}),
+            "unknown parameter \"resturl\"",
+        ),
+    ];
+    let mut claims = Vec::new();
+    for (i, (params, want)) in class_cases.iter().enumerate() {
+        let class = s.class(params.clone(), "Delete").await;
+        claims.push((
+            s.claim(&format!("bad-{i}"), &class, "1Gi", "ReadWriteOnce")
+                .await,
+            *want,
+        ));
+    }
+    let good = s.class(json!({"volumetype": "none"}), "Delete").await;
+    let claim_cases = [
+        (
+            json!({"volumeMode": "Block"}),
+            "volumeMode Block is not supported",
+        ),
+        (
+            json!({"selector": {"matchLabels": {"disk": "fast"}}}),
+            "selector",
+        ),
+        (
+            json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "other"}}),
+            "dataSource",
+        ),
+    ];
+    for (i, (extra, want)) in claim_cases.iter().enumerate() {
+        let mut spec = json!({"storageClassName": good, "accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        claims.push((s.claim_with(&format!("badclaim-{i}"), spec).await, *want));
+    }
+    assert!(claims.len() >= 15);
+    let notes = join_all(claims.iter().map(|(c, _)| s.event(c, "ProvisioningFailed"))).await;
+    for ((claim, want), note) in claims.iter().zip(notes) {
+        assert!(
+            note.contains(want),
+            "{}: event {note:?} should say {want:?}",
+            claim.name_any()
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/pwned").exists());
+    let volumes = gluster_volumes().await;
+    let dirs = brick_dirs().await;
+    for (claim, _) in &claims {
+        let suffix = uid_suffix(claim);
+        assert!(
+            !volumes.iter().any(|v| v.ends_with(&suffix)),
+            "volume made for {}",
+            claim.name_any()
+        );
+        assert!(
+            !dirs.iter().any(|d| d.ends_with(&suffix)),
+            "brick dir made for {}",
+            claim.name_any()
+        );
+        assert!(
+            s.pvs
+                .get_opt(&format!("pvc-{}", claim.uid().unwrap()))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}

@@ -1,0 +1,266 @@
+//! A test's own corner of the environment: a namespace, a provisioner process with its own
+//! name, its StorageClasses and claims, and views of the gluster side to check against.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use glusterfs_provisioner::config::Node;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, PersistentVolume, PersistentVolumeClaim};
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::support::{Provisioner, admin_client, env, eventually, local, ssh, unique};
+
+pub const BIND_WAIT: Duration = Duration::from_secs(180);
+
+pub fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
+    serde_json::from_value(value).unwrap()
+}
+
+pub struct Scenario {
+    pub client: Client,
+    pub ns: String,
+    pub provisioner: Provisioner,
+    pub claims: Api<PersistentVolumeClaim>,
+    pub pvs: Api<PersistentVolume>,
+}
+
+impl Scenario {
+    pub async fn new(tag: &str) -> Self {
+        Self::with_env(tag, &[]).await
+    }
+
+    pub async fn with_env(tag: &str, vars: &[(&str, &str)]) -> Self {
+        let client = admin_client().await;
+        let ns = unique(tag);
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        namespaces
+            .create(
+                &PostParams::default(),
+                &from_json(json!({"metadata": {"name": ns}})),
+            )
+            .await
+            .unwrap();
+        let provisioner = Provisioner::start_with(&format!("e2e.gluster.org/{ns}"), vars).await;
+        Scenario {
+            claims: Api::namespaced(client.clone(), &ns),
+            pvs: Api::all(client.clone()),
+            client,
+            ns,
+            provisioner,
+        }
+    }
+
+    /// A StorageClass for this scenario's provisioner; returns its name.
+    pub async fn class(&self, params: Value, reclaim: &str) -> String {
+        let name = unique(&format!("{}-sc", &self.ns[..self.ns.len().min(20)]));
+        let classes: Api<StorageClass> = Api::all(self.client.clone());
+        classes
+            .create(
+                &PostParams::default(),
+                &from_json(json!({
+                    "metadata": {"name": name},
+                    "provisioner": self.provisioner.name,
+                    "reclaimPolicy": reclaim,
+                    "parameters": params,
+                })),
+            )
+            .await
+            .unwrap();
+        name
+    }
+
+    pub async fn claim(
+        &self,
+        name: &str,
+        class: &str,
+        size: &str,
+        mode: &str,
+    ) -> PersistentVolumeClaim {
+        self.claim_with(
+            name,
+            json!({
+                "storageClassName": class,
+                "accessModes": [mode],
+                "resources": {"requests": {"storage": size}},
+            }),
+        )
+        .await
+    }
+
+    pub async fn claim_with(&self, name: &str, spec: Value) -> PersistentVolumeClaim {
+        self.claims
+            .create(
+                &PostParams::default(),
+                &from_json(json!({"metadata": {"name": name}, "spec": spec})),
+            )
+            .await
+            .unwrap()
+    }
+
+    /// Waits for the claim to be Bound and returns its PV.
+    pub async fn bound_pv(&self, claim: &str) -> PersistentVolume {
+        let pv_name = eventually(BIND_WAIT, &format!("claim {claim} Bound"), || async {
+            let pvc = self.claims.get(claim).await.unwrap();
+            let bound = pvc.status.as_ref()?.phase.as_deref() == Some("Bound");
+            bound.then(|| pvc.spec?.volume_name).flatten()
+        })
+        .await;
+        self.pvs.get(&pv_name).await.unwrap()
+    }
+
+    /// Waits for an event with `reason` on the claim and returns its note.
+    pub async fn event(&self, claim: &PersistentVolumeClaim, reason: &str) -> String {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
+        let uid = claim.uid();
+        eventually(
+            Duration::from_secs(60),
+            &format!("{reason} event on {}", claim.name_any()),
+            || async {
+                events
+                    .list(&ListParams::default())
+                    .await
+                    .unwrap()
+                    .items
+                    .into_iter()
+                    .find(|e| {
+                        e.reason.as_deref() == Some(reason)
+                            && e.regarding.as_ref().and_then(|r| r.uid.clone()) == uid
+                    })
+                    .map(|e| e.note.unwrap_or_default())
+            },
+        )
+        .await
+    }
+
+    pub async fn delete_claim(&self, name: &str) {
+        self.claims
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
+    pub async fn wait_pv_gone(&self, pv: &str) {
+        eventually(BIND_WAIT, &format!("PV {pv} deleted"), || async {
+            self.pvs.get_opt(pv).await.unwrap().is_none().then_some(())
+        })
+        .await;
+    }
+
+    pub async fn endpoints(&self, name: &str) -> Option<Endpoints> {
+        Api::<Endpoints>::namespaced(self.client.clone(), &self.ns)
+            .get_opt(name)
+            .await
+            .unwrap()
+    }
+}
+
+pub fn nodes() -> &'static [Node] {
+    &env().topology.clusters[0].nodes
+}
+
+pub fn node_by_name(name: &str) -> &'static Node {
+    nodes().iter().find(|n| n.name == name).unwrap()
+}
+
+/// Gluster volume names as the pool lists them.
+pub async fn gluster_volumes() -> Vec<String> {
+    let out = ssh()
+        .run_ok(
+            &nodes()[0].ssh_address,
+            "gluster",
+            &["volume".into(), "list".into()],
+        )
+        .await
+        .unwrap();
+    out.lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty() && l != "No volumes present in cluster")
+        .collect()
+}
+
+/// Volume directories under every brick root of every node, as `node:/root/volume`.
+pub async fn brick_dirs() -> Vec<String> {
+    let ssh = ssh();
+    let mut out = Vec::new();
+    for node in nodes() {
+        let mut args: Vec<String> = vec![];
+        args.extend(node.brick_roots.iter().map(|r| r.display().to_string()));
+        args.extend(["-mindepth", "1", "-maxdepth", "1", "-type", "d"].map(String::from));
+        let found = ssh.run_ok(&node.ssh_address, "find", &args).await.unwrap();
+        out.extend(found.lines().map(|l| format!("{}:{l}", node.name)));
+    }
+    out
+}
+
+/// The volume name suffix every volume of this claim carries.
+pub fn uid_suffix(claim: &PersistentVolumeClaim) -> String {
+    claim.uid().unwrap().replace('-', "")
+}
+
+/// Bricks recorded on a PV: `(node, path)`.
+pub fn pv_bricks(pv: &PersistentVolume) -> Vec<(String, String)> {
+    pv.annotations()["gluster.org/bricks"]
+        .split(',')
+        .map(|b| {
+            let (n, p) = b.split_once(':').unwrap();
+            (n.to_string(), p.to_string())
+        })
+        .collect()
+}
+
+pub fn annotations(pv: &PersistentVolume) -> &BTreeMap<String, String> {
+    pv.metadata.annotations.as_ref().unwrap()
+}
+
+/// A FUSE mount of a PV made the way the kubelet does it: servers from the PV's Endpoints.
+pub struct Mount {
+    pub dir: tempfile::TempDir,
+}
+
+impl Mount {
+    pub async fn of(scenario: &Scenario, pv: &PersistentVolume) -> Mount {
+        let source = pv.spec.as_ref().unwrap().glusterfs.as_ref().unwrap();
+        let ep = scenario
+            .endpoints(&source.endpoints)
+            .await
+            .expect("Endpoints of the PV");
+        let ips: Vec<String> = ep.subsets.unwrap()[0]
+            .addresses
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|a| a.ip.clone())
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = "log-level=WARNING".to_string();
+        if ips.len() > 1 {
+            opts.push_str(&format!(",backup-volfile-servers={}", ips[1..].join(":")));
+        }
+        let src = format!("{}:/{}", ips[0], source.path);
+        local(
+            "mount",
+            &[
+                "-t",
+                "glusterfs",
+                "-o",
+                &opts,
+                &src,
+                dir.path().to_str().unwrap(),
+            ],
+        )
+        .await;
+        Mount { dir }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    pub async fn unmount(self) {
+        local("umount", &[self.dir.path().to_str().unwrap()]).await;
+    }
+}
