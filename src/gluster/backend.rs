@@ -146,6 +146,10 @@ impl SshBackend {
             .await?;
         self.gluster(cluster, plan::quota_limit_args(name, req.size_gib))
             .await?;
+        for which in ["soft-timeout", "hard-timeout"] {
+            self.gluster(cluster, plan::quota_timeout_args(name, which))
+                .await?;
+        }
         self.gluster(
             cluster,
             plan::set_args(name, "features.quota-deem-statfs", "on"),

@@ -177,6 +177,12 @@ pub fn quota_enable_args(volume: &str) -> Vec<String> {
     args(["volume", "quota", volume, "enable"])
 }
 
+/// Quota checks usage against cached sizes that are refreshed only every few seconds by
+/// default; at 0 every write is checked, so the size holds exactly.
+pub fn quota_timeout_args(volume: &str, which: &str) -> Vec<String> {
+    args(["volume", "quota", volume, which, "0"])
+}
+
 /// Gluster's `GB` is 2^30 bytes, matching the GiB the claim was rounded up to.
 pub fn quota_limit_args(volume: &str, size_gib: u64) -> Vec<String> {
     args([

@@ -154,7 +154,7 @@ async fn statefulset_claims_bind_mount_and_clean_up() {
         mount.unmount().await;
     }
 
-    // The size is enforced: writing past 1 GiB fails (quota is eventual, so write well past).
+    // The size is enforced: writing past 1 GiB fails.
     let small = Mount::of(&s, &pvs[0]).await;
     let big = small.path().join("big");
     let out = tokio::process::Command::new("dd")
@@ -170,7 +170,7 @@ async fn statefulset_claims_bind_mount_and_clean_up() {
         .unwrap();
     assert!(
         !out.status.success(),
-        "writing 1.6 GiB into a 1 GiB volume must fail"
+        "writing 1.2 GiB into a 1 GiB volume must fail"
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("quota") || err.contains("space"), "dd: {err}");
