@@ -410,16 +410,17 @@ async fn ten_claims(
 #[tokio::test]
 async fn gids_stay_unique_across_classes_and_restarts() {
     let mut s = Scenario::new("gid").await;
-    let ranges = [(3000u32, 3014u32), (3005, 3030)];
+    // Overlapping, and roomy enough for ten claims each whatever the order of allocation.
+    let ranges = [(3000u32, 3019u32), (3010, 3040)];
     let a = s
         .class(
-            json!({"volumetype": "none", "gidMin": "3000", "gidMax": "3014"}),
+            json!({"volumetype": "none", "gidMin": "3000", "gidMax": "3019"}),
             "Delete",
         )
         .await;
     let b = s
         .class(
-            json!({"volumetype": "none", "gidMin": "3005", "gidMax": "3030"}),
+            json!({"volumetype": "none", "gidMin": "3010", "gidMax": "3040"}),
             "Delete",
         )
         .await;
