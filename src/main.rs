@@ -15,6 +15,14 @@ use glusterfs_provisioner::gluster::{SshBackend, SshExecutor, xml};
 #[derive(Parser)]
 #[command(version, about)]
 struct Cli {
+    /// Log filter, e.g. `info` or `info,glusterfs_provisioner=debug`; RUST_LOG also works.
+    #[arg(
+        long,
+        global = true,
+        env = "RUST_LOG",
+        default_value = "info,kube=warn"
+    )]
+    log_level: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -70,14 +78,12 @@ struct RunArgs {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level)?)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
-    match Cli::parse().command {
+    match cli.command {
         Command::Run(args) => run(args).await,
         Command::Topology { topology } => check_topology(&topology).await,
     }

@@ -339,7 +339,7 @@ async fn crash_mid_provision_and_mid_delete_leaves_one_volume_and_no_orphans() {
         .class(json!({"volumetype": "replicate:3"}), "Delete")
         .await;
     let claim = s.claim("c", &class, "1Gi", "ReadWriteMany").await;
-    s.provisioner.wait_exit(Duration::from_secs(120)).await;
+    s.provisioner.wait_exit(Duration::from_secs(300)).await;
     let suffix = uid_suffix(&claim);
     let volume = format!("vol_{suffix}");
     assert!(
@@ -377,7 +377,7 @@ async fn crash_mid_provision_and_mid_delete_leaves_one_volume_and_no_orphans() {
     let crash = [("GLUSTERFS_PROVISIONER_CRASH_AT", "after-volume-delete")];
     s.provisioner = Provisioner::start_with(&s.provisioner.name, &crash).await;
     s.delete_claim("c").await;
-    s.provisioner.wait_exit(Duration::from_secs(120)).await;
+    s.provisioner.wait_exit(Duration::from_secs(300)).await;
     assert!(
         s.pvs.get_opt(&pv_name).await.unwrap().is_some(),
         "PV still there after the crash"
