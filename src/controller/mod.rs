@@ -158,40 +158,19 @@ pub(crate) fn ignore_not_found(result: std::result::Result<(), kube::Error>) -> 
 
 /// Runs both controllers until a shutdown signal.
 pub async fn run(client: Client, backend: SshBackend, settings: Settings) -> Result<()> {
-    let (classes, class_writer) = reflector::store();
-    let class_stream = reflector::reflector(
-        class_writer,
-        watcher(
-            Api::<StorageClass>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(|_| async {});
     let labelled = watcher::Config::default().labels(LABEL_PV);
-    let (endpoints, ep_writer) = reflector::store();
-    let ep_stream = reflector::reflector(
-        ep_writer,
-        watcher(
-            Api::<PartialObjectMeta<Endpoints>>::all(client.clone()),
-            labelled.clone(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(|_| async {});
-    let (services, svc_writer) = reflector::store();
-    let svc_stream = reflector::reflector(
-        svc_writer,
-        watcher(
-            Api::<PartialObjectMeta<Service>>::all(client.clone()),
-            labelled.clone(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(|_| async {});
+    let (classes, class_stream) = cache(
+        Api::<StorageClass>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let (endpoints, ep_stream) = cache(
+        Api::<PartialObjectMeta<Endpoints>>::all(client.clone()),
+        labelled.clone(),
+    );
+    let (services, svc_stream) = cache(
+        Api::<PartialObjectMeta<Service>>::all(client.clone()),
+        labelled.clone(),
+    );
 
     let workers = settings.workers;
     let volume_controller = Controller::new(
@@ -256,6 +235,25 @@ pub async fn run(client: Client, backend: SshBackend, settings: Settings) -> Res
         _ = svc_stream => {}
     }
     Ok(())
+}
+
+/// A cache of `api`'s objects and the future that keeps it up to date.
+fn cache<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, impl Future<Output = ()>)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let updates = reflector::reflector(writer, watcher(api, config))
+        .default_backoff()
+        .touched_objects()
+        .for_each(|_| async {});
+    (store, updates)
 }
 
 fn pv_of<K: Resource>(obj: &K) -> Option<ObjectRef<PersistentVolume>> {

@@ -96,13 +96,7 @@ async fn statefulset_claims_bind_mount_and_clean_up() {
             ep.labels()["gluster.kubernetes.io/provisioned-for-pvc"],
             claim.name_any()
         );
-        let addrs: HashSet<String> = ep.subsets.unwrap()[0]
-            .addresses
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|a| a.ip.clone())
-            .collect();
+        let addrs: HashSet<String> = endpoint_ips(&ep).into_iter().collect();
         assert_eq!(addrs.len(), 3, "three storage addresses");
         let svc = Api::<Service>::namespaced(s.client.clone(), &s.ns)
             .get(&source.endpoints)

@@ -216,6 +216,16 @@ pub fn annotations(pv: &PersistentVolume) -> &BTreeMap<String, String> {
     pv.metadata.annotations.as_ref().unwrap()
 }
 
+/// The addresses an Endpoints object lists.
+pub fn endpoint_ips(ep: &Endpoints) -> Vec<String> {
+    ep.subsets
+        .iter()
+        .flatten()
+        .flat_map(|s| s.addresses.iter().flatten())
+        .map(|a| a.ip.clone())
+        .collect()
+}
+
 /// A FUSE mount of a PV made the way the kubelet does it: servers from the PV's Endpoints.
 pub struct Mount {
     pub dir: tempfile::TempDir,
@@ -228,13 +238,7 @@ impl Mount {
             .endpoints(&source.endpoints)
             .await
             .expect("Endpoints of the PV");
-        let ips: Vec<String> = ep.subsets.unwrap()[0]
-            .addresses
-            .as_ref()
-            .unwrap()
-            .iter()
-            .map(|a| a.ip.clone())
-            .collect();
+        let ips = endpoint_ips(&ep);
         let dir = tempfile::tempdir().unwrap();
         let mut opts = "log-level=WARNING".to_string();
         if ips.len() > 1 {
