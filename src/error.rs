@@ -77,6 +77,12 @@ pub enum Error {
 
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
+
+    #[error("leader election: {0}")]
+    Lease(#[from] kube_lease_manager::LeaseManagerError),
+
+    #[error("lost the leader lease")]
+    LostLease,
 }
 
 impl Error {
@@ -110,6 +116,7 @@ impl Error {
             Error::InvalidVolume { .. } => "volume",
             Error::GidRangeFull { .. } => "gid",
             Error::Kube(_) => "kubernetes",
+            Error::Lease(_) | Error::LostLease => "lease",
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - `k8s`: pure builders of the PV, Endpoints and Service.
 //! - `gid`: GID allocation across classes.
 //! - `controller`: the reconcilers that provision claims and delete released volumes.
+//! - `leader`: leader election on a Lease. `metrics`, `http`: Prometheus metrics and probes.
 
 pub mod config;
 pub mod controller;
@@ -12,6 +13,9 @@ pub mod error;
 pub mod failpoint;
 pub mod gid;
 pub mod gluster;
+pub mod http;
 pub mod k8s;
+pub mod leader;
+pub mod metrics;
 
 pub use error::{Error, Result};

@@ -1,6 +1,7 @@
 //! The binary's edge: flags, logging, and the two subcommands.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -8,6 +9,9 @@ use clap::{Args, Parser, Subcommand};
 use glusterfs_provisioner::config::Topology;
 use glusterfs_provisioner::controller::{self, Settings};
 use glusterfs_provisioner::gluster::{SshBackend, SshExecutor, xml};
+use glusterfs_provisioner::http::{self, Health};
+use glusterfs_provisioner::leader::{self, LeaseSettings};
+use glusterfs_provisioner::metrics::Metrics;
 
 /// Kubernetes external provisioner for GlusterFS volumes.
 ///
@@ -30,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Provision and delete GlusterFS volumes for PVCs (the normal mode).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check every node of the topology file: SSH reachable, host key known, peers connected.
     Topology {
         #[command(flatten)]
@@ -71,9 +75,42 @@ struct RunArgs {
     /// Longest retry delay, in seconds.
     #[arg(long, env = "RETRY_MAX_SECONDS", default_value_t = 1000.0)]
     retry_max_seconds: f64,
-    /// Name of this instance in events (set it to the pod name).
-    #[arg(long, env = "POD_NAME", default_value = "glusterfs-provisioner")]
+    /// Name of this instance in events and in the lease (set it to the pod name).
+    #[arg(long, env = "POD_NAME", default_value_t = default_instance())]
     instance: String,
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, env = "HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
+    http_address: std::net::SocketAddr,
+    /// Seconds between refreshes of the GID, volume and brick capacity gauges.
+    #[arg(long, env = "GAUGE_INTERVAL_SECONDS", default_value_t = 30)]
+    gauge_interval_seconds: u64,
+    #[command(flatten)]
+    lease: LeaseArgs,
+}
+
+#[derive(Args)]
+struct LeaseArgs {
+    /// Run only while holding the leader lease (for more than one replica).
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "LEASE_NAME", default_value = "glusterfs-provisioner")]
+    lease_name: String,
+    /// Namespace of the Lease (the provisioner's own).
+    #[arg(long, env = "LEASE_NAMESPACE", default_value = "glusterfs-provisioner")]
+    lease_namespace: String,
+    /// Seconds a lease holds without renewal; a standby takes over after this.
+    #[arg(long, env = "LEASE_DURATION_SECONDS", default_value_t = 15,
+          value_parser = clap::value_parser!(u64).range(2..))]
+    lease_duration_seconds: u64,
+    /// Seconds before expiry the holder renews the lease (less than the duration).
+    #[arg(long, env = "LEASE_RENEW_BEFORE_SECONDS", default_value_t = 5,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    lease_renew_before_seconds: u64,
+}
+
+fn default_instance() -> String {
+    format!("glusterfs-provisioner-{}", std::process::id())
 }
 
 #[tokio::main]
@@ -84,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     match cli.command {
-        Command::Run(args) => run(args).await,
+        Command::Run(args) => run(*args).await,
         Command::Topology { topology } => check_topology(&topology).await,
     }
 }
@@ -106,17 +143,47 @@ async fn client(kubeconfig: Option<&Path>) -> anyhow::Result<kube::Client> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let lease = &args.lease;
+    anyhow::ensure!(
+        lease.lease_renew_before_seconds < lease.lease_duration_seconds,
+        "--lease-renew-before-seconds must be less than --lease-duration-seconds"
+    );
+    let metrics = Arc::new(Metrics::new());
+    let health = Arc::new(Health::default());
+    let listener = http::bind(args.http_address)
+        .await
+        .with_context(|| format!("listening on {}", args.http_address))?;
+    tokio::spawn(http::serve(listener, metrics.clone(), health.clone()));
+
     let (topology, ssh) = executor(&args.topology)?;
+    let backend = SshBackend::new(topology, ssh.with_metrics(metrics.clone()), metrics.clone());
     let client = client(args.kubeconfig.as_deref()).await?;
     let settings = Settings {
         provisioner: args.provisioner_name,
         workers: args.workers.max(1),
         retry_min: Duration::from_secs_f64(args.retry_min_seconds),
         retry_max: Duration::from_secs_f64(args.retry_max_seconds),
-        instance: args.instance,
+        instance: args.instance.clone(),
+        gauge_interval: Duration::from_secs(args.gauge_interval_seconds.max(1)),
     };
-    controller::run(client, SshBackend::new(topology, ssh), settings).await?;
-    Ok(())
+    let work = controller::run(
+        client.clone(),
+        backend,
+        settings,
+        metrics.clone(),
+        health.clone(),
+    );
+    if !lease.leader_election {
+        return Ok(work.await?);
+    }
+    let lease = LeaseSettings {
+        name: lease.lease_name.clone(),
+        namespace: lease.lease_namespace.clone(),
+        identity: args.instance,
+        duration_seconds: lease.lease_duration_seconds,
+        renew_before_seconds: lease.lease_renew_before_seconds,
+    };
+    Ok(leader::run_as_leader(client, lease, metrics, health, work).await?)
 }
 
 async fn check_topology(args: &TopologyArgs) -> anyhow::Result<()> {

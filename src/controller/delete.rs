@@ -3,6 +3,7 @@
 //! Endpoints and Service are recreated if someone deletes them.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::api::Api;
@@ -14,6 +15,7 @@ use tracing::Instrument;
 use super::{Context, event_note, failure_key, ignore_not_found};
 use crate::gluster::plan;
 use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER};
+use crate::metrics::InFlight;
 use crate::{Error, Result};
 
 pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action> {
@@ -26,12 +28,29 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
     if phase == Some("Released")
         && spec.persistent_volume_reclaim_policy.as_deref() == Some("Delete")
     {
-        return match delete(&pv, &ctx).instrument(span).await {
+        let class = spec.storage_class_name.clone().unwrap_or_default();
+        let _in_flight = InFlight::start(&ctx.metrics, "delete");
+        let started = Instant::now();
+        let result = delete(&pv, &ctx).instrument(span).await;
+        ctx.metrics
+            .delete_duration
+            .with_label_values(&[&class])
+            .observe(started.elapsed().as_secs_f64());
+        return match result {
             Ok(()) => {
+                ctx.metrics.delete_total.with_label_values(&[&class]).inc();
                 ctx.succeeded(&failure_key(pv.as_ref()));
                 Ok(Action::await_change())
             }
             Err(e) => {
+                ctx.metrics
+                    .delete_failed_total
+                    .with_label_values(&[&class])
+                    .inc();
+                ctx.metrics
+                    .failures
+                    .with_label_values(&["delete", e.reason()])
+                    .inc();
                 tracing::warn!(pv = pv.name_any(), error = %e, "delete failed");
                 ctx.publish(
                     pv.as_ref(),

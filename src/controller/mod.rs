@@ -21,9 +21,12 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
+use crate::config::ClassParams;
 use crate::gid::GidAllocator;
 use crate::gluster::SshBackend;
+use crate::http::Health;
 use crate::k8s::objects::{self, LABEL_PV};
+use crate::metrics::Metrics;
 use crate::{Error, Result};
 
 const FIELD_MANAGER: &str = "glusterfs-provisioner";
@@ -40,10 +43,13 @@ pub struct Settings {
     pub retry_max: Duration,
     /// Identity in events (`reportingInstance`); the pod name in a cluster.
     pub instance: String,
+    /// How often GID, volume and brick capacity gauges are refreshed.
+    pub gauge_interval: Duration,
 }
 
 pub struct Context {
     pub client: Client,
+    pub metrics: Arc<Metrics>,
     pub settings: Settings,
     pub recorder: Recorder,
     pub backend: SshBackend,
@@ -156,8 +162,15 @@ pub(crate) fn ignore_not_found(result: std::result::Result<(), kube::Error>) -> 
     }
 }
 
-/// Runs both controllers until a shutdown signal.
-pub async fn run(client: Client, backend: SshBackend, settings: Settings) -> Result<()> {
+/// Runs both controllers until a shutdown signal; ready once the caches are filled.
+pub async fn run(
+    client: Client,
+    backend: SshBackend,
+    settings: Settings,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<()> {
+    health.set_ready(false);
     let labelled = watcher::Config::default().labels(LABEL_PV);
     let (classes, class_stream) = cache(
         Api::<StorageClass>::all(client.clone()),
@@ -193,6 +206,7 @@ pub async fn run(client: Client, backend: SshBackend, settings: Settings) -> Res
     let ctx = Arc::new(Context {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
+        metrics,
         settings,
         backend,
         gids: GidAllocator::default(),
@@ -227,14 +241,96 @@ pub async fn run(client: Client, backend: SshBackend, settings: Settings) -> Res
         provisioner = ctx.settings.provisioner,
         "controllers started"
     );
+    let gauges = refresh_gauges(ctx.clone(), health);
     // The reflectors run until the controllers stop; then they are dropped.
     tokio::select! {
         _ = futures::future::join(claims, volumes) => {}
         _ = class_stream => {}
         _ = ep_stream => {}
         _ = svc_stream => {}
+        _ = gauges => {}
     }
     Ok(())
+}
+
+/// Keeps the pool gauges (GIDs per class, volumes per cluster, brick capacity) current. Runs
+/// on its own, so slow or unreachable nodes never hold up provisioning.
+async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
+    if ctx.volumes.wait_until_ready().await.is_err()
+        || ctx.classes.wait_until_ready().await.is_err()
+    {
+        return;
+    }
+    health.set_ready(true);
+    let mut tick = tokio::time::interval(ctx.settings.gauge_interval);
+    loop {
+        tick.tick().await;
+        let m = &ctx.metrics;
+        let ours: Vec<_> = ctx
+            .volumes
+            .state()
+            .into_iter()
+            .filter(|pv| ctx.is_ours(pv))
+            .collect();
+        let gids: Vec<u32> = ours
+            .iter()
+            .filter_map(|pv| pv.annotations().get(objects::ANN_GID)?.parse().ok())
+            .collect();
+        for class in ctx
+            .classes
+            .state()
+            .iter()
+            .filter(|c| c.provisioner == ctx.settings.provisioner)
+        {
+            let name = class.name_any();
+            let Ok(params) = ClassParams::parse(&class.parameters.clone().unwrap_or_default())
+            else {
+                continue;
+            };
+            let in_use = ours
+                .iter()
+                .filter(|pv| {
+                    pv.spec
+                        .as_ref()
+                        .and_then(|s| s.storage_class_name.as_deref())
+                        == Some(&name)
+                })
+                .count();
+            let taken = gids
+                .iter()
+                .filter(|g| (params.gid_min..=params.gid_max).contains(*g))
+                .count();
+            let size = u64::from(params.gid_max - params.gid_min) + 1;
+            m.gids_in_use.with_label_values(&[&name]).set(in_use as i64);
+            m.gids_free
+                .with_label_values(&[&name])
+                .set(size.saturating_sub(taken as u64) as i64);
+        }
+        for cluster in &ctx.backend.topology().clusters {
+            let count = ours
+                .iter()
+                .filter(|pv| pv.annotations().get(objects::ANN_CLUSTER) == Some(&cluster.name))
+                .count();
+            m.volumes
+                .with_label_values(&[&cluster.name])
+                .set(count as i64);
+            let Ok(capacity) = ctx.backend.capacity(cluster).await else {
+                continue;
+            };
+            for node in capacity {
+                for space in node.roots {
+                    let root = space.root.display().to_string();
+                    let labels = [node.node.name.as_str(), root.as_str()];
+                    m.brick_bytes
+                        .with_label_values(&labels)
+                        .set(space.total as f64);
+                    m.brick_free_bytes
+                        .with_label_values(&labels)
+                        .set(space.free as f64);
+                }
+            }
+        }
+    }
 }
 
 /// A cache of `api`'s objects and the future that keeps it up to date.

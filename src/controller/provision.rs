@@ -2,6 +2,7 @@
 //! Endpoints + Service, and a PV bound to it by claimRef (the PV controller then binds the PVC).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -16,6 +17,7 @@ use super::{Context, event_note, failure_key};
 use crate::config::ClassParams;
 use crate::gluster::{VolumeRequest, plan};
 use crate::k8s::objects::{self, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA};
+use crate::metrics::InFlight;
 use crate::{Error, Result};
 
 const ANN_CLASS_BETA: &str = "volume.beta.kubernetes.io/storage-class";
@@ -32,8 +34,18 @@ pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> 
         claim = claim.name_any(),
         uid = claim.uid().unwrap_or_default()
     );
-    match provision(&claim, &class, &ctx).instrument(span).await {
+    let class_name = class.name_any();
+    let labels = [class_name.as_str(), ""];
+    let _in_flight = InFlight::start(&ctx.metrics, "provision");
+    let started = Instant::now();
+    let result = provision(&claim, &class, &ctx).instrument(span).await;
+    ctx.metrics
+        .provision_duration
+        .with_label_values(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    match result {
         Ok(pv) => {
+            ctx.metrics.provision_total.with_label_values(&labels).inc();
             ctx.succeeded(&failure_key(claim.as_ref()));
             let note = format!("Successfully provisioned volume {pv}");
             ctx.publish(
@@ -47,6 +59,14 @@ pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> 
             Ok(Action::await_change())
         }
         Err(e) => {
+            ctx.metrics
+                .provision_failed_total
+                .with_label_values(&labels)
+                .inc();
+            ctx.metrics
+                .failures
+                .with_label_values(&["provision", e.reason()])
+                .inc();
             tracing::warn!(claim = claim.name_any(), error = %e, "provisioning failed");
             ctx.publish(
                 claim.as_ref(),

@@ -4,15 +4,18 @@
 
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+use std::time::Instant;
 
 use backon::{ExponentialBuilder, Retryable};
 use futures::future::join_all;
 
-use super::plan::{self, Brick, NodeCapacity};
+use super::plan::{self, Brick, NodeCapacity, RootSpace};
 use super::ssh::SshExecutor;
 use super::xml::{self, Volume};
 use crate::config::{Cluster, Durability, Topology};
+use crate::metrics::Metrics;
 use crate::{Error, Result};
 
 /// What the provisioner asks for.
@@ -46,6 +49,7 @@ impl ProvisionedVolume {
 pub struct SshBackend {
     topology: Topology,
     ssh: SshExecutor,
+    metrics: Arc<Metrics>,
 }
 
 fn words(ws: &[&str]) -> Vec<String> {
@@ -53,8 +57,12 @@ fn words(ws: &[&str]) -> Vec<String> {
 }
 
 impl SshBackend {
-    pub fn new(topology: Topology, ssh: SshExecutor) -> Self {
-        Self { topology, ssh }
+    pub fn new(topology: Topology, ssh: SshExecutor, metrics: Arc<Metrics>) -> Self {
+        Self {
+            topology,
+            ssh,
+            metrics,
+        }
     }
 
     pub fn topology(&self) -> &Topology {
@@ -271,24 +279,28 @@ impl SshBackend {
     /// answer are left out; placement then says how many were usable.
     pub async fn capacity<'c>(&self, cluster: &'c Cluster) -> Result<Vec<NodeCapacity<'c>>> {
         let asks = cluster.nodes.iter().map(|node| async move {
-            let mut args = words(&["-f", "-c", "%a %S"]);
+            let mut args = words(&["-f", "-c", "%a %b %S"]);
             args.extend(node.brick_roots.iter().map(|r| path_arg(r)));
             let out = self.ssh.run_ok(&node.ssh_address, "stat", &args).await?;
-            let free = node
+            let roots = node
                 .brick_roots
                 .iter()
                 .zip(out.lines())
                 .map(|(root, line)| {
-                    let mut it = line
+                    let n: Vec<u64> = line
                         .split_whitespace()
-                        .map(|n| n.parse::<u64>().unwrap_or(0));
-                    (
-                        root.clone(),
-                        it.next().unwrap_or(0) * it.next().unwrap_or(0),
-                    )
+                        .map(|n| n.parse().unwrap_or(0))
+                        .collect();
+                    let (avail, blocks, block_size) = (n.first(), n.get(1), n.get(2));
+                    let bytes = |b: Option<&u64>| b.unwrap_or(&0) * block_size.unwrap_or(&0);
+                    RootSpace {
+                        root: root.clone(),
+                        free: bytes(avail),
+                        total: bytes(blocks),
+                    }
                 })
                 .collect();
-            Ok::<_, Error>(NodeCapacity { node, free })
+            Ok::<_, Error>(NodeCapacity { node, roots })
         });
         let mut out = Vec::new();
         for (node, result) in cluster.nodes.iter().zip(join_all(asks).await) {
@@ -318,21 +330,30 @@ impl SshBackend {
     /// Lock contention and lost connections are retried with backoff, on the next node.
     async fn gluster(&self, cluster: &Cluster, args: Vec<String>) -> Result<String> {
         let command = args.join(" ");
+        // `volume create`, `volume quota`, ...: a fixed set, fit for a metric label.
+        let operation = args.iter().take(2).cloned().collect::<Vec<_>>().join(" ");
         let mut full = words(&["--mode=script", "--xml"]);
         full.extend(args);
         let attempt = std::sync::atomic::AtomicUsize::new(0);
         let run = || async {
             let i = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let node = &cluster.nodes[i % cluster.nodes.len()];
-            let out = self.ssh.run(&node.ssh_address, "gluster", &full).await?;
-            if out.stdout.trim().is_empty() {
-                return Err(Error::Gluster {
-                    command: command.clone(),
-                    message: format!("{} ({})", out.stderr.trim(), out.status),
-                });
+            let started = Instant::now();
+            let result = async {
+                let out = self.ssh.run(&node.ssh_address, "gluster", &full).await?;
+                if out.stdout.trim().is_empty() {
+                    return Err(Error::Gluster {
+                        command: command.clone(),
+                        message: format!("{} ({})", out.stderr.trim(), out.status),
+                    });
+                }
+                xml::parse_status(&command, &out.stdout)?;
+                Ok(out.stdout)
             }
-            xml::parse_status(&command, &out.stdout)?;
-            Ok(out.stdout)
+            .await;
+            self.metrics
+                .gluster_op(&operation, &node.name, started, &result);
+            result
         };
         run.retry(
             ExponentialBuilder::default()

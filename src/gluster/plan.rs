@@ -68,16 +68,24 @@ impl Brick {
     }
 }
 
-/// What a node offers for placement: its free bytes per brick root.
+/// Space of one brick root, in bytes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RootSpace {
+    pub root: PathBuf,
+    pub free: u64,
+    pub total: u64,
+}
+
+/// What a node offers for placement: the space of each brick root.
 #[derive(Clone, Debug)]
 pub struct NodeCapacity<'a> {
     pub node: &'a Node,
-    pub free: Vec<(PathBuf, u64)>,
+    pub roots: Vec<RootSpace>,
 }
 
 impl NodeCapacity<'_> {
-    fn best_root(&self) -> Option<&(PathBuf, u64)> {
-        self.free.iter().max_by_key(|(_, free)| *free)
+    fn best_root(&self) -> Option<&RootSpace> {
+        self.roots.iter().max_by_key(|r| r.free)
     }
 }
 
@@ -91,10 +99,10 @@ pub fn place_bricks(
     volume: &str,
 ) -> Result<Vec<Brick>> {
     let wanted = durability.bricks() as usize;
-    let mut candidates: Vec<(&NodeCapacity, &(PathBuf, u64))> = capacity
+    let mut candidates: Vec<(&NodeCapacity, &RootSpace)> = capacity
         .iter()
         .filter_map(|c| c.best_root().map(|root| (c, root)))
-        .filter(|(_, (_, free))| *free >= size_bytes)
+        .filter(|(_, root)| root.free >= size_bytes)
         .collect();
     if candidates.len() < wanted {
         return Err(Error::Placement(format!(
@@ -107,8 +115,12 @@ pub fn place_bricks(
         )));
     }
     // Most free space first; the node name breaks ties so placement is deterministic.
-    candidates.sort_by(|a, b| b.1.1.cmp(&a.1.1).then(a.0.node.name.cmp(&b.0.node.name)));
-    let mut chosen: Vec<(&NodeCapacity, &(PathBuf, u64))> = Vec::with_capacity(wanted);
+    candidates.sort_by(|a, b| {
+        b.1.free
+            .cmp(&a.1.free)
+            .then(a.0.node.name.cmp(&b.0.node.name))
+    });
+    let mut chosen: Vec<(&NodeCapacity, &RootSpace)> = Vec::with_capacity(wanted);
     let mut zones = HashSet::new();
     while chosen.len() < wanted {
         let pick = match candidates
@@ -128,7 +140,7 @@ pub fn place_bricks(
     }
     Ok(chosen
         .into_iter()
-        .map(|(c, (root, _))| Brick::new(c.node, root, volume))
+        .map(|(c, space)| Brick::new(c.node, &space.root, volume))
         .collect())
 }
 
@@ -215,7 +227,13 @@ mod tests {
             .zip(free)
             .map(|(node, (b1, b2))| NodeCapacity {
                 node,
-                free: vec![("/b1".into(), b1 << 30), ("/b2".into(), b2 << 30)],
+                roots: [("/b1", b1), ("/b2", b2)]
+                    .map(|(root, gib)| RootSpace {
+                        root: root.into(),
+                        free: gib << 30,
+                        total: 10 << 30,
+                    })
+                    .to_vec(),
             })
             .collect()
     }

@@ -9,6 +9,7 @@ use openssh::{KnownHosts, Session, SessionBuilder};
 use tokio::sync::Mutex;
 
 use crate::config::SshSettings;
+use crate::metrics::Metrics;
 use crate::{Error, Result};
 
 /// What a remote program printed and how it exited.
@@ -28,6 +29,7 @@ pub struct SshExecutor {
     control_dir: PathBuf,
     /// One slot per host; its lock is held only while connecting, not while commands run.
     sessions: Mutex<HashMap<String, Slot>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl SshExecutor {
@@ -37,6 +39,19 @@ impl SshExecutor {
             settings,
             control_dir,
             sessions: Mutex::default(),
+            metrics: None,
+        }
+    }
+
+    /// Reports connection state per node in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn report(&self, host: &str, up: bool) {
+        if let Some(m) = &self.metrics {
+            m.ssh_up.with_label_values(&[host]).set(up.into());
         }
     }
 
@@ -49,6 +64,7 @@ impl SshExecutor {
             // A dead master makes every command fail; reconnect once and try again.
             Err(first) if session.check().await.is_err() => {
                 tracing::warn!(host, error = %first, "SSH connection broken, reconnecting");
+                self.report(host, false);
                 self.forget(host, &session).await;
                 let session = self.session(host).await?;
                 exec(&session, program, args).await
@@ -87,7 +103,9 @@ impl SshExecutor {
         if let Some(session) = slot.as_ref() {
             return Ok(session.clone());
         }
-        let session = Arc::new(self.connect(host).await?);
+        let connected = self.connect(host).await;
+        self.report(host, connected.is_ok());
+        let session = Arc::new(connected?);
         *slot = Some(session.clone());
         Ok(session)
     }

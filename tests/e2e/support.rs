@@ -105,6 +105,11 @@ impl Provisioner {
     }
 
     pub async fn start_with(name: &str, env_vars: &[(&str, &str)]) -> Self {
+        Self::start_at(name, env_vars, "127.0.0.1:0").await
+    }
+
+    /// With its HTTP server (metrics, probes) on `http_address`.
+    pub async fn start_at(name: &str, env_vars: &[(&str, &str)], http_address: &str) -> Self {
         let env = env();
         let logs = env.state_dir.join("logs");
         let log = logs.join(format!("provisioner-{}.log", name.replace('/', "_")));
@@ -130,6 +135,15 @@ impl Provisioner {
                 "--retry-max-seconds",
                 "8",
             ])
+            // Each test's provisioner leads on its own short lease.
+            .args(["--lease-name", &name.replace(['/', '.'], "-")])
+            .args([
+                "--lease-duration-seconds",
+                "4",
+                "--lease-renew-before-seconds",
+                "2",
+            ])
+            .args(["--http-address", http_address])
             .env("RUST_LOG", "info,glusterfs_provisioner=debug")
             .envs(env_vars.iter().copied())
             .stdout(out.try_clone().unwrap())
@@ -142,6 +156,14 @@ impl Provisioner {
             child,
             log,
         }
+    }
+
+    /// The identity it leads with (its default instance name).
+    pub fn identity(&self) -> String {
+        format!(
+            "glusterfs-provisioner-{}",
+            self.child.id().unwrap_or_default()
+        )
     }
 
     /// Kills the process as `kill -9` would.

@@ -1,0 +1,250 @@
+//! Prometheus metrics. Names of the external-provisioner library are kept so existing
+//! dashboards and alerts work; labels come from small fixed sets (class, cluster, node,
+//! operation, reason), never object names or error text.
+
+use std::time::Instant;
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::Error;
+
+const BUCKETS: &[f64] = &[
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 320.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    pub provision_total: IntCounterVec,
+    pub provision_failed_total: IntCounterVec,
+    pub provision_duration: HistogramVec,
+    pub delete_total: IntCounterVec,
+    pub delete_failed_total: IntCounterVec,
+    pub delete_duration: HistogramVec,
+    /// Failures by cause, which the compatible metrics above cannot carry.
+    pub failures: IntCounterVec,
+    pub gluster_duration: HistogramVec,
+    pub gluster_failures: IntCounterVec,
+    pub ssh_up: IntGaugeVec,
+    pub gids_in_use: IntGaugeVec,
+    pub gids_free: IntGaugeVec,
+    pub volumes: IntGaugeVec,
+    pub brick_bytes: GaugeVec,
+    pub brick_free_bytes: GaugeVec,
+    pub in_flight: IntGaugeVec,
+    pub leader: IntGauge,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(opts(name, help), labels).expect("metric");
+            registry.register(Box::new(c.clone())).expect("register");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let h = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+                labels,
+            )
+            .expect("metric");
+            registry.register(Box::new(h.clone())).expect("register");
+            h
+        };
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(opts(name, help), labels).expect("metric");
+            registry.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let float_gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = GaugeVec::new(opts(name, help), labels).expect("metric");
+            registry.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let leader = IntGauge::new(
+            "glusterfs_provisioner_leader",
+            "1 while this instance is the leader",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(leader.clone()))
+            .expect("register");
+        let build = gauge(
+            "glusterfs_provisioner_build_info",
+            "Build information",
+            &["version"],
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        Metrics {
+            provision_total: counter(
+                "controller_persistentvolumeclaim_provision_total",
+                "Claims provisioned",
+                &["class", "source"],
+            ),
+            provision_failed_total: counter(
+                "controller_persistentvolumeclaim_provision_failed_total",
+                "Failed provisioning attempts",
+                &["class", "source"],
+            ),
+            provision_duration: histogram(
+                "controller_persistentvolumeclaim_provision_duration_seconds",
+                "Time to provision a claim",
+                &["class", "source"],
+            ),
+            delete_total: counter(
+                "controller_persistentvolume_delete_total",
+                "Volumes deleted",
+                &["class"],
+            ),
+            delete_failed_total: counter(
+                "controller_persistentvolume_delete_failed_total",
+                "Failed delete attempts",
+                &["class"],
+            ),
+            delete_duration: histogram(
+                "controller_persistentvolume_delete_duration_seconds",
+                "Time to delete a volume",
+                &["class"],
+            ),
+            failures: counter(
+                "glusterfs_provisioner_failures_total",
+                "Failed provision and delete attempts by cause",
+                &["operation", "reason"],
+            ),
+            gluster_duration: histogram(
+                "glusterfs_provisioner_gluster_operation_duration_seconds",
+                "Latency of gluster CLI operations over SSH",
+                &["operation", "node"],
+            ),
+            gluster_failures: counter(
+                "glusterfs_provisioner_gluster_operation_failures_total",
+                "Failed gluster CLI operations",
+                &["operation", "node", "reason"],
+            ),
+            ssh_up: gauge(
+                "glusterfs_provisioner_ssh_connection_up",
+                "1 while the SSH connection to a node is open",
+                &["node"],
+            ),
+            gids_in_use: gauge(
+                "glusterfs_provisioner_gids_in_use",
+                "GIDs held by PVs of a class",
+                &["class"],
+            ),
+            gids_free: gauge(
+                "glusterfs_provisioner_gids_free",
+                "GIDs left in a class's range",
+                &["class"],
+            ),
+            volumes: gauge(
+                "glusterfs_provisioner_volumes",
+                "Volumes managed, per cluster",
+                &["cluster"],
+            ),
+            brick_bytes: float_gauge(
+                "glusterfs_provisioner_brick_root_size_bytes",
+                "Size of a brick root",
+                &["node", "root"],
+            ),
+            brick_free_bytes: float_gauge(
+                "glusterfs_provisioner_brick_root_free_bytes",
+                "Free space of a brick root",
+                &["node", "root"],
+            ),
+            in_flight: gauge(
+                "glusterfs_provisioner_operations_in_flight",
+                "Provisions and deletes running",
+                &["operation"],
+            ),
+            leader,
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding metrics");
+        String::from_utf8(out).expect("metrics are UTF-8")
+    }
+
+    /// Times one gluster operation and counts its failure.
+    pub fn gluster_op<T>(
+        &self,
+        operation: &str,
+        node: &str,
+        started: Instant,
+        result: &Result<T, Error>,
+    ) {
+        self.gluster_duration
+            .with_label_values(&[operation, node])
+            .observe(started.elapsed().as_secs_f64());
+        if let Err(e) = result {
+            self.gluster_failures
+                .with_label_values(&[operation, node, e.reason()])
+                .inc();
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counts an operation as in flight while the guard lives.
+pub struct InFlight(prometheus::IntGauge);
+
+impl InFlight {
+    pub fn start(metrics: &Metrics, operation: &str) -> Self {
+        let g = metrics.in_flight.with_label_values(&[operation]);
+        g.inc();
+        InFlight(g)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_compatible_names() {
+        let m = Metrics::new();
+        m.provision_total.with_label_values(&["gold", ""]).inc();
+        {
+            let _g = InFlight::start(&m, "provision");
+            assert!(
+                m.render().contains(
+                    "glusterfs_provisioner_operations_in_flight{operation=\"provision\"} 1"
+                )
+            );
+        }
+        let text = m.render();
+        assert!(
+            text.contains(
+                "controller_persistentvolumeclaim_provision_total{class=\"gold\",source=\"\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("glusterfs_provisioner_operations_in_flight{operation=\"provision\"} 0")
+        );
+        assert!(text.contains("glusterfs_provisioner_build_info{version="));
+    }
+}

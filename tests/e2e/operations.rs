@@ -1,0 +1,234 @@
+//! Running it like production: two replicas behind a Lease, and metrics that a real Prometheus
+//! scrapes and that every dashboard and alert expression reads.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::ResourceExt;
+use kube::api::Api;
+use serde_json::{Value, json};
+
+use crate::scenario::*;
+use crate::support::{Provisioner, env, eventually, local, unique};
+
+async fn lease_holder(s: &Scenario) -> Option<String> {
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), "glusterfs-provisioner");
+    let name = s.provisioner.name.replace(['/', '.'], "-");
+    leases.get_opt(&name).await.unwrap()?.spec?.holder_identity
+}
+
+#[tokio::test]
+async fn standby_takes_over_when_the_leader_is_killed() {
+    let mut s = Scenario::new("ha").await;
+    let mut standby = Provisioner::start(&s.provisioner.name).await;
+    let class = s.class(json!({"volumetype": "none"}), "Delete").await;
+    s.claim("before", &class, "1Gi", "ReadWriteOnce").await;
+    s.bound_pv("before").await;
+    let leader = eventually(Duration::from_secs(30), "a lease holder", || {
+        lease_holder(&s)
+    })
+    .await;
+    // Whichever of the two leads is killed; the other must take over.
+    let survivor_id = if leader == s.provisioner.identity() {
+        s.provisioner.kill().await;
+        standby.identity()
+    } else {
+        assert_eq!(leader, standby.identity());
+        standby.kill().await;
+        s.provisioner.identity()
+    };
+    let mut claims = Vec::new();
+    for i in 0..3 {
+        claims.push(
+            s.claim(&format!("during-{i}"), &class, "1Gi", "ReadWriteOnce")
+                .await,
+        );
+    }
+    let took_over = eventually(
+        Duration::from_secs(30),
+        "the standby holding the lease",
+        || async { (lease_holder(&s).await? == survivor_id).then_some(()) },
+    );
+    tokio::time::timeout(Duration::from_secs(10), took_over)
+        .await
+        .expect("standby must take the lease within its duration (4 s) plus a retry");
+    let names: Vec<String> = claims.iter().map(|c| c.name_any()).collect();
+    join_all(names.iter().map(|n| s.bound_pv(n))).await;
+    let volumes = gluster_volumes().await;
+    for claim in &claims {
+        let suffix = uid_suffix(claim);
+        assert_eq!(
+            volumes.iter().filter(|v| v.ends_with(&suffix)).count(),
+            1,
+            "one volume per claim"
+        );
+        assert_eq!(
+            s.event(claim, "ProvisioningSucceeded")
+                .await
+                .matches("pvc-")
+                .count(),
+            1
+        );
+    }
+    for c in names.iter().chain(["before".to_string()].iter()) {
+        s.delete_claim(c).await;
+    }
+}
+
+/// Every `expr:` of the alert rules file.
+fn alert_expressions() -> Vec<String> {
+    let rules =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/grafana/alerts.yaml"))
+            .unwrap();
+    rules
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("expr:"))
+        .map(|e| e.trim().to_string())
+        .collect()
+}
+
+fn dashboard_expressions() -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/grafana/dashboard.json"
+    ))
+    .unwrap();
+    let dashboard: Value = serde_json::from_str(&text).unwrap();
+    let mut out = Vec::new();
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            out.push((
+                panel["title"].as_str().unwrap().to_string(),
+                target["expr"].as_str().unwrap().to_string(),
+            ));
+        }
+    }
+    out
+}
+
+async fn prometheus_query(port: u16, expr: &str) -> Value {
+    let url = format!("http://127.0.0.1:{port}/api/v1/query");
+    let out = local(
+        "curl",
+        &[
+            "-sS",
+            "-G",
+            &url,
+            "--data-urlencode",
+            &format!("query={expr}"),
+        ],
+    )
+    .await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{expr}: {e}: {out}"))
+}
+
+#[tokio::test]
+async fn prometheus_reads_every_dashboard_and_alert_expression() {
+    let (metrics_port, prom_port) = (18081u16, 19091u16);
+    let s = Scenario::with_env("prom", &[]).await;
+    // A second provisioner of its own, with metrics on a known port and quick gauges.
+    let mut p = Provisioner::start_at(
+        &format!("{}-m", s.provisioner.name),
+        &[("GAUGE_INTERVAL_SECONDS", "1")],
+        &format!("127.0.0.1:{metrics_port}"),
+    )
+    .await;
+    let dir = env().state_dir.join(unique("prometheus"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+             rule_files: [{}/grafana/alerts.yaml]\n\
+             scrape_configs:\n  - job_name: provisioner\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n",
+            env!("CARGO_MANIFEST_DIR")
+        ),
+    )
+    .unwrap();
+    let mut prometheus = tokio::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("starting prometheus");
+
+    // Some work for the metrics: provisions, a failure, a delete.
+    let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(s.client.clone());
+    let good = unique("prom-good");
+    let bad = unique("prom-bad");
+    for (name, params) in [
+        (&good, json!({"volumetype": "none"})),
+        (&bad, json!({"volumetype": "mirror"})),
+    ] {
+        classes
+            .create(&Default::default(), &from_json(json!({
+                "metadata": {"name": name}, "provisioner": p.name, "reclaimPolicy": "Delete", "parameters": params,
+            })))
+            .await
+            .unwrap();
+    }
+    s.claim("m1", &good, "1Gi", "ReadWriteOnce").await;
+    s.claim("m2", &good, "1Gi", "ReadWriteOnce").await;
+    let failing = s.claim("m3", &bad, "1Gi", "ReadWriteOnce").await;
+    s.bound_pv("m1").await;
+    let pv2 = s.bound_pv("m2").await;
+    s.event(&failing, "ProvisioningFailed").await;
+    s.delete_claim("m2").await;
+    s.wait_pv_gone(&pv2.name_any()).await;
+
+    // Wait until Prometheus has scraped the delete, then ask it everything.
+    eventually(
+        Duration::from_secs(60),
+        "Prometheus scraping the delete",
+        || async {
+            let r =
+                prometheus_query(prom_port, "sum(controller_persistentvolume_delete_total)").await;
+            (r["data"]["result"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty()))
+            .then_some(())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut empty = HashMap::new();
+    for (panel, expr) in dashboard_expressions() {
+        let r = prometheus_query(prom_port, &expr).await;
+        assert_eq!(r["status"], "success", "{panel}: {expr}: {r}");
+        if r["data"]["result"].as_array().is_none_or(|a| a.is_empty()) {
+            empty.insert(panel, expr);
+        }
+    }
+    assert!(
+        empty.is_empty(),
+        "dashboard panels without data: {empty:#?}"
+    );
+    let alerts = alert_expressions();
+    assert!(alerts.len() >= 5);
+    for expr in alerts {
+        let r = prometheus_query(prom_port, &expr).await;
+        assert_eq!(r["status"], "success", "alert {expr}: {r}");
+    }
+    let rules = local(
+        "curl",
+        &["-sS", &format!("http://127.0.0.1:{prom_port}/api/v1/rules")],
+    )
+    .await;
+    assert!(
+        rules.contains("GlusterProvisionerNoLeader") && !rules.contains("\"health\":\"err\""),
+        "{rules}"
+    );
+
+    s.delete_claim("m1").await;
+    prometheus.kill().await.ok();
+    p.kill().await;
+}
