@@ -43,8 +43,10 @@ ssh_keys() {
 node_up() {
   local i=$1 ns=${NODES[$1]} dir
   dir=$(node_dir "$1")
-  mkdir -p "$dir"/{glusterd,run,log,etc}
-  local mounts="mount --bind $dir/glusterd /var/lib/glusterd && mount --bind $dir/run /run && mount --bind $dir/log /var/log/glusterfs"
+  mkdir -p "$dir"/{glusterd,run,log,etc,home}
+  # The node's root gets its own empty home: the host's ~/.bashrc (which sshd's shell would
+  # source for every remote command) belongs to the host, not to a gluster server.
+  local mounts="mount --bind $dir/glusterd /var/lib/glusterd && mount --bind $dir/run /run && mount --bind $dir/log /var/log/glusterfs && mount --bind $dir/home /root"
   local r
   for r in "${!BRICK_ROOTS[@]}"; do
     local img=$dir/brick$r.img root=${BRICK_ROOTS[$r]}

@@ -37,6 +37,9 @@ pub struct SshSettings {
     pub strict_host_key_checking: bool,
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_seconds: u64,
+    /// Longest a remote command may run; gluster's own CLI timeout is 120 s.
+    #[serde(default = "default_command_timeout")]
+    pub command_timeout_seconds: u64,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -71,10 +74,17 @@ fn default_true() -> bool {
 fn default_connect_timeout() -> u64 {
     10
 }
+fn default_command_timeout() -> u64 {
+    150
+}
 
 impl SshSettings {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_secs(self.connect_timeout_seconds)
+    }
+
+    pub fn command_timeout(&self) -> Duration {
+        Duration::from_secs(self.command_timeout_seconds)
     }
 }
 

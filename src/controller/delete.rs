@@ -133,7 +133,7 @@ async fn repair_endpoints(pv: &PersistentVolume, ctx: &Context) -> Result<()> {
     let Some(namespace) = source.endpoints_namespace.as_deref() else {
         return Ok(());
     };
-    let _ = ctx.endpoints_ready().await;
+    ctx.caches_synced().await;
     if ctx.has_endpoints(namespace, &source.endpoints) {
         return Ok(());
     }

@@ -58,6 +58,8 @@ pub struct Context {
     pub classes: Store<StorageClass>,
     endpoints: Store<PartialObjectMeta<Endpoints>>,
     services: Store<PartialObjectMeta<Service>>,
+    /// Opened once every cache holds its first full list; reconciles wait behind it.
+    synced: tokio::sync::watch::Sender<bool>,
     failures: Mutex<HashMap<String, u32>>,
 }
 
@@ -126,9 +128,20 @@ impl Context {
         ignore_not_found(ep.delete(name, &dp).await.map(drop))
     }
 
-    async fn endpoints_ready(&self) -> std::result::Result<(), reflector::store::WriterDropped> {
-        self.endpoints.wait_until_ready().await?;
-        self.services.wait_until_ready().await
+    /// Waits until the caches are complete: GIDs and "already provisioned" come from them.
+    async fn caches_synced(&self) {
+        let _ = self.synced.subscribe().wait_for(|synced| *synced).await;
+    }
+
+    /// `Store::wait_until_ready` wakes only one of several concurrent waiters (its oneshot
+    /// keeps a single waker), so this one task waits on each store and opens the gate for all.
+    async fn sync_caches(&self) -> bool {
+        let synced = self.volumes.wait_until_ready().await.is_ok()
+            && self.classes.wait_until_ready().await.is_ok()
+            && self.endpoints.wait_until_ready().await.is_ok()
+            && self.services.wait_until_ready().await.is_ok();
+        self.synced.send_replace(synced);
+        synced
     }
 
     fn has_endpoints(&self, namespace: &str, name: &str) -> bool {
@@ -214,6 +227,7 @@ pub async fn run(
         classes,
         endpoints,
         services,
+        synced: tokio::sync::watch::Sender::new(false),
         failures: Mutex::default(),
     });
 
@@ -256,9 +270,7 @@ pub async fn run(
 /// Keeps the pool gauges (GIDs per class, volumes per cluster, brick capacity) current. Runs
 /// on its own, so slow or unreachable nodes never hold up provisioning.
 async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
-    if ctx.volumes.wait_until_ready().await.is_err()
-        || ctx.classes.wait_until_ready().await.is_err()
-    {
+    if !ctx.sync_caches().await {
         return;
     }
     health.set_ready(true);

@@ -21,12 +21,22 @@ use crate::metrics::InFlight;
 use crate::{Error, Result};
 
 const ANN_CLASS_BETA: &str = "volume.beta.kubernetes.io/storage-class";
+const CLASS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+enum Wanted {
+    Yes(Arc<StorageClass>),
+    No,
+    ClassNotCached,
+}
 
 pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
     // GIDs come from the PV cache: nothing is provisioned before it is complete.
-    let _ = ctx.volumes.wait_until_ready().await;
-    let Some(class) = wanted_class(&claim, &ctx)? else {
-        return Ok(Action::await_change());
+    ctx.caches_synced().await;
+    let class = match wanted_class(&claim, &ctx)? {
+        Wanted::Yes(class) => class,
+        Wanted::No => return Ok(Action::await_change()),
+        // A claim can arrive before its class reaches the cache; nothing else would wake it.
+        Wanted::ClassNotCached => return Ok(Action::requeue(CLASS_WAIT)),
     };
     let span = tracing::info_span!(
         "provision",
@@ -85,15 +95,15 @@ pub fn error_policy(claim: Arc<PersistentVolumeClaim>, _: &Error, ctx: Arc<Conte
     ctx.backoff(failure_key(claim.as_ref()))
 }
 
-/// The class of a claim this provisioner should provision now, if any.
-fn wanted_class(claim: &PersistentVolumeClaim, ctx: &Context) -> Result<Option<Arc<StorageClass>>> {
+/// Whether this provisioner should provision the claim now, and with which class.
+fn wanted_class(claim: &PersistentVolumeClaim, ctx: &Context) -> Result<Wanted> {
     let spec = claim.spec.as_ref();
     if claim.meta().deletion_timestamp.is_some()
         || spec
             .and_then(|s| s.volume_name.as_deref())
             .is_some_and(|v| !v.is_empty())
     {
-        return Ok(None);
+        return Ok(Wanted::No);
     }
     let ours = &ctx.settings.provisioner;
     let annotated = [ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA]
@@ -103,20 +113,22 @@ fn wanted_class(claim: &PersistentVolumeClaim, ctx: &Context) -> Result<Option<A
         .and_then(|s| s.storage_class_name.clone())
         .or_else(|| claim.annotations().get(ANN_CLASS_BETA).cloned())
     else {
-        return Ok(None);
+        return Ok(Wanted::No);
     };
-    let class = ctx.classes.get(&ObjectRef::new(&class_name));
-    let class_is_ours = class.as_ref().is_some_and(|c| &c.provisioner == ours);
-    if !(annotated || class_is_ours) {
-        return Ok(None);
+    let class = match ctx.classes.get(&ObjectRef::new(&class_name)) {
+        Some(class) => class,
+        None if annotated => return Err(Error::ClassNotFound(class_name)),
+        None => return Ok(Wanted::ClassNotCached),
+    };
+    if !(annotated || class.provisioner == *ours) {
+        return Ok(Wanted::No);
     }
-    let class = class.ok_or(Error::ClassNotFound(class_name))?;
     // Provisioned already: the PV exists and the PV controller binds the claim.
     let pv = objects::pv_name(&claim.uid().unwrap_or_default());
     if ctx.volumes.get(&ObjectRef::new(&pv)).is_some() {
-        return Ok(None);
+        return Ok(Wanted::No);
     }
-    Ok(Some(class))
+    Ok(Wanted::Yes(class))
 }
 
 async fn provision(

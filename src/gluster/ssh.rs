@@ -59,7 +59,8 @@ impl SshExecutor {
     /// no argument can change the shell command line the remote side runs.
     pub async fn run(&self, host: &str, program: &str, args: &[String]) -> Result<RemoteOutput> {
         let session = self.session(host).await?;
-        match exec(&session, program, args).await {
+        let limit = self.settings.command_timeout();
+        match exec(&session, program, args, limit).await {
             Ok(out) => Ok(out),
             // A dead master makes every command fail; reconnect once and try again.
             Err(first) if session.check().await.is_err() => {
@@ -67,7 +68,7 @@ impl SshExecutor {
                 self.report(host, false);
                 self.forget(host, &session).await;
                 let session = self.session(host).await?;
-                exec(&session, program, args).await
+                exec(&session, program, args, limit).await
             }
             Err(source) => Err(source),
         }
@@ -137,22 +138,38 @@ impl SshExecutor {
             .server_alive_interval(std::time::Duration::from_secs(15))
             .control_directory(&self.control_dir);
         tracing::debug!(host, "opening SSH connection");
-        builder
-            .connect_mux(host)
+        // Authentication, not only the TCP connect, must finish in time.
+        let limit = s.connect_timeout() * 2;
+        let connected = tokio::time::timeout(limit, builder.connect_mux(host))
             .await
-            .map_err(|source| Error::SshConnect {
-                host: host.into(),
-                source,
-            })
+            .unwrap_or_else(|_| Err(timed_out("connecting", limit)));
+        tracing::debug!(host, ok = connected.is_ok(), "SSH connection attempt done");
+        connected.map_err(|source| Error::SshConnect {
+            host: host.into(),
+            source,
+        })
     }
+}
+
+fn timed_out(what: &str, limit: std::time::Duration) -> openssh::Error {
+    let e = std::io::Error::new(
+        std::io::ErrorKind::TimedOut,
+        format!("{what} timed out after {limit:?}"),
+    );
+    openssh::Error::Connect(e)
 }
 
 async fn exec(
     session: &Session,
     program: &str,
     args: &[String],
+    limit: std::time::Duration,
 ) -> std::result::Result<RemoteOutput, openssh::Error> {
-    let out = session.command(program).args(args).output().await?;
+    let mut command = session.command(program);
+    command.args(args);
+    let out = tokio::time::timeout(limit, command.output())
+        .await
+        .unwrap_or_else(|_| Err(timed_out(program, limit)))?;
     Ok(RemoteOutput {
         success: out.status.success(),
         status: out.status.to_string(),

@@ -181,7 +181,7 @@ async fn prometheus_reads_every_dashboard_and_alert_expression() {
     let failing = s.claim("m3", &bad, "1Gi", "ReadWriteOnce").await;
     s.bound_pv("m1").await;
     let pv2 = s.bound_pv("m2").await;
-    s.event(&failing, "ProvisioningFailed").await;
+    s.event_from(&failing, "ProvisioningFailed", &p.name).await;
     s.delete_claim("m2").await;
     s.wait_pv_gone(&pv2.name_any()).await;
 

@@ -112,8 +112,20 @@ impl Scenario {
         self.pvs.get(&pv_name).await.unwrap()
     }
 
-    /// Waits for an event with `reason` on the claim and returns its note.
+    /// Waits for an event with `reason` from this scenario's provisioner on the claim and
+    /// returns its note.
     pub async fn event(&self, claim: &PersistentVolumeClaim, reason: &str) -> String {
+        self.event_from(claim, reason, &self.provisioner.name).await
+    }
+
+    /// The same for events reported by the provisioner named `reporter`: the controller-manager
+    /// reports under the same reasons, and only the provisioner's count.
+    pub async fn event_from(
+        &self,
+        claim: &PersistentVolumeClaim,
+        reason: &str,
+        reporter: &str,
+    ) -> String {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
         let uid = claim.uid();
         eventually(
@@ -128,6 +140,7 @@ impl Scenario {
                     .into_iter()
                     .find(|e| {
                         e.reason.as_deref() == Some(reason)
+                            && e.reporting_controller.as_deref() == Some(reporter)
                             && e.regarding.as_ref().and_then(|r| r.uid.clone()) == uid
                     })
                     .map(|e| e.note.unwrap_or_default())

@@ -144,7 +144,11 @@ impl Provisioner {
                 "2",
             ])
             .args(["--http-address", http_address])
-            .env("RUST_LOG", "info,glusterfs_provisioner=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("GP_PROVISIONER_LOG")
+                    .unwrap_or("info,glusterfs_provisioner=debug".into()),
+            )
             .envs(env_vars.iter().copied())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
