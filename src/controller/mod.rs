@@ -189,13 +189,14 @@ pub async fn run(
         Api::<StorageClass>::all(client.clone()),
         watcher::Config::default(),
     );
+    let class_stream = class_stream.for_each(|_| async {});
     let (endpoints, ep_stream) = cache(
         Api::<PartialObjectMeta<Endpoints>>::all(client.clone()),
         labelled.clone(),
     );
     let (services, svc_stream) = cache(
         Api::<PartialObjectMeta<Service>>::all(client.clone()),
-        labelled.clone(),
+        labelled,
     );
 
     let workers = settings.workers;
@@ -203,14 +204,10 @@ pub async fn run(
         Api::<PersistentVolume>::all(client.clone()),
         watcher::Config::default(),
     )
-    .watches(
-        Api::<Endpoints>::all(client.clone()),
-        labelled.clone(),
-        |ep| pv_of(&ep),
-    )
-    .watches(Api::<Service>::all(client.clone()), labelled, |svc| {
-        pv_of(&svc)
-    })
+    // Triggered by the caches' own streams, which yield a change only once the cache has it:
+    // a repair then never reads a cache older than its trigger.
+    .watches_stream(ep_stream, |ep| pv_of(&ep))
+    .watches_stream(svc_stream, |svc| pv_of(&svc))
     .with_config(controller::Config::default().concurrency(workers));
     let reporter = Reporter {
         controller: settings.provisioner.clone(),
@@ -260,8 +257,6 @@ pub async fn run(
     tokio::select! {
         _ = futures::future::join(claims, volumes) => {}
         _ = class_stream => {}
-        _ = ep_stream => {}
-        _ = svc_stream => {}
         _ = gauges => {}
     }
     Ok(())
@@ -345,8 +340,15 @@ async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
     }
 }
 
-/// A cache of `api`'s objects and the future that keeps it up to date.
-fn cache<K>(api: Api<K>, config: watcher::Config) -> (Store<K>, impl Future<Output = ()>)
+/// A cache of `api`'s objects, and the stream that keeps it current and yields each changed
+/// (or deleted) object after the cache has taken the change.
+fn cache<K>(
+    api: Api<K>,
+    config: watcher::Config,
+) -> (
+    Store<K>,
+    impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static,
+)
 where
     K: Resource<DynamicType = ()>
         + Clone
@@ -359,8 +361,7 @@ where
     let (store, writer) = reflector::store();
     let updates = reflector::reflector(writer, watcher(api, config))
         .default_backoff()
-        .touched_objects()
-        .for_each(|_| async {});
+        .touched_objects();
     (store, updates)
 }
 
