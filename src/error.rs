@@ -86,13 +86,16 @@ pub enum Error {
 }
 
 impl Error {
-    /// glusterd serialises conflicting operations with cluster-wide locks; such refusals pass.
+    /// glusterd serialises conflicting operations with cluster-wide locks, and under load a
+    /// node can fail its part of a commit (a brick slow to start); such refusals pass, and every
+    /// step is safe to repeat.
     pub fn is_transient(&self) -> bool {
         match self {
             Error::Gluster { message, .. } => {
                 message.contains("Another transaction is in progress")
                     || message.contains("Locking failed")
                     || message.contains("Please try again after some time")
+                    || message.contains("Commit failed")
             }
             Error::SshCommand { .. } | Error::SshConnect { .. } => true,
             _ => false,

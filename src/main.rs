@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use glusterfs_provisioner::config::Topology;
 use glusterfs_provisioner::controller::{self, Settings};
-use glusterfs_provisioner::gluster::{SshBackend, SshExecutor, xml};
+use glusterfs_provisioner::gluster::{SshBackend, SshExecutor};
 use glusterfs_provisioner::http::{self, Health};
 use glusterfs_provisioner::leader::{self, LeaseSettings};
 use glusterfs_provisioner::metrics::Metrics;
@@ -186,45 +186,82 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(leader::run_as_leader(client, lease, metrics, health, work).await?)
 }
 
+/// One row per node: SSH and host key (any command needs both), peers, brick roots and their
+/// free space; then each cluster's zones. Fails when any node has a problem.
 async fn check_topology(args: &TopologyArgs) -> anyhow::Result<()> {
     let (topology, ssh) = executor(args)?;
+    let backend = SshBackend::new(topology.clone(), ssh, Arc::new(Metrics::new()));
     let mut problems = 0;
     println!(
-        "{:<10} {:<16} {:<16} {:<10} STATUS",
-        "CLUSTER", "NODE", "SSH", "ZONE"
+        "{:<10} {:<14} {:<16} {:<8} {:<12} {:<40} STATUS",
+        "CLUSTER", "NODE", "SSH", "ZONE", "PEERS", "BRICK ROOTS (free / size)"
     );
     for cluster in &topology.clusters {
-        for node in &cluster.nodes {
-            let args = ["peer", "status", "--xml"].map(String::from);
-            let peers = ssh
-                .run_ok(&node.ssh_address, "gluster", &args)
-                .await
-                .and_then(|out| xml::parse_peer_status(&out));
-            let status = match peers {
+        let backend = &backend;
+        let checks = futures::future::join_all(cluster.nodes.iter().map(|node| async move {
+            let (peers, space) = tokio::join!(backend.peers(node), backend.node_space(node));
+            (node, peers, space)
+        }))
+        .await;
+        for (node, peers, space) in checks {
+            let mut status: Vec<String> = Vec::new();
+            let peers = match peers {
                 Ok(peers) => {
-                    let down: Vec<_> = peers
-                        .iter()
-                        .filter(|p| !p.is_connected())
-                        .map(|p| p.hostname.as_str())
-                        .collect();
-                    if down.is_empty() {
-                        format!("ok, {} peers connected", peers.len())
-                    } else {
-                        problems += 1;
-                        format!("peers not connected: {}", down.join(", "))
+                    let up = peers.iter().filter(|p| p.is_connected()).count();
+                    if up + 1 < cluster.nodes.len() {
+                        status.push(format!(
+                            "{up} peers connected, the cluster has {} other nodes",
+                            cluster.nodes.len() - 1
+                        ));
                     }
+                    format!("{up}/{} up", peers.len())
                 }
                 Err(e) => {
-                    problems += 1;
-                    e.to_string()
+                    status.push(e.to_string());
+                    "-".into()
                 }
             };
+            let roots = match space {
+                Ok(space) => space
+                    .roots
+                    .iter()
+                    .map(|r| format!("{} {}/{}", r.root.display(), gib(r.free), gib(r.total)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                Err(e) => {
+                    status.push(e.to_string());
+                    "-".into()
+                }
+            };
+            status.dedup();
+            problems += usize::from(!status.is_empty());
+            let status = if status.is_empty() {
+                "ok".to_string()
+            } else {
+                status.join("; ")
+            };
             println!(
-                "{:<10} {:<16} {:<16} {:<10} {status}",
-                cluster.name, node.name, node.ssh_address, node.zone
+                "{:<10} {:<14} {:<16} {:<8} {:<12} {:<40} {status}",
+                cluster.name, node.name, node.ssh_address, node.zone, peers, roots
             );
         }
+        let zones: std::collections::BTreeSet<_> = cluster.nodes.iter().map(|n| &n.zone).collect();
+        let spread = if zones.len() > 1 {
+            "replicas are spread over zones"
+        } else {
+            "one zone: replicas cannot be spread over zones"
+        };
+        println!(
+            "cluster {}: {} nodes in {} zone(s); {spread}",
+            cluster.name,
+            cluster.nodes.len(),
+            zones.len()
+        );
     }
     anyhow::ensure!(problems == 0, "{problems} node(s) with problems");
     Ok(())
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1}G", bytes as f64 / f64::from(1 << 30))
 }

@@ -5,6 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 DEB_PACKAGES=(
   etcd-server glusterfs-server glusterfs-client openssh-server openssh-client xfsprogs
   iproute2 util-linux procps psmisc rsync golang-1.19-go dpkg-dev make openssl curl prometheus
+  fonts-dejavu-core
 )
 
 install_packages() {

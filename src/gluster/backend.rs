@@ -13,8 +13,8 @@ use futures::future::join_all;
 
 use super::plan::{self, Brick, NodeCapacity, RootSpace};
 use super::ssh::SshExecutor;
-use super::xml::{self, Volume};
-use crate::config::{Cluster, Durability, Topology};
+use super::xml::{self, Peer, Volume};
+use crate::config::{Cluster, Durability, Node, Topology};
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 
@@ -110,7 +110,11 @@ impl SshBackend {
         })
     }
 
-    async fn build(
+    /// The gluster work proper for a volume on chosen bricks: brick directories, create
+    /// (unless `existing`), options, start, size limit. Nothing is looked up, so with no
+    /// `existing` volume it is the least any tool must do for such a volume (the benchmark's
+    /// baseline).
+    pub async fn build(
         &self,
         cluster: &Cluster,
         req: &VolumeRequest<'_>,
@@ -136,33 +140,22 @@ impl SshBackend {
             .collect::<Result<Vec<_>>>()?;
         let name = req.name;
         if existing.is_none() {
-            self.gluster(cluster, plan::create_args(name, req.durability, bricks))
+            // The name is this claim's alone: one that exists is a retried create's own.
+            let create = plan::create_args(name, req.durability, bricks);
+            self.gluster_tolerant(cluster, create, "already exists")
                 .await?;
         }
-        self.gluster(cluster, plan::set_args(name, "storage.owner-gid", &gid))
+        self.gluster(cluster, plan::options_args(name, req.gid, req.options))
             .await?;
-        for (key, value) in req.options {
-            self.gluster(cluster, plan::set_args(name, key, value))
-                .await?;
-        }
         if !existing.is_some_and(Volume::is_started) {
-            self.gluster_tolerant(cluster, plan::start_args(name), "already started")
-                .await?;
+            self.gluster(cluster, plan::start_args(name)).await?;
         }
-        // Quota needs a started volume; with deem-statfs, df shows the limit as the size.
+        // Quota needs a started volume. Enabling it turns quota-deem-statfs on, so df in a
+        // mount shows the limit as the size.
         self.gluster_tolerant(cluster, plan::quota_enable_args(name), "already enabled")
             .await?;
         self.gluster(cluster, plan::quota_limit_args(name, req.size_gib))
             .await?;
-        for which in ["soft-timeout", "hard-timeout"] {
-            self.gluster(cluster, plan::quota_timeout_args(name, which))
-                .await?;
-        }
-        self.gluster(
-            cluster,
-            plan::set_args(name, "features.quota-deem-statfs", "on"),
-        )
-        .await?;
         Ok(())
     }
 
@@ -170,9 +163,25 @@ impl SshBackend {
     /// directories. When the volume still exists, its own brick list is used.
     pub async fn delete(&self, cluster: &str, name: &str, bricks: &[Brick]) -> Result<()> {
         let cluster = self.cluster(Some(cluster))?;
-        let mut bricks = bricks.to_vec();
-        if let Some(volume) = self.volume_info(cluster, name).await? {
-            bricks = self.bricks_of(cluster, &volume)?;
+        match self.volume_info(cluster, name).await? {
+            Some(volume) => {
+                let bricks = self.bricks_of(cluster, &volume)?;
+                self.destroy(cluster, name, &bricks, true).await
+            }
+            None => self.destroy(cluster, name, bricks, false).await,
+        }
+    }
+
+    /// Stops and deletes the volume when it `exists`, then removes its brick directories; no
+    /// look-ups (the benchmark's baseline for deletion).
+    pub async fn destroy(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+        bricks: &[Brick],
+        exists: bool,
+    ) -> Result<()> {
+        if exists {
             self.gluster_tolerant(
                 cluster,
                 plan::stop_args(name),
@@ -278,30 +287,7 @@ impl SshBackend {
     /// Free bytes of every brick root of every node, asked in parallel. Nodes that do not
     /// answer are left out; placement then says how many were usable.
     pub async fn capacity<'c>(&self, cluster: &'c Cluster) -> Result<Vec<NodeCapacity<'c>>> {
-        let asks = cluster.nodes.iter().map(|node| async move {
-            let mut args = words(&["-f", "-c", "%a %b %S"]);
-            args.extend(node.brick_roots.iter().map(|r| path_arg(r)));
-            let out = self.ssh.run_ok(&node.ssh_address, "stat", &args).await?;
-            let roots = node
-                .brick_roots
-                .iter()
-                .zip(out.lines())
-                .map(|(root, line)| {
-                    let n: Vec<u64> = line
-                        .split_whitespace()
-                        .map(|n| n.parse().unwrap_or(0))
-                        .collect();
-                    let (avail, blocks, block_size) = (n.first(), n.get(1), n.get(2));
-                    let bytes = |b: Option<&u64>| b.unwrap_or(&0) * block_size.unwrap_or(&0);
-                    RootSpace {
-                        root: root.clone(),
-                        free: bytes(avail),
-                        total: bytes(blocks),
-                    }
-                })
-                .collect();
-            Ok::<_, Error>(NodeCapacity { node, roots })
-        });
+        let asks = cluster.nodes.iter().map(|node| self.node_space(node));
         let mut out = Vec::new();
         for (node, result) in cluster.nodes.iter().zip(join_all(asks).await) {
             match result {
@@ -312,6 +298,39 @@ impl SshBackend {
             }
         }
         Ok(out)
+    }
+
+    /// Space of each brick root of `node`; an error when a root is missing.
+    pub async fn node_space<'n>(&self, node: &'n Node) -> Result<NodeCapacity<'n>> {
+        let mut args = words(&["-f", "-c", "%a %b %S"]);
+        args.extend(node.brick_roots.iter().map(|r| path_arg(r)));
+        let out = self.ssh.run_ok(&node.ssh_address, "stat", &args).await?;
+        let roots = node
+            .brick_roots
+            .iter()
+            .zip(out.lines())
+            .map(|(root, line)| {
+                let n: Vec<u64> = line
+                    .split_whitespace()
+                    .map(|n| n.parse().unwrap_or(0))
+                    .collect();
+                let (avail, blocks, block_size) = (n.first(), n.get(1), n.get(2));
+                let bytes = |b: Option<&u64>| b.unwrap_or(&0) * block_size.unwrap_or(&0);
+                RootSpace {
+                    root: root.clone(),
+                    free: bytes(avail),
+                    total: bytes(blocks),
+                }
+            })
+            .collect();
+        Ok(NodeCapacity { node, roots })
+    }
+
+    /// The trusted-pool peers `node`'s glusterd knows.
+    pub async fn peers(&self, node: &Node) -> Result<Vec<Peer>> {
+        let args = words(&["--mode=script", "peer", "status", "--xml"]);
+        let out = self.ssh.run_ok(&node.ssh_address, "gluster", &args).await?;
+        xml::parse_peer_status(&out)
     }
 
     async fn gluster_tolerant(
@@ -356,10 +375,12 @@ impl SshBackend {
             result
         };
         run.retry(
+            // Locks are held for a second or two at most: a short, capped delay waits no longer
+            // than needed, and enough attempts outlast a burst of other volumes' operations.
             ExponentialBuilder::default()
                 .with_min_delay(Duration::from_millis(100))
-                .with_max_delay(Duration::from_secs(3))
-                .with_max_times(8)
+                .with_max_delay(Duration::from_secs(1))
+                .with_max_times(30)
                 .with_jitter(),
         )
         .when(Error::is_transient)

@@ -165,16 +165,37 @@ pub fn create_args(volume: &str, durability: Durability, bricks: &[Brick]) -> Ve
     out
 }
 
-pub fn set_args(volume: &str, key: &str, value: &str) -> Vec<String> {
-    args(["volume", "set", volume, key, value])
+/// One `volume set` for all of a new volume's options: the group its root belongs to, quota
+/// checked on every write (at the default timeouts usage is cached for seconds, and a fast
+/// burst overshoots the size), then the class's own options.
+pub fn options_args(volume: &str, gid: u32, options: &[(String, String)]) -> Vec<String> {
+    let mut out = args([
+        "volume",
+        "set",
+        volume,
+        "storage.owner-gid",
+        &gid.to_string(),
+    ]);
+    out.extend(args([
+        "features.soft-timeout",
+        "0",
+        "features.hard-timeout",
+        "0",
+    ]));
+    for (key, value) in options {
+        out.extend([key.clone(), value.clone()]);
+    }
+    out
 }
 
 pub fn info_args(volume: &str) -> Vec<String> {
     args(["volume", "info", volume])
 }
 
+/// `force` also starts the bricks of a volume whose earlier start failed on some node, so a
+/// retry completes a half-started volume instead of being told it is started.
 pub fn start_args(volume: &str) -> Vec<String> {
-    args(["volume", "start", volume])
+    args(["volume", "start", volume, "force"])
 }
 
 pub fn stop_args(volume: &str) -> Vec<String> {
@@ -187,12 +208,6 @@ pub fn delete_args(volume: &str) -> Vec<String> {
 
 pub fn quota_enable_args(volume: &str) -> Vec<String> {
     args(["volume", "quota", volume, "enable"])
-}
-
-/// Quota checks usage against cached sizes that are refreshed only every few seconds by
-/// default; at 0 every write is checked, so the size holds exactly.
-pub fn quota_timeout_args(volume: &str, which: &str) -> Vec<String> {
-    args(["volume", "quota", volume, which, "0"])
 }
 
 /// Gluster's `GB` is 2^30 bytes, matching the GiB the claim was rounded up to.
@@ -364,9 +379,11 @@ mod tests {
             quota_limit_args("v", 2).join(" "),
             "volume quota v limit-usage / 2GB"
         );
+        let options = [("performance.quick-read".to_string(), "off".to_string())];
         assert_eq!(
-            set_args("v", "storage.owner-gid", "2000").join(" "),
-            "volume set v storage.owner-gid 2000"
+            options_args("v", 2000, &options).join(" "),
+            "volume set v storage.owner-gid 2000 features.soft-timeout 0 features.hard-timeout 0 \
+             performance.quick-read off"
         );
     }
 }

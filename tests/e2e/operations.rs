@@ -232,3 +232,62 @@ async fn prometheus_reads_every_dashboard_and_alert_expression() {
     prometheus.kill().await.ok();
     p.kill().await;
 }
+
+/// `glusterfs-provisioner topology` with the topology `file`: exit status and table.
+async fn topology_check(file: &std::path::Path) -> (bool, String) {
+    let control = env().state_dir.join("test-ssh").join(unique("topo"));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
+        .args(["topology", "--topology"])
+        .arg(file)
+        .arg("--ssh-control-dir")
+        .arg(control)
+        .output()
+        .await
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn topology_check_reports_every_node_and_fails_on_problems() {
+    let path = env().state_dir.join("topology.json");
+    let (ok, table) = topology_check(&path).await;
+    assert!(ok, "{table}");
+    for node in nodes() {
+        let row = table.lines().find(|l| l.contains(&node.name)).unwrap();
+        assert!(
+            row.contains("2/2 up") && row.contains("/srv/gluster/brick2") && row.ends_with("ok"),
+            "{row}"
+        );
+    }
+    assert!(table.contains("3 nodes in 2 zone(s)"), "{table}");
+
+    // A brick root missing on one node, then host keys nobody knows: each fails its rows.
+    let dir = env().state_dir.join(unique("topo"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let original: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let mut missing = original.clone();
+    missing["clusters"][0]["nodes"][1]["brick_roots"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("/srv/gluster/missing"));
+    let unknown_keys = dir.join("known_hosts");
+    std::fs::write(&unknown_keys, "").unwrap();
+    let mut strangers = original;
+    strangers["ssh"]["known_hosts"] = json!(unknown_keys);
+    for (case, topology, bad_rows) in [("missing root", missing, 1), ("host keys", strangers, 3)] {
+        let file = dir.join(format!("{}.json", case.replace(' ', "-")));
+        std::fs::write(&file, topology.to_string()).unwrap();
+        let (ok, table) = topology_check(&file).await;
+        assert!(!ok, "{case}: {table}");
+        let failing = table
+            .lines()
+            .filter(|l| l.contains("gp-node") && !l.ends_with("ok"));
+        assert_eq!(failing.count(), bad_rows, "{case}: {table}");
+        if case == "missing root" {
+            assert!(table.contains("/srv/gluster/missing"), "{table}");
+        }
+    }
+}

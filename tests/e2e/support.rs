@@ -108,15 +108,34 @@ impl Provisioner {
         Self::start_at(name, env_vars, "127.0.0.1:0").await
     }
 
-    /// With its HTTP server (metrics, probes) on `http_address`.
+    /// With its HTTP server (metrics, probes) on `http_address`, quick retries and a short
+    /// lease, as tests want.
     pub async fn start_at(name: &str, env_vars: &[(&str, &str)], http_address: &str) -> Self {
+        let quick = [
+            ("RETRY_MIN_SECONDS", "1"),
+            ("RETRY_MAX_SECONDS", "8"),
+            ("LEASE_DURATION_SECONDS", "4"),
+            ("LEASE_RENEW_BEFORE_SECONDS", "2"),
+        ];
+        let vars: Vec<_> = quick.iter().chain(env_vars).copied().collect();
+        Self::spawn(
+            name,
+            &vars,
+            http_address,
+            "info,glusterfs_provisioner=debug",
+        )
+    }
+
+    /// Only what a deployment would set: its identity, topology, name, own lease and log
+    /// filter; settings beyond those come from `env_vars` (the flags' variables).
+    pub fn spawn(name: &str, env_vars: &[(&str, &str)], http_address: &str, log: &str) -> Self {
         let env = env();
         let logs = env.state_dir.join("logs");
-        let log = logs.join(format!("provisioner-{}.log", name.replace('/', "_")));
+        let log_file = logs.join(format!("provisioner-{}.log", name.replace('/', "_")));
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(&log)
+            .open(&log_file)
             .unwrap();
         let control = env.state_dir.join("test-ssh").join(unique("prov"));
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
@@ -127,27 +146,13 @@ impl Provisioner {
             .arg(env.state_dir.join("topology.json"))
             .arg("--ssh-control-dir")
             .arg(control)
-            .args([
-                "--provisioner-name",
-                name,
-                "--retry-min-seconds",
-                "1",
-                "--retry-max-seconds",
-                "8",
-            ])
-            // Each test's provisioner leads on its own short lease.
+            .args(["--provisioner-name", name])
+            // Each provisioner leads on its own lease.
             .args(["--lease-name", &name.replace(['/', '.'], "-")])
-            .args([
-                "--lease-duration-seconds",
-                "4",
-                "--lease-renew-before-seconds",
-                "2",
-            ])
             .args(["--http-address", http_address])
             .env(
                 "RUST_LOG",
-                std::env::var("GP_PROVISIONER_LOG")
-                    .unwrap_or("info,glusterfs_provisioner=debug".into()),
+                std::env::var("GP_PROVISIONER_LOG").unwrap_or(log.into()),
             )
             .envs(env_vars.iter().copied())
             .stdout(out.try_clone().unwrap())
@@ -158,8 +163,14 @@ impl Provisioner {
         Provisioner {
             name: name.into(),
             child,
-            log,
+            log: log_file,
         }
+    }
+
+    /// For the benchmark's memory and CPU readings.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// The identity it leads with (its default instance name).
@@ -168,6 +179,15 @@ impl Provisioner {
             "glusterfs-provisioner-{}",
             self.child.id().unwrap_or_default()
         )
+    }
+
+    /// Stops the process as Kubernetes stops a pod (SIGTERM), so it hands its lease back.
+    #[allow(dead_code)] // the benchmark's
+    pub async fn stop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            local("kill", &["-TERM", &pid.to_string()]).await;
+        }
+        self.wait_exit(Duration::from_secs(30)).await;
     }
 
     /// Kills the process as `kill -9` would.

@@ -1,0 +1,664 @@
+//! How close provisioning gets to GlusterFS's own limit, and what the controller costs at
+//! scale. Runs against the real environment (`e2e/bench` brings it up) and a release build of
+//! the provisioner under its restricted identity:
+//!
+//! 1. the baseline: the gluster work for N volumes (`SshBackend::build`, the very commands the
+//!    provisioner issues, minus its look-ups) over open SSH connections, serially and in
+//!    parallel; then their stop + delete;
+//! 2. a burst of N claims: per-claim latency from creation to Bound, from watch events;
+//! 3. the burst deleted: until every PV, volume and brick directory is gone;
+//! 4. scale: 5,000 PVs of ours (with GIDs, Endpoints and Services) and 5,000 bound claims in
+//!    the API server; time to ready, memory, idle CPU, and 10 claims on top.
+//!
+//! Prints a table and writes `results.json` and `latency.png` to `--out`.
+//! Flags: `--claims N` (30), `--scale N` (5000), `--out DIR` (target/bench).
+
+#[path = "../tests/e2e/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+#[path = "../tests/e2e/scenario.rs"]
+#[allow(dead_code)]
+mod scenario;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, TryStreamExt, stream};
+use glusterfs_provisioner::config::{Cluster, Durability};
+use glusterfs_provisioner::gluster::{Brick, SshBackend, VolumeRequest, plan};
+use glusterfs_provisioner::k8s::objects;
+use glusterfs_provisioner::metrics::Metrics;
+use k8s_openapi::api::core::v1::{Endpoints, PersistentVolume, PersistentVolumeClaim, Service};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use plotters::prelude::*;
+use serde_json::{Value, json};
+
+use scenario::{brick_dirs, from_json, gluster_volumes};
+use support::{Provisioner, admin_client, env, eventually, ssh, unique};
+
+const TIMEOUT: Duration = Duration::from_secs(900);
+const GID_MIN: u32 = 40000;
+
+struct Options {
+    claims: usize,
+    scale: usize,
+    out: PathBuf,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        claims: 30,
+        scale: 5000,
+        out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--claims" => o.claims = value().parse().expect("--claims N"),
+            "--scale" => o.scale = value().parse().expect("--scale N"),
+            "--out" => o.out = value().into(),
+            _ => {} // cargo bench adds --bench
+        }
+    }
+    o
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("[bench] {}", msg.as_ref());
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// p50, p95 and max of `values`.
+fn percentiles(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    (at(0.5), at(0.95), *v.last().unwrap())
+}
+
+// ---- 1. the baseline ------------------------------------------------------------------------
+
+struct Baseline {
+    parallel: usize,
+    /// Seconds from the start until each volume was started and size-limited.
+    ready: Vec<f64>,
+    create: f64,
+    delete: f64,
+}
+
+/// Makes `n` replica-3 volumes of 1 GiB, `parallel` at a time, then stops and deletes them.
+async fn baseline(backend: &SshBackend, cluster: &Cluster, n: usize, parallel: usize) -> Baseline {
+    let capacity = backend.capacity(cluster).await.unwrap();
+    let tag = unique("base").replace('-', "");
+    let volumes: Vec<(String, Vec<Brick>)> = (0..n)
+        .map(|i| {
+            let name = format!("bench_{tag}_{i}");
+            let bricks =
+                plan::place_bricks(cluster, &capacity, Durability::Replicate(3), 1 << 30, &name)
+                    .unwrap();
+            (name, bricks)
+        })
+        .collect();
+    let start = Instant::now();
+    let mut ready: Vec<f64> = stream::iter(volumes.iter().enumerate())
+        .map(|(i, (name, bricks))| async move {
+            let req = VolumeRequest {
+                name,
+                cluster: Some(&cluster.name),
+                durability: Durability::Replicate(3),
+                size_gib: 1,
+                gid: GID_MIN + i as u32,
+                options: &[],
+            };
+            backend.build(cluster, &req, None, bricks).await.unwrap();
+            secs(start.elapsed())
+        })
+        .buffer_unordered(parallel)
+        .collect()
+        .await;
+    let create = secs(start.elapsed());
+    ready.sort_by(f64::total_cmp);
+    let start = Instant::now();
+    stream::iter(&volumes)
+        .map(|(name, bricks)| backend.destroy(cluster, name, bricks, true))
+        .buffer_unordered(parallel)
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    let delete = secs(start.elapsed());
+    log(format!(
+        "baseline x{parallel}: {n} volumes made in {create:.1} s, deleted in {delete:.1} s"
+    ));
+    Baseline {
+        parallel,
+        ready,
+        create,
+        delete,
+    }
+}
+
+// ---- 2. and 3. bursts of claims -------------------------------------------------------------
+
+/// A namespace, a Delete class of the bench provisioner, and a watch on its claims.
+struct Burst {
+    client: Client,
+    claims: Api<PersistentVolumeClaim>,
+    class: String,
+    bound: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl Burst {
+    async fn new(client: &Client, provisioner: &str) -> Self {
+        let ns = unique("bench");
+        create(
+            client,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await;
+        let class = unique("bench-sc");
+        let sc: StorageClass = from_json(json!({
+            "metadata": {"name": class}, "provisioner": provisioner, "reclaimPolicy": "Delete",
+            "parameters": {"volumetype": "replicate:3", "gidMin": "40000", "gidMax": "50000"},
+        }));
+        Api::<StorageClass>::all(client.clone())
+            .create(&PostParams::default(), &sc)
+            .await
+            .unwrap();
+        let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+        let bound = Arc::new(Mutex::new(HashMap::new()));
+        let seen = bound.clone();
+        let (listed, watching) = tokio::sync::oneshot::channel();
+        let mut watch = watcher(claims.clone(), watcher::Config::default()).boxed();
+        tokio::spawn(async move {
+            let mut listed = Some(listed);
+            while let Some(Ok(event)) = watch.next().await {
+                let pvc = match event {
+                    watcher::Event::Apply(pvc) | watcher::Event::InitApply(pvc) => pvc,
+                    watcher::Event::InitDone => {
+                        listed.take().map(|l| l.send(()));
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if pvc.status.and_then(|s| s.phase).as_deref() == Some("Bound") {
+                    let mut seen = seen.lock().unwrap();
+                    seen.entry(pvc.metadata.name.unwrap_or_default())
+                        .or_insert_with(Instant::now);
+                }
+            }
+        });
+        watching.await.unwrap();
+        Burst {
+            client: client.clone(),
+            claims,
+            class,
+            bound,
+        }
+    }
+
+    /// Creates `n` claims at once; returns each one's latency to Bound and the total time.
+    async fn provision(
+        &self,
+        n: usize,
+        prefix: &str,
+    ) -> (Vec<PersistentVolumeClaim>, Vec<f64>, f64) {
+        let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
+        let start = Instant::now();
+        let made: Vec<(PersistentVolumeClaim, Instant)> =
+            futures::future::join_all(names.iter().map(|name| async move {
+                let asked = Instant::now();
+                let pvc: PersistentVolumeClaim = from_json(json!({
+                    "metadata": {"name": name},
+                    "spec": {"storageClassName": self.class, "accessModes": ["ReadWriteMany"],
+                             "resources": {"requests": {"storage": "1Gi"}}},
+                }));
+                let pvc = self
+                    .claims
+                    .create(&PostParams::default(), &pvc)
+                    .await
+                    .unwrap();
+                (pvc, asked)
+            }))
+            .await;
+        let bound = eventually(TIMEOUT, &format!("{n} claims Bound"), || async {
+            let bound = self.bound.lock().unwrap();
+            names
+                .iter()
+                .map(|n| bound.get(n).copied())
+                .collect::<Option<Vec<Instant>>>()
+        })
+        .await;
+        let latencies = made
+            .iter()
+            .zip(&bound)
+            .map(|((_, asked), at)| secs(*at - *asked))
+            .collect();
+        let total = secs(*bound.iter().max().unwrap() - start);
+        (made.into_iter().map(|(c, _)| c).collect(), latencies, total)
+    }
+
+    /// Deletes the claims at once; seconds until their PVs, volumes and brick directories are gone.
+    async fn delete(&self, claims: &[PersistentVolumeClaim]) -> f64 {
+        let start = Instant::now();
+        let dp = DeleteParams::default();
+        let names: Vec<String> = claims.iter().map(|c| c.name_any()).collect();
+        futures::future::join_all(names.iter().map(|n| self.claims.delete(n, &dp))).await;
+        let pvs = Api::<PersistentVolume>::all(self.client.clone());
+        let names: Vec<String> = claims
+            .iter()
+            .map(|c| objects::pv_name(&c.uid().unwrap()))
+            .collect();
+        eventually(TIMEOUT, "PVs deleted", || async {
+            let left = pvs.list_metadata(&ListParams::default()).await.unwrap();
+            (!left.items.iter().any(|pv| names.contains(&pv.name_any()))).then_some(())
+        })
+        .await;
+        let suffixes: Vec<String> = claims
+            .iter()
+            .map(|c| c.uid().unwrap().replace('-', ""))
+            .collect();
+        eventually(TIMEOUT, "volumes and bricks removed", || async {
+            let mut left = gluster_volumes().await;
+            left.extend(brick_dirs().await);
+            (!left.iter().any(|v| suffixes.iter().any(|s| v.ends_with(s)))).then_some(())
+        })
+        .await;
+        secs(start.elapsed())
+    }
+}
+
+async fn create(client: &Client, obj: Value) {
+    let obj: kube::api::DynamicObject = from_json(obj);
+    let ns = obj.metadata.namespace.clone();
+    let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
+    let (ar, _) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+    let api: Api<kube::api::DynamicObject> = match ns {
+        Some(ns) => Api::namespaced_with(client.clone(), &ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    api.create(&PostParams::default(), &obj).await.unwrap();
+}
+
+// ---- 4. scale -------------------------------------------------------------------------------
+
+/// `n` bound claims with PVs of ours (GIDs from `GID_MIN`), Endpoints and Services, as the
+/// provisioner and the PV controller would have left them (the bind written here, so the
+/// controller has nothing to do); Retain, so nothing could ever delete a real volume.
+async fn preload(client: &Client, provisioner: &str, cluster: &Cluster, n: usize) -> String {
+    let ns = unique("scale");
+    create(
+        client,
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+    )
+    .await;
+    let class_name = unique("scale-sc");
+    let class: StorageClass = from_json(json!({
+        "metadata": {"name": class_name}, "provisioner": provisioner, "reclaimPolicy": "Retain",
+        "parameters": {"gidMin": "40000", "gidMax": "50000"},
+    }));
+    Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap();
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
+    let pvs = Api::<PersistentVolume>::all(client.clone());
+    let eps = Api::<Endpoints>::namespaced(client.clone(), &ns);
+    let svcs = Api::<Service>::namespaced(client.clone(), &ns);
+    let started = Instant::now();
+    stream::iter(0..n)
+        .for_each_concurrent(32, |i| {
+            let (class, class_name) = (&class, &class_name);
+            let (claims, pvs, eps, svcs, ns) = (&claims, &pvs, &eps, &svcs, &ns);
+            async move {
+                let name = format!("data-{i}");
+                // A UID of our own, so the PV can be named before the claim exists.
+                let pv_name = objects::pv_name(&uuid::Uuid::new_v4().to_string());
+                let claim: PersistentVolumeClaim = from_json(json!({
+                    "metadata": {"name": name,
+                                 "annotations": {"pv.kubernetes.io/bind-completed": "yes"}},
+                    "spec": {"storageClassName": class_name, "accessModes": ["ReadWriteMany"],
+                             "volumeName": pv_name,
+                             "resources": {"requests": {"storage": "1Gi"}}},
+                }));
+                let claim = claims.create(&PostParams::default(), &claim).await.unwrap();
+                let status = json!({"status": {"phase": "Bound", "accessModes": ["ReadWriteMany"],
+                                               "capacity": {"storage": "1Gi"}}});
+                claims
+                    .patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                    .unwrap();
+                let uid = claim.uid().unwrap();
+                let volume = plan::volume_name(None, ns, &name, &uid);
+                let bricks: Vec<Brick> = cluster
+                    .nodes
+                    .iter()
+                    .map(|node| Brick::new(node, &node.brick_roots[0], &volume))
+                    .collect();
+                let ep_name = objects::endpoints_name("glusterfs-dynamic", &uid);
+                let mut pv = objects::persistent_volume(
+                    &claim,
+                    class,
+                    &objects::VolumeFacts {
+                        provisioner,
+                        volume: &volume,
+                        cluster: &cluster.name,
+                        bricks: &bricks,
+                        endpoints: &ep_name,
+                        gid: GID_MIN + i as u32,
+                        size_gib: 1,
+                    },
+                );
+                pv.metadata.name = Some(pv_name.clone());
+                pvs.create(&PostParams::default(), &pv).await.unwrap();
+                let status = json!({"status": {"phase": "Bound"}});
+                pvs.patch_status(&pv_name, &PatchParams::default(), &Patch::Merge(&status))
+                    .await
+                    .unwrap();
+                let addresses: Vec<_> = bricks.iter().map(|b| b.storage_address).collect();
+                let ep = objects::endpoints(&ep_name, ns, &name, &uid, &addresses);
+                eps.create(&PostParams::default(), &ep).await.unwrap();
+                let svc = objects::service(&ep_name, ns, &name, &uid);
+                svcs.create(&PostParams::default(), &svc).await.unwrap();
+            }
+        })
+        .await;
+    log(format!(
+        "preloaded {n} claims, PVs, Endpoints and Services in {:.0} s",
+        secs(started.elapsed())
+    ));
+    let list = claims.list(&ListParams::default()).await.unwrap();
+    let bound = list
+        .items
+        .iter()
+        .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+        .count();
+    assert_eq!(bound, n, "preloaded claims Bound");
+    class_name
+}
+
+/// VmRSS and VmHWM (peak) of a process, in bytes.
+fn memory(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |key: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// User + system CPU seconds a process has used.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+/// Seconds from `start` until the provisioner serves the GID gauge of `class`: its caches are
+/// complete and the GID table rebuilt.
+async fn time_to_ready(port: u16, class: &str, start: Instant) -> f64 {
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let wanted = format!("glusterfs_provisioner_gids_free{{class=\"{class}\"}}");
+    loop {
+        let out = tokio::process::Command::new("curl")
+            .args(["-fsS", &url])
+            .output()
+            .await
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains(&wanted) {
+            return secs(start.elapsed());
+        }
+        assert!(start.elapsed() < TIMEOUT, "provisioner never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The provisioner as deployed: defaults, release build, restricted identity.
+fn start_provisioner(name: &str, port: u16) -> Provisioner {
+    Provisioner::spawn(name, &[], &format!("127.0.0.1:{port}"), "info")
+}
+
+// ---- the report -----------------------------------------------------------------------------
+
+fn chart(path: &std::path::Path, series: &[(String, Vec<f64>)]) {
+    let font = std::fs::read("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+        .expect("fonts-dejavu-core (e2e/bench installs it)");
+    plotters::style::register_font("sans-serif", FontStyle::Normal, font.leak())
+        .map_err(|_| "font")
+        .unwrap();
+    let root = BitMapBackend::new(path, (1100, 650)).into_drawing_area();
+    root.fill(&WHITE).unwrap();
+    let max_x = series.iter().map(|(_, v)| v.len()).max().unwrap_or(1);
+    let max_y = series
+        .iter()
+        .flat_map(|(_, v)| v.iter().copied())
+        .fold(1.0, f64::max)
+        * 1.05;
+    let mut c = ChartBuilder::on(&root)
+        .caption(
+            "Per-claim time to ready: provisioner vs. GlusterFS doing the same work",
+            ("sans-serif", 22),
+        )
+        .margin(20)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(1usize..max_x, 0f64..max_y)
+        .unwrap();
+    c.configure_mesh()
+        .x_desc("claims / volumes, fastest first")
+        .y_desc("seconds from the start of the burst")
+        .label_style(("sans-serif", 14))
+        .draw()
+        .unwrap();
+    let colors = [RED, BLUE, GREEN, MAGENTA, BLACK];
+    for ((label, values), color) in series.iter().zip(colors) {
+        let mut v = values.clone();
+        v.sort_by(f64::total_cmp);
+        let points: Vec<(usize, f64)> =
+            v.into_iter().enumerate().map(|(i, y)| (i + 1, y)).collect();
+        c.draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .unwrap()
+            .label(label.as_str())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+            });
+        c.draw_series(
+            points
+                .into_iter()
+                .map(|p| Circle::new(p, 3, color.filled())),
+        )
+        .unwrap();
+    }
+    c.configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .label_font(("sans-serif", 14))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .unwrap();
+    root.present().unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let o = options();
+    std::fs::create_dir_all(&o.out).unwrap();
+    let env = env();
+    let cluster = env.topology.clusters[0].clone();
+    let client = admin_client().await;
+    let backend = SshBackend::new(env.topology.clone(), ssh(), Arc::new(Metrics::new()));
+    // Connections open before any clock starts.
+    backend.capacity(&cluster).await.unwrap();
+    let n = o.claims;
+
+    log(format!("1. baseline: the gluster work for {n} volumes"));
+    let serial = baseline(&backend, &cluster, n, 1).await;
+    let mut parallel = Vec::new();
+    for p in [8, n] {
+        parallel.push(baseline(&backend, &cluster, n, p).await);
+    }
+    let best = parallel
+        .iter()
+        .min_by(|a, b| a.create.total_cmp(&b.create))
+        .unwrap();
+    let best_delete = parallel
+        .iter()
+        .map(|b| b.delete)
+        .fold(serial.delete, f64::min);
+
+    log(format!("2. burst: {n} claims at once"));
+    let name = format!("bench.gluster.org/{}", unique("p"));
+    let port = free_port();
+    let started = Instant::now();
+    let mut provisioner = start_provisioner(&name, port);
+    let burst = Burst::new(&client, &name).await;
+    let ready_small = time_to_ready(port, &burst.class, started).await;
+    let (claims, latencies, burst_total) = burst.provision(n, "burst").await;
+    let (p50, p95, max) = percentiles(&latencies);
+    log(format!("{n} claims Bound in {burst_total:.1} s"));
+
+    log("3. burst delete");
+    let delete_total = burst.delete(&claims).await;
+    // Stopped as a pod is, so the next start does not wait out a dead leader's lease.
+    provisioner.stop().await;
+
+    log(format!("4. scale: {} PVs and bound claims", o.scale));
+    let scale_class = preload(&client, &name, &cluster, o.scale).await;
+    let port = free_port();
+    let started = Instant::now();
+    let mut provisioner = start_provisioner(&name, port);
+    let pid = provisioner.pid().unwrap();
+    let ready_scale = time_to_ready(port, &scale_class, started).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (rss_steady, _) = memory(pid);
+    let cpu_before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let idle_cpu = cpu_seconds(pid) - cpu_before;
+    let (scale_claims, scale_latencies, scale_total) = burst.provision(10, "scale").await;
+    let (s50, s95, smax) = percentiles(&scale_latencies);
+    let (_, rss_peak) = memory(pid);
+    burst.delete(&scale_claims).await;
+    provisioner.kill().await;
+
+    let ratio = burst_total / best.create;
+    let delete_ratio = delete_total / best_delete;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let rows = [
+        ("burst claims", format!("{n}")),
+        ("burst: all Bound (s)", format!("{burst_total:.2}")),
+        (
+            "burst: per-claim p50 / p95 / max (s)",
+            format!("{p50:.2} / {p95:.2} / {max:.2}"),
+        ),
+        (
+            "burst: claims per minute",
+            format!("{:.1}", n as f64 * 60.0 / burst_total),
+        ),
+        (
+            "baseline serial: create / delete (s)",
+            format!("{:.2} / {:.2}", serial.create, serial.delete),
+        ),
+        (
+            "baseline parallel: create / delete (s)",
+            parallel
+                .iter()
+                .map(|b| format!("x{}: {:.2} / {:.2}", b.parallel, b.create, b.delete))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("ratio burst / best baseline", format!("{ratio:.2}")),
+        ("burst delete: all gone (s)", format!("{delete_total:.2}")),
+        (
+            "ratio delete / best delete baseline",
+            format!("{delete_ratio:.2}"),
+        ),
+        ("ready, empty cluster (s)", format!("{ready_small:.2}")),
+        (
+            "scale: ready with PVs + claims (s)",
+            format!("{ready_scale:.2} ({} + {})", o.scale, o.scale),
+        ),
+        (
+            "scale: RSS steady / peak (MiB)",
+            format!("{:.1} / {:.1}", mib(rss_steady), mib(rss_peak)),
+        ),
+        ("scale: CPU over 60 idle s (s)", format!("{idle_cpu:.3}")),
+        (
+            "scale: 10 claims p50 / p95 / max, all (s)",
+            format!("{s50:.2} / {s95:.2} / {smax:.2}, {scale_total:.2}"),
+        ),
+    ];
+    println!();
+    for (k, v) in &rows {
+        println!("{k:<42} {v}");
+    }
+    let results = json!({
+        "claims": n,
+        "burst": {"total_seconds": burst_total, "latencies": latencies, "p50": p50, "p95": p95,
+                  "max": max, "claims_per_minute": n as f64 * 60.0 / burst_total},
+        "baseline": {
+            "serial": {"create_seconds": serial.create, "delete_seconds": serial.delete, "ready": serial.ready},
+            "parallel": parallel.iter().map(|b| json!({"parallelism": b.parallel,
+                "create_seconds": b.create, "delete_seconds": b.delete, "ready": b.ready})).collect::<Vec<_>>(),
+        },
+        "ratio_burst_to_best_baseline": ratio,
+        "delete": {"total_seconds": delete_total, "ratio_to_best_baseline": delete_ratio},
+        "ready_seconds_empty": ready_small,
+        "scale": {"pvs": o.scale, "claims": o.scale, "ready_seconds": ready_scale,
+                  "rss_steady_bytes": rss_steady, "rss_peak_bytes": rss_peak,
+                  "idle_cpu_seconds_per_60s": idle_cpu, "latencies": scale_latencies,
+                  "total_seconds": scale_total},
+    });
+    let json_path = o.out.join("results.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    let png = o.out.join("latency.png");
+    chart(
+        &png,
+        &[
+            (
+                format!("provisioner, burst of {n}: created → Bound"),
+                latencies,
+            ),
+            (
+                format!("gluster baseline x{}: volume ready", best.parallel),
+                best.ready.clone(),
+            ),
+            (
+                "gluster baseline, serial: volume ready".into(),
+                serial.ready,
+            ),
+            (
+                format!("provisioner with {} PVs: 10 claims", o.scale),
+                scale_latencies,
+            ),
+        ],
+    );
+    println!(
+        "\nresults: {}\nchart:   {}",
+        json_path.display(),
+        png.display()
+    );
+}
