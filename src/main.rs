@@ -67,7 +67,7 @@ struct RunArgs {
     )]
     provisioner_name: String,
     /// Claims provisioned, and volumes deleted, in parallel.
-    #[arg(long, env = "WORKERS", default_value_t = 8)]
+    #[arg(long, env = "WORKERS", default_value_t = 32)]
     workers: u16,
     /// First retry delay after a failure, in seconds; it doubles on each further failure.
     #[arg(long, env = "RETRY_MIN_SECONDS", default_value_t = 15.0)]

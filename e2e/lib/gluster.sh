@@ -75,7 +75,6 @@ KbdInteractiveAuthentication no
 UsePAM no
 StrictModes no
 PidFile none
-MaxSessions 64
 MaxStartups 64:30:128
 EOF
   node_exec "$i" glusterd --log-file=/var/log/glusterfs/glusterd.log

@@ -40,6 +40,10 @@ pub struct SshSettings {
     /// Longest a remote command may run; gluster's own CLI timeout is 120 s.
     #[serde(default = "default_command_timeout")]
     pub command_timeout_seconds: u64,
+    /// Commands run at once over one node's connection: sshd refuses sessions past its
+    /// `MaxSessions` (10 by default), so keep this below it.
+    #[serde(default = "default_sessions_per_node")]
+    pub sessions_per_node: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -76,6 +80,9 @@ fn default_connect_timeout() -> u64 {
 }
 fn default_command_timeout() -> u64 {
     150
+}
+fn default_sessions_per_node() -> usize {
+    8
 }
 
 impl SshSettings {

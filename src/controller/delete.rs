@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use k8s_openapi::api::core::v1::PersistentVolume;
+
+use crate::k8s::cached::CachedPv;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -18,12 +20,12 @@ use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER};
 use crate::metrics::InFlight;
 use crate::{Error, Result};
 
-pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(pv: Arc<CachedPv>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.is_ours(&pv) || pv.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let spec = pv.spec.clone().unwrap_or_default();
-    let phase = pv.status.as_ref().and_then(|s| s.phase.as_deref());
+    let spec = &pv.spec;
+    let phase = pv.status.phase.as_deref();
     let span = tracing::info_span!("volume", pv = pv.name_any());
     if phase == Some("Released")
         && spec.persistent_volume_reclaim_policy.as_deref() == Some("Delete")
@@ -70,11 +72,11 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, ctx: Arc<Context>) -> Result<A
     Ok(Action::await_change())
 }
 
-pub fn error_policy(pv: Arc<PersistentVolume>, _: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(pv: Arc<CachedPv>, _: &Error, ctx: Arc<Context>) -> Action {
     ctx.backoff(failure_key(pv.as_ref()))
 }
 
-fn invalid(pv: &PersistentVolume, message: impl Into<String>) -> Error {
+fn invalid(pv: &CachedPv, message: impl Into<String>) -> Error {
     Error::InvalidVolume {
         pv: pv.name_any(),
         message: message.into(),
@@ -83,11 +85,11 @@ fn invalid(pv: &PersistentVolume, message: impl Into<String>) -> Error {
 
 /// Deletes in an order that can stop anywhere and resume: the gluster volume and its bricks
 /// first, then the Endpoints/Service, the PV last (its GID is free once the PV is gone).
-async fn delete(pv: &PersistentVolume, ctx: &Context) -> Result<()> {
+async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
     let source = pv
         .spec
+        .glusterfs
         .as_ref()
-        .and_then(|s| s.glusterfs.clone())
         .ok_or_else(|| invalid(pv, "no glusterfs source"))?;
     let volume = source.path.as_str();
     if !plan::is_volume_name(volume) {
@@ -122,12 +124,8 @@ async fn delete(pv: &PersistentVolume, ctx: &Context) -> Result<()> {
     Ok(())
 }
 
-async fn repair_endpoints(pv: &PersistentVolume, ctx: &Context) -> Result<()> {
-    let spec = pv.spec.as_ref();
-    let (Some(source), Some(claim)) = (
-        spec.and_then(|s| s.glusterfs.as_ref()),
-        spec.and_then(|s| s.claim_ref.as_ref()),
-    ) else {
+async fn repair_endpoints(pv: &CachedPv, ctx: &Context) -> Result<()> {
+    let (Some(source), Some(claim)) = (&pv.spec.glusterfs, &pv.spec.claim_ref) else {
         return Ok(());
     };
     let Some(namespace) = source.endpoints_namespace.as_deref() else {

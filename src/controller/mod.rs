@@ -5,14 +5,16 @@
 //!   a live one gets its Endpoints/Service back if someone deleted them.
 
 pub mod delete;
+mod names;
 pub mod provision;
+pub mod slim;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, PersistentVolume, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{Endpoints, PersistentVolumeClaim, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
@@ -25,9 +27,11 @@ use crate::config::ClassParams;
 use crate::gid::GidAllocator;
 use crate::gluster::SshBackend;
 use crate::http::Health;
+use crate::k8s::cached::CachedPv;
 use crate::k8s::objects::{self, LABEL_PV};
 use crate::metrics::Metrics;
 use crate::{Error, Result};
+use names::Names;
 
 const FIELD_MANAGER: &str = "glusterfs-provisioner";
 
@@ -54,10 +58,10 @@ pub struct Context {
     pub recorder: Recorder,
     pub backend: SshBackend,
     pub gids: GidAllocator,
-    pub volumes: Store<PersistentVolume>,
+    pub volumes: Store<CachedPv>,
     pub classes: Store<StorageClass>,
-    endpoints: Store<PartialObjectMeta<Endpoints>>,
-    services: Store<PartialObjectMeta<Service>>,
+    endpoints: Names,
+    services: Names,
     /// Opened once every cache holds its first full list; reconciles wait behind it.
     synced: tokio::sync::watch::Sender<bool>,
     failures: Mutex<HashMap<String, u32>>,
@@ -77,7 +81,7 @@ impl Context {
             .collect()
     }
 
-    fn is_ours(&self, pv: &PersistentVolume) -> bool {
+    fn is_ours(&self, pv: &CachedPv) -> bool {
         pv.annotations().get(objects::ANN_PROVISIONED_BY) == Some(&self.settings.provisioner)
     }
 
@@ -137,21 +141,17 @@ impl Context {
     /// keeps a single waker), so this one task waits on each store and opens the gate for all.
     async fn sync_caches(&self) -> bool {
         let synced = self.volumes.wait_until_ready().await.is_ok()
-            && self.classes.wait_until_ready().await.is_ok()
-            && self.endpoints.wait_until_ready().await.is_ok()
-            && self.services.wait_until_ready().await.is_ok();
+            && self.classes.wait_until_ready().await.is_ok();
+        if synced {
+            self.endpoints.wait_listed().await;
+            self.services.wait_listed().await;
+        }
         self.synced.send_replace(synced);
         synced
     }
 
     fn has_endpoints(&self, namespace: &str, name: &str) -> bool {
-        self.endpoints
-            .get(&ObjectRef::new(name).within(namespace))
-            .is_some()
-            && self
-                .services
-                .get(&ObjectRef::new(name).within(namespace))
-                .is_some()
+        self.endpoints.contains(namespace, name) && self.services.contains(namespace, name)
     }
 
     /// Exponential per-object backoff; a success resets it.
@@ -188,27 +188,36 @@ pub async fn run(
     let (classes, class_stream) = cache(
         Api::<StorageClass>::all(client.clone()),
         watcher::Config::default(),
+        |class| slim::strip(&mut class.metadata),
     );
     let class_stream = class_stream.for_each(|_| async {});
-    let (endpoints, ep_stream) = cache(
+    let (endpoints, ep_stream) = Names::watch(
         Api::<PartialObjectMeta<Endpoints>>::all(client.clone()),
         labelled.clone(),
     );
-    let (services, svc_stream) = cache(
+    let (services, svc_stream) = Names::watch(
         Api::<PartialObjectMeta<Service>>::all(client.clone()),
         labelled,
     );
+    let provisioner = settings.provisioner.clone();
+    let (volumes, pv_stream) = cache(
+        Api::<CachedPv>::all(client.clone()),
+        watcher::Config::default(),
+        move |pv| slim::volume(pv, &provisioner),
+    );
+    let (claim_store, claim_stream) = cache(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        watcher::Config::default(),
+        slim::claim,
+    );
 
     let workers = settings.workers;
-    let volume_controller = Controller::new(
-        Api::<PersistentVolume>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    // Triggered by the caches' own streams, which yield a change only once the cache has it:
-    // a repair then never reads a cache older than its trigger.
-    .watches_stream(ep_stream, |ep| pv_of(&ep))
-    .watches_stream(svc_stream, |svc| pv_of(&svc))
-    .with_config(controller::Config::default().concurrency(workers));
+    let volume_controller = Controller::for_stream(pv_stream.applied_objects(), volumes.clone())
+        // Triggered by the caches' own streams, which yield a change only once the cache has
+        // it: a repair then never reads a cache older than its trigger.
+        .watches_stream(ep_stream, |ep| pv_of(&ep))
+        .watches_stream(svc_stream, |svc| pv_of(&svc))
+        .with_config(controller::Config::default().concurrency(workers));
     let reporter = Reporter {
         controller: settings.provisioner.clone(),
         instance: Some(settings.instance.clone()),
@@ -220,7 +229,7 @@ pub async fn run(
         settings,
         backend,
         gids: GidAllocator::default(),
-        volumes: volume_controller.store(),
+        volumes,
         classes,
         endpoints,
         services,
@@ -228,18 +237,15 @@ pub async fn run(
         failures: Mutex::default(),
     });
 
-    let claims = Controller::new(
-        Api::<PersistentVolumeClaim>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .with_config(controller::Config::default().concurrency(workers))
-    .shutdown_on_signal()
-    .run(provision::reconcile, provision::error_policy, ctx.clone())
-    .for_each(|res| async move {
-        if let Err(e) = res {
-            tracing::debug!(error = %e, "claim reconcile");
-        }
-    });
+    let claims = Controller::for_stream(claim_stream.applied_objects(), claim_store)
+        .with_config(controller::Config::default().concurrency(workers))
+        .shutdown_on_signal()
+        .run(provision::reconcile, provision::error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                tracing::debug!(error = %e, "claim reconcile");
+            }
+        });
     let volumes = volume_controller
         .shutdown_on_signal()
         .run(delete::reconcile, delete::error_policy, ctx.clone())
@@ -296,12 +302,7 @@ async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
             };
             let in_use = ours
                 .iter()
-                .filter(|pv| {
-                    pv.spec
-                        .as_ref()
-                        .and_then(|s| s.storage_class_name.as_deref())
-                        == Some(&name)
-                })
+                .filter(|pv| pv.spec.storage_class_name.as_deref() == Some(&name))
                 .count();
             let taken = gids
                 .iter()
@@ -340,14 +341,15 @@ async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
     }
 }
 
-/// A cache of `api`'s objects, and the stream that keeps it current and yields each changed
-/// (or deleted) object after the cache has taken the change.
+/// A cache of `api`'s objects as `slim` leaves them, and the stream of watch events that keeps
+/// it current; an event comes out only once the cache has taken it.
 fn cache<K>(
     api: Api<K>,
     config: watcher::Config,
+    slim: impl FnMut(&mut K) + Send + 'static,
 ) -> (
     Store<K>,
-    impl futures::Stream<Item = std::result::Result<K, watcher::Error>> + Send + 'static,
+    impl futures::Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
 )
 where
     K: Resource<DynamicType = ()>
@@ -359,13 +361,14 @@ where
         + 'static,
 {
     let (store, writer) = reflector::store();
-    let updates = reflector::reflector(writer, watcher(api, config))
+    let updates = watcher(api, config)
         .default_backoff()
-        .touched_objects();
+        .modify(slim)
+        .reflect(writer);
     (store, updates)
 }
 
-fn pv_of<K: Resource>(obj: &K) -> Option<ObjectRef<PersistentVolume>> {
+fn pv_of<K: Resource>(obj: &K) -> Option<ObjectRef<CachedPv>> {
     obj.meta()
         .labels
         .as_ref()?

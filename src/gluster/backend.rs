@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -50,6 +51,9 @@ pub struct SshBackend {
     topology: Topology,
     ssh: SshExecutor,
     metrics: Arc<Metrics>,
+    /// Gluster commands start on the nodes in turn, spreading glusterd's coordinating work
+    /// and the SSH sessions.
+    next_node: AtomicUsize,
 }
 
 fn words(ws: &[&str]) -> Vec<String> {
@@ -62,6 +66,7 @@ impl SshBackend {
             topology,
             ssh,
             metrics,
+            next_node: AtomicUsize::default(),
         }
     }
 
@@ -353,9 +358,9 @@ impl SshBackend {
         let operation = args.iter().take(2).cloned().collect::<Vec<_>>().join(" ");
         let mut full = words(&["--mode=script", "--xml"]);
         full.extend(args);
-        let attempt = std::sync::atomic::AtomicUsize::new(0);
+        // Each attempt, a retry included, goes to the next node.
         let run = || async {
-            let i = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let i = self.next_node.fetch_add(1, Ordering::Relaxed);
             let node = &cluster.nodes[i % cluster.nodes.len()];
             let started = Instant::now();
             let result = async {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use openssh::{KnownHosts, Session, SessionBuilder};
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 
 use crate::config::SshSettings;
 use crate::metrics::Metrics;
@@ -21,14 +21,17 @@ pub struct RemoteOutput {
     pub stderr: String,
 }
 
-/// A host's connection, empty until first use or after it broke.
-type Slot = Arc<Mutex<Option<Arc<Session>>>>;
+/// A host's connection, empty until first use or after it broke, and the sessions it may run.
+struct Host {
+    connection: Mutex<Option<Arc<Session>>>,
+    sessions: Semaphore,
+}
 
 pub struct SshExecutor {
     settings: SshSettings,
     control_dir: PathBuf,
-    /// One slot per host; its lock is held only while connecting, not while commands run.
-    sessions: Mutex<HashMap<String, Slot>>,
+    /// Its connection lock is held only while connecting, not while commands run.
+    hosts: Mutex<HashMap<String, Arc<Host>>>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -38,7 +41,7 @@ impl SshExecutor {
         Self {
             settings,
             control_dir,
-            sessions: Mutex::default(),
+            hosts: Mutex::default(),
             metrics: None,
         }
     }
@@ -58,7 +61,9 @@ impl SshExecutor {
     /// Runs `program` with `args` on `host`. Every argument is shell-quoted by `openssh`, so
     /// no argument can change the shell command line the remote side runs.
     pub async fn run(&self, host: &str, program: &str, args: &[String]) -> Result<RemoteOutput> {
-        let session = self.session(host).await?;
+        let slot = self.host(host).await;
+        let _session_permit = slot.sessions.acquire().await.expect("never closed");
+        let session = self.session(host, &slot).await?;
         let limit = self.settings.command_timeout();
         match exec(&session, program, args, limit).await {
             Ok(out) => Ok(out),
@@ -66,8 +71,8 @@ impl SshExecutor {
             Err(first) if session.check().await.is_err() => {
                 tracing::warn!(host, error = %first, "SSH connection broken, reconnecting");
                 self.report(host, false);
-                self.forget(host, &session).await;
-                let session = self.session(host).await?;
+                self.forget(&slot, &session).await;
+                let session = self.session(host, &slot).await?;
                 exec(&session, program, args, limit).await
             }
             Err(source) => Err(source),
@@ -92,15 +97,23 @@ impl SshExecutor {
         })
     }
 
-    async fn session(&self, host: &str) -> Result<Arc<Session>> {
-        let slot = self
-            .sessions
+    async fn host(&self, host: &str) -> Arc<Host> {
+        let permits = self.settings.sessions_per_node.max(1);
+        self.hosts
             .lock()
             .await
             .entry(host.to_string())
-            .or_default()
-            .clone();
-        let mut slot = slot.lock().await;
+            .or_insert_with(|| {
+                Arc::new(Host {
+                    connection: Mutex::default(),
+                    sessions: Semaphore::new(permits),
+                })
+            })
+            .clone()
+    }
+
+    async fn session(&self, host: &str, slot: &Host) -> Result<Arc<Session>> {
+        let mut slot = slot.connection.lock().await;
         if let Some(session) = slot.as_ref() {
             return Ok(session.clone());
         }
@@ -111,13 +124,10 @@ impl SshExecutor {
         Ok(session)
     }
 
-    async fn forget(&self, host: &str, broken: &Arc<Session>) {
-        let slot = self.sessions.lock().await.get(host).cloned();
-        if let Some(slot) = slot {
-            let mut slot = slot.lock().await;
-            if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, broken)) {
-                *slot = None;
-            }
+    async fn forget(&self, slot: &Host, broken: &Arc<Session>) {
+        let mut slot = slot.connection.lock().await;
+        if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, broken)) {
+            *slot = None;
         }
     }
 

@@ -1,3 +1,5 @@
-//! Kubernetes objects this provisioner builds; pure, no API calls.
+//! Kubernetes objects: pure builders of what this provisioner creates (no API calls), and the
+//! compact form it caches PVs in.
 
+pub mod cached;
 pub mod objects;
