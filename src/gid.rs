@@ -29,6 +29,11 @@ impl GidAllocator {
         let mut reserved = self.reserved.lock().expect("gid lock");
         let mut taken = HashSet::new();
         for (name, gid) in in_use {
+            if name == pv {
+                // The PV exists already: its GID is the volume's.
+                reserved.remove(&name);
+                return Ok(gid);
+            }
             // The PV is cached now, so its GID is counted from there.
             reserved.remove(&name);
             taken.insert(gid);
@@ -83,6 +88,19 @@ mod tests {
                 .unwrap(),
             2001
         );
+    }
+
+    #[test]
+    fn a_cached_pv_keeps_its_gid() {
+        let a = GidAllocator::default();
+        assert_eq!(
+            a.allocate("pv1", 5000, 5010, used(&[("pv0", 5000)]))
+                .unwrap(),
+            5001
+        );
+        // Asked again once its PV is cached (a provision repeated before the cache had the PV).
+        let cached = used(&[("pv0", 5000), ("pv1", 5001)]);
+        assert_eq!(a.allocate("pv1", 5000, 5010, cached).unwrap(), 5001);
     }
 
     #[test]

@@ -156,6 +156,12 @@ async fn provision(
         claim.uid().unwrap_or_default(),
     );
     let pv_name = objects::pv_name(&uid);
+    // The cache can lag behind a PV this provisioner just made; re-making its volume would
+    // hand it a second GID.
+    let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
+    if pvs.get_metadata_opt(&pv_name).await?.is_some() {
+        return Ok(pv_name);
+    }
     let volume = plan::volume_name(
         params.volume_name_prefix.as_deref(),
         &namespace,
@@ -211,10 +217,7 @@ async fn provision(
             &made.storage_addresses(),
         )
         .await?;
-        match Api::<PersistentVolume>::all(ctx.client.clone())
-            .create(&PostParams::default(), &pv)
-            .await
-        {
+        match pvs.create(&PostParams::default(), &pv).await {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             other => other.map(drop).map_err(Error::from),
         }
