@@ -82,7 +82,7 @@ fn default_command_timeout() -> u64 {
     150
 }
 fn default_sessions_per_node() -> usize {
-    8
+    6
 }
 
 impl SshSettings {

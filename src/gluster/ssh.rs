@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use backon::{ConstantBuilder, Retryable};
 use openssh::{KnownHosts, Session, SessionBuilder};
 use tokio::sync::{Mutex, Semaphore};
 
@@ -169,7 +170,27 @@ fn timed_out(what: &str, limit: std::time::Duration) -> openssh::Error {
     openssh::Error::Connect(e)
 }
 
+/// Runs the command, again when sshd refuses the session: it frees a session slot only once
+/// the channel has closed on its side, a moment after the last command's output arrived.
 async fn exec(
+    session: &Session,
+    program: &str,
+    args: &[String],
+    limit: std::time::Duration,
+) -> std::result::Result<RemoteOutput, openssh::Error> {
+    let refused = |e: &openssh::Error| e.to_string().contains("Session open refused");
+    (|| exec_once(session, program, args, limit))
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(std::time::Duration::from_millis(50))
+                .with_max_times(100)
+                .with_jitter(),
+        )
+        .when(refused)
+        .await
+}
+
+async fn exec_once(
     session: &Session,
     program: &str,
     args: &[String],
