@@ -31,7 +31,9 @@ use glusterfs_provisioner::config::{Cluster, Durability};
 use glusterfs_provisioner::gluster::{Brick, SshBackend, VolumeRequest, plan};
 use glusterfs_provisioner::k8s::objects;
 use glusterfs_provisioner::metrics::Metrics;
-use k8s_openapi::api::core::v1::{Endpoints, PersistentVolume, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{
+    Endpoints, Namespace, PersistentVolume, PersistentVolumeClaim, Service,
+};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -159,21 +161,9 @@ struct Burst {
 
 impl Burst {
     async fn new(client: &Client, provisioner: &str) -> Self {
-        let ns = unique("bench");
-        create(
-            client,
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .await;
-        let class = unique("bench-sc");
-        let sc: StorageClass = from_json(json!({
-            "metadata": {"name": class}, "provisioner": provisioner, "reclaimPolicy": "Delete",
-            "parameters": {"volumetype": "replicate:3", "gidMin": "40000", "gidMax": "50000"},
-        }));
-        Api::<StorageClass>::all(client.clone())
-            .create(&PostParams::default(), &sc)
-            .await
-            .unwrap();
+        let params = json!({"volumetype": "replicate:3", "gidMin": "40000", "gidMax": "50000"});
+        let (ns, class) = namespace_and_class(client, "bench", provisioner, "Delete", params).await;
+        let class = class.name_any();
         let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
         let bound = Arc::new(Mutex::new(HashMap::new()));
         let seen = bound.clone();
@@ -277,16 +267,29 @@ impl Burst {
     }
 }
 
-async fn create(client: &Client, obj: Value) {
-    let obj: kube::api::DynamicObject = from_json(obj);
-    let ns = obj.metadata.namespace.clone();
-    let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
-    let (ar, _) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
-    let api: Api<kube::api::DynamicObject> = match ns {
-        Some(ns) => Api::namespaced_with(client.clone(), &ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    api.create(&PostParams::default(), &obj).await.unwrap();
+/// A new namespace, and a class of `provisioner` with `reclaim` and `params`.
+async fn namespace_and_class(
+    client: &Client,
+    tag: &str,
+    provisioner: &str,
+    reclaim: &str,
+    params: Value,
+) -> (String, StorageClass) {
+    let ns = unique(tag);
+    let namespace: Namespace = from_json(json!({"metadata": {"name": ns}}));
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let class: StorageClass = from_json(json!({
+        "metadata": {"name": unique(&format!("{tag}-sc"))}, "provisioner": provisioner,
+        "reclaimPolicy": reclaim, "parameters": params,
+    }));
+    let class = Api::<StorageClass>::all(client.clone())
+        .create(&PostParams::default(), &class)
+        .await
+        .unwrap();
+    (ns, class)
 }
 
 // ---- 4. scale -------------------------------------------------------------------------------
@@ -295,21 +298,9 @@ async fn create(client: &Client, obj: Value) {
 /// provisioner and the PV controller would have left them (the bind written here, so the
 /// controller has nothing to do); Retain, so nothing could ever delete a real volume.
 async fn preload(client: &Client, provisioner: &str, cluster: &Cluster, n: usize) -> String {
-    let ns = unique("scale");
-    create(
-        client,
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-    )
-    .await;
-    let class_name = unique("scale-sc");
-    let class: StorageClass = from_json(json!({
-        "metadata": {"name": class_name}, "provisioner": provisioner, "reclaimPolicy": "Retain",
-        "parameters": {"gidMin": "40000", "gidMax": "50000"},
-    }));
-    Api::<StorageClass>::all(client.clone())
-        .create(&PostParams::default(), &class)
-        .await
-        .unwrap();
+    let params = json!({"gidMin": "40000", "gidMax": "50000"});
+    let (ns, class) = namespace_and_class(client, "scale", provisioner, "Retain", params).await;
+    let class_name = class.name_any();
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
     let pvs = Api::<PersistentVolume>::all(client.clone());
     let eps = Api::<Endpoints>::namespaced(client.clone(), &ns);
