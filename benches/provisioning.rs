@@ -21,7 +21,7 @@ mod support;
 #[allow(dead_code)]
 mod scenario;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -336,14 +336,20 @@ async fn preload(client: &Client, provisioner: &str, cluster: &Cluster, n: usize
                     .map(|node| Brick::new(node, &node.brick_roots[0], &volume))
                     .collect();
                 let ep_name = objects::endpoints_name("glusterfs-dynamic", &uid);
+                let recorded = BTreeMap::from([
+                    (objects::ANN_CLUSTER.to_string(), cluster.name.clone()),
+                    (
+                        objects::ANN_BRICKS.to_string(),
+                        objects::brick_record(&bricks),
+                    ),
+                ]);
                 let mut pv = objects::persistent_volume(
                     &claim,
                     class,
                     &objects::VolumeFacts {
                         provisioner,
                         volume: &volume,
-                        cluster: &cluster.name,
-                        bricks: &bricks,
+                        annotations: &recorded,
                         endpoints: &ep_name,
                         gid: GID_MIN + i as u32,
                         size_gib: 1,

@@ -75,6 +75,29 @@ pub enum Error {
     #[error("StorageClass {0:?} not found")]
     ClassNotFound(String),
 
+    #[error("Heketi TLS setup: {0}")]
+    HeketiTls(String),
+
+    #[error("Heketi at {url} unreachable ({request}): {cause}")]
+    HeketiUnreachable {
+        url: String,
+        request: String,
+        cause: String,
+    },
+
+    #[error("Heketi {request}: HTTP {status}: {message}")]
+    Heketi {
+        request: String,
+        status: u16,
+        message: String,
+    },
+
+    #[error("Heketi {request}: no answer within {seconds} s")]
+    HeketiTimeout { request: String, seconds: u64 },
+
+    #[error("Heketi credentials: {0}")]
+    HeketiCredentials(String),
+
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
 
@@ -102,6 +125,17 @@ impl Error {
         }
     }
 
+    /// Heketi does not know the id (404, or its "Id not found" text).
+    pub fn is_heketi_not_found(&self) -> bool {
+        matches!(self, Error::Heketi { status, message, .. }
+            if *status == 404 || message.contains("Id not found"))
+    }
+
+    /// Heketi has more operations in flight than it takes ("Server busy", 429).
+    pub fn is_heketi_busy(&self) -> bool {
+        matches!(self, Error::Heketi { status: 429, .. })
+    }
+
     /// A short, fixed reason for metrics and event reasons: never names or free text.
     pub fn reason(&self) -> &'static str {
         match self {
@@ -118,6 +152,11 @@ impl Error {
             Error::Placement(_) => "placement",
             Error::InvalidVolume { .. } => "volume",
             Error::GidRangeFull { .. } => "gid",
+            Error::HeketiTls(_)
+            | Error::HeketiUnreachable { .. }
+            | Error::Heketi { .. }
+            | Error::HeketiTimeout { .. } => "heketi",
+            Error::HeketiCredentials(_) => "credentials",
             Error::Kube(_) => "kubernetes",
             Error::Lease(_) | Error::LostLease => "lease",
         }

@@ -13,9 +13,11 @@ pub mod error;
 pub mod failpoint;
 pub mod gid;
 pub mod gluster;
+pub mod heketi;
 pub mod http;
 pub mod k8s;
 pub mod leader;
 pub mod metrics;
+pub mod volumes;
 
 pub use error::{Error, Result};

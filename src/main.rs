@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use glusterfs_provisioner::config::Topology;
 use glusterfs_provisioner::controller::{self, Settings};
 use glusterfs_provisioner::gluster::{SshBackend, SshExecutor};
+use glusterfs_provisioner::heketi::HeketiHttp;
 use glusterfs_provisioner::http::{self, Health};
 use glusterfs_provisioner::leader::{self, LeaseSettings};
 use glusterfs_provisioner::metrics::Metrics;
@@ -45,8 +46,10 @@ enum Command {
 #[derive(Args)]
 struct TopologyArgs {
     /// Topology file: clusters, nodes (SSH and storage addresses, zone, brick roots), SSH settings.
+    /// Needed by classes without `resturl`; a provisioner serving only Heketi classes can go
+    /// without it.
     #[arg(long = "topology", env = "GLUSTER_TOPOLOGY")]
-    path: PathBuf,
+    path: Option<PathBuf>,
     /// Directory for the SSH multiplexing sockets.
     #[arg(long, env = "GLUSTER_SSH_CONTROL_DIR", default_value = "/tmp")]
     ssh_control_dir: PathBuf,
@@ -84,6 +87,14 @@ struct RunArgs {
     /// Seconds between refreshes of the GID, volume and brick capacity gauges.
     #[arg(long, env = "GAUGE_INTERVAL_SECONDS", default_value_t = 30)]
     gauge_interval_seconds: u64,
+    /// Longest a Heketi operation (create, delete, expand) may take, in seconds.
+    #[arg(long, env = "HEKETI_TIMEOUT_SECONDS", default_value_t = 600)]
+    heketi_timeout_seconds: u64,
+    /// Take over from the removed in-tree provisioner: also provision claims of
+    /// `kubernetes.io/glusterfs` classes, and delete the Released PVs it made.
+    #[arg(long, env = "MIGRATE_IN_TREE", default_value_t = false, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
+    migrate_in_tree: bool,
     #[command(flatten)]
     lease: LeaseArgs,
 }
@@ -126,8 +137,8 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-fn executor(args: &TopologyArgs) -> anyhow::Result<(Topology, SshExecutor)> {
-    let topology = Topology::load(&args.path)?;
+fn executor(args: &TopologyArgs, path: &Path) -> anyhow::Result<(Topology, SshExecutor)> {
+    let topology = Topology::load(path)?;
     let dir = args.ssh_control_dir.clone();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok((topology.clone(), SshExecutor::new(topology.ssh, dir)))
@@ -155,8 +166,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.http_address))?;
     tokio::spawn(http::serve(listener, metrics.clone(), health.clone()));
 
-    let (topology, ssh) = executor(&args.topology)?;
-    let backend = SshBackend::new(topology, ssh.with_metrics(metrics.clone()), metrics.clone());
+    let backend = match &args.topology.path {
+        Some(path) => {
+            let (topology, ssh) = executor(&args.topology, path)?;
+            let ssh = ssh.with_metrics(metrics.clone());
+            Some(SshBackend::new(topology, ssh, metrics.clone()))
+        }
+        None => None,
+    };
+    let heketi = HeketiHttp::new(Duration::from_secs(args.heketi_timeout_seconds));
     let client = client(args.kubeconfig.as_deref()).await?;
     let settings = Settings {
         provisioner: args.provisioner_name,
@@ -165,10 +183,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         retry_max: Duration::from_secs_f64(args.retry_max_seconds),
         instance: args.instance.clone(),
         gauge_interval: Duration::from_secs(args.gauge_interval_seconds.max(1)),
+        migrate_in_tree: args.migrate_in_tree,
     };
     let work = controller::run(
         client.clone(),
         backend,
+        heketi,
         settings,
         metrics.clone(),
         health.clone(),
@@ -189,7 +209,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// One row per node: SSH and host key (any command needs both), peers, brick roots and their
 /// free space; then each cluster's zones. Fails when any node has a problem.
 async fn check_topology(args: &TopologyArgs) -> anyhow::Result<()> {
-    let (topology, ssh) = executor(args)?;
+    let path = args.path.as_deref().context("--topology is required")?;
+    let (topology, ssh) = executor(args, path)?;
     let backend = SshBackend::new(topology.clone(), ssh, Arc::new(Metrics::new()));
     let mut problems = 0;
     println!(

@@ -3,5 +3,5 @@
 pub mod params;
 pub mod topology;
 
-pub use params::{ClassParams, Durability};
+pub use params::{BackendParams, ClassParams, Durability, HeketiParams, SecretRef};
 pub use topology::{Cluster, Node, SshSettings, Topology};

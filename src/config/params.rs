@@ -46,7 +46,7 @@ impl fmt::Display for Durability {
     }
 }
 
-/// A StorageClass's parameters for the SSH backend, validated.
+/// A StorageClass's parameters, validated.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ClassParams {
     pub durability: Durability,
@@ -56,9 +56,56 @@ pub struct ClassParams {
     pub volume_options: Vec<(String, String)>,
     pub volume_name_prefix: Option<String>,
     pub endpoint_prefix: String,
-    /// Topology cluster; `None` means the first one.
-    pub cluster: Option<String>,
+    pub backend: BackendParams,
 }
+
+/// Which backend makes the class's volumes: a class with `resturl` is served by Heketi.
+#[derive(Clone, Debug, PartialEq)]
+pub enum BackendParams {
+    /// Topology cluster; `None` means the first one.
+    Ssh {
+        cluster: Option<String>,
+    },
+    Heketi(HeketiParams),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct HeketiParams {
+    pub url: String,
+    pub user: String,
+    /// The key from `restuserkey`; a named Secret takes precedence.
+    pub user_key: Option<String>,
+    pub secret: Option<SecretRef>,
+    /// Heketi cluster ids to choose from; empty lets Heketi choose.
+    pub clusters: Vec<String>,
+    pub snap_factor: f32,
+}
+
+/// A Secret of type `kubernetes.io/glusterfs` holding the Heketi user's key under `key`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SecretRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for SecretRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// Keys that only mean something with Heketi, and only with the SSH backend.
+const HEKETI_KEYS: &[&str] = &[
+    "resturl",
+    "restuser",
+    "restuserkey",
+    "secretnamespace",
+    "secretname",
+    "restauthenabled",
+    "clusterid",
+    "snapfactor",
+];
+const SSH_KEYS: &[&str] = &["cluster"];
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidParameter(msg.into())
@@ -66,6 +113,7 @@ fn invalid(msg: impl Into<String>) -> Error {
 
 impl ClassParams {
     pub fn parse(params: &BTreeMap<String, String>) -> Result<Self> {
+        let heketi = params.keys().any(|k| k.eq_ignore_ascii_case("resturl"));
         let mut out = ClassParams {
             durability: Durability::Replicate(3),
             gid_min: GID_MIN_DEFAULT,
@@ -73,10 +121,31 @@ impl ClassParams {
             volume_options: Vec::new(),
             volume_name_prefix: None,
             endpoint_prefix: EP_PREFIX_DEFAULT.into(),
-            cluster: None,
+            backend: BackendParams::Ssh { cluster: None },
         };
+        let mut rest = HeketiParams {
+            url: String::new(),
+            user: String::new(),
+            user_key: None,
+            secret: None,
+            clusters: Vec::new(),
+            snap_factor: 1.0,
+        };
+        let (mut auth, mut secret_namespace, mut secret_name) = (true, None, None);
         for (key, value) in params {
-            match key.to_ascii_lowercase().as_str() {
+            let lower = key.to_ascii_lowercase();
+            if heketi && SSH_KEYS.contains(&lower.as_str()) {
+                return Err(invalid(format!(
+                    "{key:?} is for the SSH backend; with resturl (Heketi) use clusterid"
+                )));
+            }
+            if !heketi && HEKETI_KEYS.contains(&lower.as_str()) {
+                return Err(invalid(format!(
+                    "{key:?} is a Heketi parameter and needs resturl; without resturl the class \
+                     uses the SSH backend"
+                )));
+            }
+            match lower.as_str() {
                 "volumetype" => out.durability = parse_durability(value)?,
                 "gidmin" => out.gid_min = parse_gid(key, value)?,
                 "gidmax" => out.gid_max = parse_gid(key, value)?,
@@ -87,8 +156,21 @@ impl ClassParams {
                     if value.is_empty() {
                         return Err(invalid("cluster must not be empty"));
                     }
-                    out.cluster = Some(value.clone());
+                    out.backend = BackendParams::Ssh {
+                        cluster: Some(value.clone()),
+                    };
                 }
+                "resturl" => rest.url = parse_url(value)?,
+                "restuser" => rest.user = value.clone(),
+                "restuserkey" => rest.user_key = Some(value.clone()).filter(|k| !k.is_empty()),
+                "secretnamespace" => {
+                    secret_namespace = Some(value.clone()).filter(|v| !v.is_empty())
+                }
+                "secretname" => secret_name = Some(value.clone()).filter(|v| !v.is_empty()),
+                // Deprecated in-tree: anything but "true" turns authentication off.
+                "restauthenabled" => auth = value.eq_ignore_ascii_case("true"),
+                "clusterid" => rest.clusters = parse_cluster_ids(value)?,
+                "snapfactor" => rest.snap_factor = parse_snap_factor(value)?,
                 _ => return Err(invalid(format!("unknown parameter {key:?}"))),
             }
         }
@@ -98,8 +180,68 @@ impl ClassParams {
                 out.gid_min, out.gid_max
             )));
         }
+        if heketi {
+            rest.secret = match (secret_namespace, secret_name) {
+                (Some(namespace), Some(name)) => Some(SecretRef { namespace, name }),
+                (None, None) => None,
+                _ => {
+                    return Err(invalid(
+                        "secretNamespace and secretName must be set both or neither",
+                    ));
+                }
+            };
+            if !auth {
+                rest.user.clear();
+                rest.user_key = None;
+                rest.secret = None;
+            }
+            out.backend = BackendParams::Heketi(rest);
+        }
         Ok(out)
     }
+}
+
+fn parse_url(value: &str) -> Result<String> {
+    let uri: Option<hyper::Uri> = value.parse().ok();
+    let ok = uri.as_ref().is_some_and(|u| {
+        matches!(u.scheme_str(), Some("http" | "https"))
+            && u.host().is_some()
+            && u.query().is_none()
+    });
+    if !ok {
+        return Err(invalid(format!(
+            "resturl {value:?}: expected the Heketi server's http:// or https:// URL"
+        )));
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
+fn parse_cluster_ids(value: &str) -> Result<Vec<String>> {
+    value
+        .split(',')
+        .map(str::trim)
+        .map(|id| {
+            if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) {
+                Ok(id.to_string())
+            } else {
+                Err(invalid(format!(
+                    "clusterid {value:?}: expected comma-separated Heketi cluster ids"
+                )))
+            }
+        })
+        .collect()
+}
+
+fn parse_snap_factor(value: &str) -> Result<f32> {
+    value
+        .parse::<f32>()
+        .ok()
+        .filter(|f| (1.0..=100.0).contains(f))
+        .ok_or_else(|| {
+            invalid(format!(
+                "snapfactor {value:?}: must be a number from 1 to 100"
+            ))
+        })
 }
 
 fn parse_durability(value: &str) -> Result<Durability> {
@@ -229,7 +371,8 @@ mod tests {
         assert_eq!(p.durability, Durability::Replicate(3));
         assert_eq!((p.gid_min, p.gid_max), (2000, 2_147_483_647));
         assert_eq!(p.endpoint_prefix, "glusterfs-dynamic");
-        assert!(p.volume_options.is_empty() && p.cluster.is_none());
+        assert!(p.volume_options.is_empty());
+        assert_eq!(p.backend, BackendParams::Ssh { cluster: None });
     }
 
     #[test]
@@ -265,7 +408,56 @@ mod tests {
         );
         assert_eq!(p.volume_name_prefix.as_deref(), Some("dept-a"));
         assert_eq!(p.endpoint_prefix, "myep");
-        assert_eq!(p.cluster.as_deref(), Some("east"));
+        assert_eq!(
+            p.backend,
+            BackendParams::Ssh {
+                cluster: Some("east".into())
+            }
+        );
+    }
+
+    /// A class as the Heketi guides write it.
+    #[test]
+    fn heketi_classes() {
+        let p = parse(&[
+            ("resturl", "http://heketi.storage.svc:8080/"),
+            ("restuser", "admin"),
+            ("secretNamespace", "default"),
+            ("secretName", "heketi-secret"),
+            ("restuserkey", "ignored-when-a-secret-is-named"),
+            ("clusterid", "630372ccdc720a92c681fb928f27b53f,aa"),
+            ("gidMin", "40000"),
+            ("gidMax", "50000"),
+            ("volumetype", "replicate:3"),
+            ("snapfactor", "1.5"),
+        ])
+        .unwrap();
+        let BackendParams::Heketi(h) = p.backend else {
+            panic!("not Heketi")
+        };
+        assert_eq!(h.url, "http://heketi.storage.svc:8080");
+        assert_eq!(h.user, "admin");
+        assert_eq!(
+            h.secret,
+            Some(SecretRef {
+                namespace: "default".into(),
+                name: "heketi-secret".into()
+            })
+        );
+        assert_eq!(h.clusters, ["630372ccdc720a92c681fb928f27b53f", "aa"]);
+        assert_eq!(h.snap_factor, 1.5);
+        let open = parse(&[
+            ("resturl", "https://h"),
+            ("restuser", "admin"),
+            ("restuserkey", "k"),
+            ("restauthenabled", "false"),
+        ])
+        .unwrap();
+        let BackendParams::Heketi(h) = open.backend else {
+            panic!("not Heketi")
+        };
+        assert!(h.user.is_empty() && h.user_key.is_none() && h.secret.is_none());
+        assert_eq!(h.snap_factor, 1.0);
     }
 
     #[test]
@@ -291,9 +483,27 @@ mod tests {
     fn bad_values_name_the_problem() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("foo", "bar")], "unknown parameter \"foo\""),
+            (&[("restuser", "admin")], "needs resturl"),
+            (&[("snapfactor", "2")], "needs resturl"),
+            (&[("resturl", "")], "resturl \"\""),
+            (&[("resturl", "heketi:8080")], "resturl"),
+            (&[("resturl", "ftp://h")], "resturl"),
+            (&[("resturl", "http://h"), ("cluster", "a")], "SSH backend"),
             (
-                &[("resturl", "http://heketi:8080")],
-                "unknown parameter \"resturl\"",
+                &[("resturl", "http://h"), ("secretName", "s")],
+                "secretNamespace and secretName",
+            ),
+            (
+                &[("resturl", "http://h"), ("snapfactor", "0.5")],
+                "snapfactor",
+            ),
+            (
+                &[("resturl", "http://h"), ("snapfactor", "x")],
+                "snapfactor",
+            ),
+            (
+                &[("resturl", "http://h"), ("clusterid", "a,,b")],
+                "clusterid",
             ),
             (&[("volumetype", "mirror:3")], "volumetype \"mirror:3\""),
             (&[("volumetype", "replicate:0")], "volumetype"),

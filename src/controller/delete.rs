@@ -15,9 +15,8 @@ use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::{Context, event_note, failure_key, ignore_not_found};
-use crate::gluster::plan;
-use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER};
 use crate::metrics::InFlight;
+use crate::volumes::{Recorded, VolumeBackend};
 use crate::{Error, Result};
 
 pub async fn reconcile(pv: Arc<CachedPv>, ctx: Arc<Context>) -> Result<Action> {
@@ -91,25 +90,12 @@ async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
         .glusterfs
         .as_ref()
         .ok_or_else(|| invalid(pv, "no glusterfs source"))?;
-    let volume = source.path.as_str();
-    if !plan::is_volume_name(volume) {
-        return Err(invalid(
-            pv,
-            format!("path {volume:?} is not a volume name this provisioner makes"),
-        ));
-    }
-    let cluster = pv
-        .annotations()
-        .get(ANN_CLUSTER)
-        .ok_or_else(|| invalid(pv, format!("no {ANN_CLUSTER} annotation")))?;
-    let record = pv
-        .annotations()
-        .get(ANN_BRICKS)
-        .map(String::as_str)
-        .unwrap_or_default();
-    let bricks = ctx.backend.bricks_from_record(cluster, volume, record)?;
-    ctx.backend.delete(cluster, volume, &bricks).await?;
-    tracing::info!(volume, "gluster volume and bricks removed");
+    let recorded = Recorded {
+        pv: &pv.name_any(),
+        volume: &source.path,
+        annotations: pv.annotations(),
+    };
+    ctx.backend_of(pv).await?.delete(recorded).await?;
     crate::failpoint::crash_point("after-volume-delete");
     if let Some(namespace) = source.endpoints_namespace.as_deref() {
         ctx.delete_endpoints(namespace, &source.endpoints).await?;
@@ -135,23 +121,12 @@ async fn repair_endpoints(pv: &CachedPv, ctx: &Context) -> Result<()> {
     if ctx.has_endpoints(namespace, &source.endpoints) {
         return Ok(());
     }
-    let cluster = pv
-        .annotations()
-        .get(ANN_CLUSTER)
-        .map(String::as_str)
-        .unwrap_or_default();
-    let record = pv
-        .annotations()
-        .get(ANN_BRICKS)
-        .map(String::as_str)
-        .unwrap_or_default();
-    let mut addresses: Vec<_> = ctx
-        .backend
-        .bricks_from_record(cluster, &source.path, record)?
-        .iter()
-        .map(|b| b.storage_address)
-        .collect();
-    addresses.dedup();
+    let recorded = Recorded {
+        pv: &pv.name_any(),
+        volume: &source.path,
+        annotations: pv.annotations(),
+    };
+    let addresses = ctx.backend_of(pv).await?.addresses(recorded).await?;
     let (claim_name, claim_uid) = (
         claim.name.as_deref().unwrap_or_default(),
         claim.uid.as_deref().unwrap_or_default(),

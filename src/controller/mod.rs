@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, PersistentVolumeClaim, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::{self, Action, Controller};
@@ -23,17 +23,23 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::config::ClassParams;
+use crate::config::{BackendParams, ClassParams, HeketiParams};
 use crate::gid::GidAllocator;
 use crate::gluster::SshBackend;
+use crate::heketi::volumes as heketi;
+use crate::heketi::{Credentials, HeketiClient, HeketiHttp, HeketiVolumes};
 use crate::http::Health;
-use crate::k8s::cached::CachedPv;
+use crate::k8s::cached::{CachedPv, CachedPvc};
 use crate::k8s::objects::{self, LABEL_PV};
 use crate::metrics::Metrics;
+use crate::volumes::Backend;
 use crate::{Error, Result};
 use names::Names;
 
 const FIELD_MANAGER: &str = "glusterfs-provisioner";
+/// The removed in-tree provisioner, whose classes and PVs `--migrate-in-tree` takes over.
+pub const IN_TREE: &str = "kubernetes.io/glusterfs";
+const SECRET_TYPE: &str = "kubernetes.io/glusterfs";
 
 /// How the controllers run.
 #[derive(Clone, Debug)]
@@ -49,6 +55,15 @@ pub struct Settings {
     pub instance: String,
     /// How often GID, volume and brick capacity gauges are refreshed.
     pub gauge_interval: Duration,
+    /// Also serve `kubernetes.io/glusterfs` classes and delete the PVs that provisioner made.
+    pub migrate_in_tree: bool,
+}
+
+impl Settings {
+    /// Whether a PV made by `provisioner`, or a class naming it, is this provisioner's.
+    pub fn serves(&self, provisioner: &str) -> bool {
+        provisioner == self.provisioner || (self.migrate_in_tree && provisioner == IN_TREE)
+    }
 }
 
 pub struct Context {
@@ -56,7 +71,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     pub recorder: Recorder,
-    pub backend: SshBackend,
+    /// The SSH backend, when a topology is configured.
+    pub ssh: Option<SshBackend>,
+    pub heketi: HeketiHttp,
     pub gids: GidAllocator,
     pub volumes: Store<CachedPv>,
     pub classes: Store<StorageClass>,
@@ -82,7 +99,93 @@ impl Context {
     }
 
     fn is_ours(&self, pv: &CachedPv) -> bool {
-        pv.annotations().get(objects::ANN_PROVISIONED_BY) == Some(&self.settings.provisioner)
+        pv.annotations()
+            .get(objects::ANN_PROVISIONED_BY)
+            .is_some_and(|p| self.settings.serves(p))
+    }
+
+    fn ssh(&self) -> Result<&SshBackend> {
+        self.ssh.as_ref().ok_or_else(|| {
+            Error::InvalidParameter(
+                "this class uses the SSH backend (no resturl), but the provisioner runs without \
+                 a topology file (--topology)"
+                    .into(),
+            )
+        })
+    }
+
+    /// A Heketi backend as `params` describe it, with the user's key read from its Secret.
+    async fn heketi(&self, params: &HeketiParams) -> Result<HeketiVolumes> {
+        let key = match &params.secret {
+            Some(secret) => Some(self.secret_key(secret).await?),
+            None => params.user_key.clone(),
+        };
+        // Without a user Heketi runs without authentication (restauthenabled: "false").
+        let credentials = Credentials {
+            key: (!params.user.is_empty()).then(|| key.unwrap_or_default()),
+            user: params.user.clone(),
+        };
+        let client = HeketiClient::new(self.heketi.clone(), &params.url, credentials);
+        Ok(HeketiVolumes::new(client, params.clone()))
+    }
+
+    async fn secret_key(&self, secret: &crate::config::SecretRef) -> Result<String> {
+        let bad = |why: &str| Error::HeketiCredentials(format!("Secret {secret}: {why}"));
+        let api = Api::<Secret>::namespaced(self.client.clone(), &secret.namespace);
+        let found = match api.get_opt(&secret.name).await {
+            Err(kube::Error::Api(s)) if s.code == 403 => return Err(bad("not allowed to read it")),
+            other => other?,
+        };
+        let found = found.ok_or_else(|| bad("not found"))?;
+        if found.type_.as_deref() != Some(SECRET_TYPE) {
+            return Err(bad(&format!("type must be {SECRET_TYPE}")));
+        }
+        let key = found
+            .data
+            .as_ref()
+            .and_then(|d| d.get("key"))
+            .ok_or_else(|| bad("no \"key\" in its data"))?;
+        String::from_utf8(key.0.clone()).map_err(|_| bad("\"key\" is not UTF-8 text"))
+    }
+
+    /// The backend that made a PV's volume.
+    async fn backend_of(&self, pv: &CachedPv) -> Result<Backend<'_>> {
+        let heketi = [heketi::ANN_VOLUME_ID, heketi::ANN_URL]
+            .iter()
+            .any(|a| pv.annotations().contains_key(*a));
+        Ok(if heketi {
+            Backend::Heketi(Box::new(self.heketi_of(pv).await?))
+        } else {
+            Backend::Ssh(self.ssh()?)
+        })
+    }
+
+    /// The Heketi server, user and key of a PV: what ours recorded (the key from the recorded
+    /// Secret, else from the class); for one the in-tree provisioner made, its class.
+    async fn heketi_of(&self, pv: &CachedPv) -> Result<HeketiVolumes> {
+        let class = || -> Result<HeketiParams> {
+            let name = pv.spec.storage_class_name.clone().unwrap_or_default();
+            let class = self
+                .classes
+                .get(&ObjectRef::new(&name))
+                .ok_or_else(|| Error::ClassNotFound(name.clone()))?;
+            match ClassParams::parse(&class.parameters.clone().unwrap_or_default())?.backend {
+                BackendParams::Heketi(params) => Ok(params),
+                BackendParams::Ssh { .. } => Err(Error::InvalidParameter(format!(
+                    "StorageClass {name:?} has no resturl"
+                ))),
+            }
+        };
+        let params = match HeketiVolumes::params_from(pv.annotations()) {
+            Some(mut params) => {
+                if params.secret.is_none() && !params.user.is_empty() {
+                    params.user_key = class()?.user_key;
+                }
+                params
+            }
+            None => class()?,
+        };
+        self.heketi(&params).await
     }
 
     async fn publish<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
@@ -178,7 +281,8 @@ pub(crate) fn ignore_not_found(result: std::result::Result<(), kube::Error>) -> 
 /// Runs both controllers until a shutdown signal; ready once the caches are filled.
 pub async fn run(
     client: Client,
-    backend: SshBackend,
+    ssh: Option<SshBackend>,
+    heketi: HeketiHttp,
     settings: Settings,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
@@ -199,14 +303,14 @@ pub async fn run(
         Api::<PartialObjectMeta<Service>>::all(client.clone()),
         labelled,
     );
-    let provisioner = settings.provisioner.clone();
+    let served = settings.clone();
     let (volumes, pv_stream) = cache(
         Api::<CachedPv>::all(client.clone()),
         watcher::Config::default(),
-        move |pv| slim::volume(pv, &provisioner),
+        move |pv| slim::volume(pv, |by| served.serves(by)),
     );
     let (claim_store, claim_stream) = cache(
-        Api::<PersistentVolumeClaim>::all(client.clone()),
+        Api::<CachedPvc>::all(client.clone()),
         watcher::Config::default(),
         slim::claim,
     );
@@ -227,7 +331,8 @@ pub async fn run(
         client: client.clone(),
         metrics,
         settings,
-        backend,
+        ssh,
+        heketi,
         gids: GidAllocator::default(),
         volumes,
         classes,
@@ -293,7 +398,7 @@ async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
             .classes
             .state()
             .iter()
-            .filter(|c| c.provisioner == ctx.settings.provisioner)
+            .filter(|c| ctx.settings.serves(&c.provisioner))
         {
             let name = class.name_any();
             let Ok(params) = ClassParams::parse(&class.parameters.clone().unwrap_or_default())
@@ -314,7 +419,8 @@ async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
                 .with_label_values(&[&name])
                 .set(size.saturating_sub(taken as u64) as i64);
         }
-        for cluster in &ctx.backend.topology().clusters {
+        let Some(ssh) = &ctx.ssh else { continue };
+        for cluster in &ssh.topology().clusters {
             let count = ours
                 .iter()
                 .filter(|pv| pv.annotations().get(objects::ANN_CLUSTER) == Some(&cluster.name))
@@ -322,7 +428,7 @@ async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
             m.volumes
                 .with_label_values(&[&cluster.name])
                 .set(count as i64);
-            let Ok(capacity) = ctx.backend.capacity(cluster).await else {
+            let Ok(capacity) = ssh.capacity(cluster).await else {
                 continue;
             };
             for node in capacity {

@@ -14,10 +14,12 @@ use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::{Context, event_note, failure_key};
-use crate::config::ClassParams;
-use crate::gluster::{VolumeRequest, plan};
+use crate::config::{BackendParams, ClassParams};
+use crate::gluster::plan;
+use crate::k8s::cached::CachedPvc;
 use crate::k8s::objects::{self, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA};
 use crate::metrics::InFlight;
+use crate::volumes::{Backend, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
 
 const ANN_CLASS_BETA: &str = "volume.beta.kubernetes.io/storage-class";
@@ -29,14 +31,32 @@ enum Wanted {
     ClassNotCached,
 }
 
-pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> Result<Action> {
+pub async fn reconcile(cached: Arc<CachedPvc>, ctx: Arc<Context>) -> Result<Action> {
     // GIDs come from the PV cache: nothing is provisioned before it is complete.
     ctx.caches_synced().await;
-    let class = match wanted_class(&claim, &ctx)? {
+    let class = match wanted_class(&cached, &ctx)? {
         Wanted::Yes(class) => class,
         Wanted::No => return Ok(Action::await_change()),
         // A claim can arrive before its class reaches the cache; nothing else would wake it.
         Wanted::ClassNotCached => return Ok(Action::requeue(CLASS_WAIT)),
+    };
+    // The cache keeps too little of a claim to provision it; the claim may also have been
+    // bound, or deleted and made again, since the cache saw it.
+    let claim = Api::<PersistentVolumeClaim>::namespaced(
+        ctx.client.clone(),
+        &cached.namespace().unwrap_or_default(),
+    )
+    .get_opt(&cached.name_any())
+    .await?
+    .filter(|c| {
+        c.uid() == cached.uid()
+            && c.spec
+                .as_ref()
+                .and_then(|s| s.volume_name.as_ref())
+                .is_none()
+    });
+    let Some(claim) = claim else {
+        return Ok(Action::await_change());
     };
     let span = tracing::info_span!(
         "provision",
@@ -56,10 +76,10 @@ pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> 
     match result {
         Ok(pv) => {
             ctx.metrics.provision_total.with_label_values(&labels).inc();
-            ctx.succeeded(&failure_key(claim.as_ref()));
+            ctx.succeeded(&failure_key(&claim));
             let note = format!("Successfully provisioned volume {pv}");
             ctx.publish(
-                claim.as_ref(),
+                &claim,
                 EventType::Normal,
                 "ProvisioningSucceeded",
                 "Provision",
@@ -79,7 +99,7 @@ pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> 
                 .inc();
             tracing::warn!(claim = claim.name_any(), error = %e, "provisioning failed");
             ctx.publish(
-                claim.as_ref(),
+                &claim,
                 EventType::Warning,
                 "ProvisioningFailed",
                 "Provision",
@@ -91,16 +111,17 @@ pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, ctx: Arc<Context>) -> 
     }
 }
 
-pub fn error_policy(claim: Arc<PersistentVolumeClaim>, _: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(claim: Arc<CachedPvc>, _: &Error, ctx: Arc<Context>) -> Action {
     ctx.backoff(failure_key(claim.as_ref()))
 }
 
 /// Whether this provisioner should provision the claim now, and with which class.
-fn wanted_class(claim: &PersistentVolumeClaim, ctx: &Context) -> Result<Wanted> {
-    let spec = claim.spec.as_ref();
+fn wanted_class(claim: &CachedPvc, ctx: &Context) -> Result<Wanted> {
     if claim.meta().deletion_timestamp.is_some()
-        || spec
-            .and_then(|s| s.volume_name.as_deref())
+        || claim
+            .spec
+            .volume_name
+            .as_deref()
             .is_some_and(|v| !v.is_empty())
     {
         return Ok(Wanted::No);
@@ -109,8 +130,10 @@ fn wanted_class(claim: &PersistentVolumeClaim, ctx: &Context) -> Result<Wanted> 
     let annotated = [ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA]
         .iter()
         .any(|a| claim.annotations().get(*a) == Some(ours));
-    let Some(class_name) = spec
-        .and_then(|s| s.storage_class_name.clone())
+    let Some(class_name) = claim
+        .spec
+        .storage_class_name
+        .clone()
         .or_else(|| claim.annotations().get(ANN_CLASS_BETA).cloned())
     else {
         return Ok(Wanted::No);
@@ -139,16 +162,12 @@ async fn provision(
     // Everything is validated before anything is created anywhere.
     let params = ClassParams::parse(&class.parameters.clone().unwrap_or_default())?;
     objects::check_claim(claim)?;
-    let cluster = ctx.backend.cluster(params.cluster.as_deref())?;
-    let bricks = params.durability.bricks() as usize;
-    if bricks > cluster.nodes.len() {
-        return Err(Error::Placement(format!(
-            "volumetype {} needs {bricks} bricks on distinct nodes, but cluster {:?} has {} nodes",
-            params.durability,
-            cluster.name,
-            cluster.nodes.len()
-        )));
-    }
+    let (backend, cluster) = match &params.backend {
+        BackendParams::Ssh { cluster } => (Backend::Ssh(ctx.ssh()?), cluster.as_deref()),
+        BackendParams::Heketi(heketi) => {
+            (Backend::Heketi(Box::new(ctx.heketi(heketi).await?)), None)
+        }
+    };
     let size_gib = objects::requested_gib(claim)?;
     let (namespace, name, uid) = (
         claim.namespace().unwrap_or_default(),
@@ -179,13 +198,13 @@ async fn provision(
         .allocate(&pv_name, params.gid_min, params.gid_max, ctx.gids_in_use())?;
     let req = VolumeRequest {
         name: &volume,
-        cluster: Some(&cluster.name),
+        cluster,
         durability: params.durability,
         size_gib,
         gid,
         options: &params.volume_options,
     };
-    let made = match ctx.backend.create(&req).await {
+    let made = match backend.create(&req).await {
         Ok(made) => made,
         Err(e) => {
             ctx.gids.release(&pv_name);
@@ -193,7 +212,7 @@ async fn provision(
         }
     };
     crate::failpoint::crash_point("after-volume-create");
-    tracing::info!(volume, gid, bricks = ?made.bricks.iter().map(|b| b.spec()).collect::<Vec<_>>(), "gluster volume ready");
+    tracing::info!(volume = made.volume, gid, "gluster volume ready");
 
     let ep_name = objects::endpoints_name(&params.endpoint_prefix, &uid);
     let pv = objects::persistent_volume(
@@ -201,22 +220,16 @@ async fn provision(
         class,
         &objects::VolumeFacts {
             provisioner: &ctx.settings.provisioner,
-            volume: &volume,
-            cluster: &made.cluster,
-            bricks: &made.bricks,
+            volume: &made.volume,
+            annotations: &made.annotations,
             endpoints: &ep_name,
             gid,
             size_gib,
         },
     );
     let kube_side = async {
-        ctx.apply_endpoints(
-            &namespace,
-            &ep_name,
-            (&name, &uid),
-            &made.storage_addresses(),
-        )
-        .await?;
+        ctx.apply_endpoints(&namespace, &ep_name, (&name, &uid), &made.addresses)
+            .await?;
         match pvs.create(&PostParams::default(), &pv).await {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             other => other.map(drop).map_err(Error::from),
@@ -224,11 +237,12 @@ async fn provision(
     };
     if let Err(e) = kube_side.await {
         // Without its PV the volume would be orphaned if the claim went away: undo it all.
-        if let Err(cleanup) = ctx
-            .backend
-            .delete(&made.cluster, &volume, &made.bricks)
-            .await
-        {
+        let recorded = Recorded {
+            pv: &pv_name,
+            volume: &made.volume,
+            annotations: &made.annotations,
+        };
+        if let Err(cleanup) = backend.delete(recorded).await {
             tracing::error!(volume, error = %cleanup, "cleanup of the volume failed");
             let note = format!("cleanup of volume {volume} failed: {cleanup}");
             ctx.publish(

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, PersistentVolumeClaimSpec};
 use kube::api::ObjectMeta;
 
-use crate::k8s::cached::CachedPv;
+use crate::heketi::volumes as heketi;
+use crate::k8s::cached::{CachedPv, CachedPvc};
 use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, ANN_GID, ANN_PROVISIONED_BY};
 
 /// The identity of an object: enough to find it, key it and order its versions.
@@ -33,32 +33,31 @@ fn only(map: &Option<BTreeMap<String, String>>, keys: &[&str]) -> Option<BTreeMa
 }
 
 /// A claim bound to a volume is never provisioned again: its identity and volume name do.
-/// Unbound claims are kept whole, as provisioning reads them.
-pub fn claim(claim: &mut PersistentVolumeClaim) {
-    let volume_name = claim.spec.as_ref().and_then(|s| s.volume_name.clone());
-    if volume_name.as_deref().is_some_and(|v| !v.is_empty()) {
-        *claim = PersistentVolumeClaim {
-            metadata: identity(&claim.metadata),
-            spec: Some(PersistentVolumeClaimSpec {
-                volume_name,
-                ..Default::default()
-            }),
-            status: None,
-        };
+/// Unbound claims keep their annotations, which say who provisions them.
+pub fn claim(claim: &mut CachedPvc) {
+    if claim
+        .spec
+        .volume_name
+        .as_deref()
+        .is_some_and(|v| !v.is_empty())
+    {
+        claim.metadata = identity(&claim.metadata);
+        claim.spec.storage_class_name = None;
     } else {
         strip(&mut claim.metadata);
     }
 }
 
-/// Someone else's PV: only that it is not ours. Ours: the annotations deletion, GIDs and
-/// gauges read (the spec is cached in its compact form already).
-pub fn volume(pv: &mut CachedPv, provisioner: &str) {
+/// Someone else's PV: only that it is not ours. Ours (made by a provisioner `serves` accepts):
+/// the annotations deletion, GIDs and gauges read (the spec is cached in its compact form
+/// already).
+pub fn volume(pv: &mut CachedPv, serves: impl Fn(&str) -> bool) {
     let ours = pv
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(ANN_PROVISIONED_BY))
-        == Some(&provisioner.to_string());
+        .is_some_and(|by| serves(by));
     let mut metadata = identity(&pv.metadata);
     if !ours {
         metadata.annotations = only(&pv.metadata.annotations, &[ANN_PROVISIONED_BY]);
@@ -70,7 +69,16 @@ pub fn volume(pv: &mut CachedPv, provisioner: &str) {
     }
     metadata.annotations = only(
         &pv.metadata.annotations,
-        &[ANN_PROVISIONED_BY, ANN_GID, ANN_CLUSTER, ANN_BRICKS],
+        &[
+            ANN_PROVISIONED_BY,
+            ANN_GID,
+            ANN_CLUSTER,
+            ANN_BRICKS,
+            heketi::ANN_VOLUME_ID,
+            heketi::ANN_URL,
+            heketi::ANN_USER,
+            heketi::ANN_SECRET,
+        ],
     );
     pv.metadata = metadata;
 }
@@ -105,7 +113,7 @@ mod tests {
     #[test]
     fn bound_claims_keep_their_identity_and_volume_only() {
         let managed = json!([{"manager": "kubectl", "operation": "Update"}]);
-        let mut bound: PersistentVolumeClaim = from(json!({
+        let mut bound: CachedPvc = from(json!({
             "metadata": {"name": "c", "namespace": "n", "uid": "u", "resourceVersion": "7",
                          "managedFields": managed, "annotations": {"a": "b"}},
             "spec": {"volumeName": "pv", "storageClassName": "sc", "accessModes": ["ReadWriteOnce"]},
@@ -115,9 +123,9 @@ mod tests {
         assert_eq!(
             body(&bound),
             json!({"metadata": {"name": "c", "namespace": "n", "uid": "u", "resourceVersion": "7"},
-                   "spec": {"volumeName": "pv"}})
+                   "spec": {"volumeName": "pv", "storageClassName": null}})
         );
-        let mut pending: PersistentVolumeClaim = from(json!({
+        let mut pending: CachedPvc = from(json!({
             "metadata": {"name": "c", "managedFields": managed,
                          "annotations": {"a": "b", "kubectl.kubernetes.io/last-applied-configuration": "{}"}},
             "spec": {"storageClassName": "sc", "accessModes": ["ReadWriteOnce"]},
@@ -126,7 +134,7 @@ mod tests {
         assert_eq!(
             body(&pending),
             json!({"metadata": {"name": "c", "annotations": {"a": "b"}},
-                   "spec": {"storageClassName": "sc", "accessModes": ["ReadWriteOnce"]}})
+                   "spec": {"storageClassName": "sc", "volumeName": null}})
         );
     }
 
@@ -145,7 +153,7 @@ mod tests {
             }))
         };
         let mut ours = pv("me");
-        volume(&mut ours, "me");
+        volume(&mut ours, |by| by == "me");
         assert_eq!(
             body(&ours),
             json!({
@@ -159,7 +167,7 @@ mod tests {
             })
         );
         let mut theirs = pv("someone-else");
-        volume(&mut theirs, "me");
+        volume(&mut theirs, |by| by == "me");
         assert_eq!(
             body(&theirs)["metadata"],
             json!({"name": "pv", "uid": "u", "annotations": {ANN_PROVISIONED_BY: "someone-else"}})

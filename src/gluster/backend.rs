@@ -15,20 +15,11 @@ use futures::future::join_all;
 use super::plan::{self, Brick, NodeCapacity, RootSpace};
 use super::ssh::SshExecutor;
 use super::xml::{self, Peer, Volume};
-use crate::config::{Cluster, Durability, Node, Topology};
+use crate::config::{Cluster, Node, Topology};
+use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, brick_record};
 use crate::metrics::Metrics;
+use crate::volumes::{Made, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
-
-/// What the provisioner asks for.
-#[derive(Clone, Debug)]
-pub struct VolumeRequest<'a> {
-    pub name: &'a str,
-    pub cluster: Option<&'a str>,
-    pub durability: Durability,
-    pub size_gib: u64,
-    pub gid: u32,
-    pub options: &'a [(String, String)],
-}
 
 /// A volume that exists and is started.
 #[derive(Clone, Debug)]
@@ -36,15 +27,6 @@ pub struct ProvisionedVolume {
     pub name: String,
     pub cluster: String,
     pub bricks: Vec<Brick>,
-}
-
-impl ProvisionedVolume {
-    /// Addresses of the nodes holding bricks, for the Endpoints clients mount through.
-    pub fn storage_addresses(&self) -> Vec<IpAddr> {
-        let mut out: Vec<IpAddr> = self.bricks.iter().map(|b| b.storage_address).collect();
-        out.dedup();
-        out
-    }
 }
 
 pub struct SshBackend {
@@ -81,8 +63,17 @@ impl SshBackend {
     }
 
     /// Makes (or finds and completes) the volume `req` describes, started and size-limited.
-    pub async fn create(&self, req: &VolumeRequest<'_>) -> Result<ProvisionedVolume> {
+    pub async fn make(&self, req: &VolumeRequest<'_>) -> Result<ProvisionedVolume> {
         let cluster = self.cluster(req.cluster)?;
+        let bricks = req.durability.bricks() as usize;
+        if bricks > cluster.nodes.len() {
+            return Err(Error::Placement(format!(
+                "volumetype {} needs {bricks} bricks on distinct nodes, but cluster {:?} has {} nodes",
+                req.durability,
+                cluster.name,
+                cluster.nodes.len()
+            )));
+        }
         let existing = self.volume_info(cluster, req.name).await?;
         let bricks = match &existing {
             Some(volume) => self.bricks_of(cluster, volume)?,
@@ -102,7 +93,7 @@ impl SshBackend {
             // A volume this attempt created is removed again; one found from an earlier attempt
             // is left for the next retry to finish.
             if existing.is_none()
-                && let Err(cleanup) = self.delete(&cluster.name, req.name, &bricks).await
+                && let Err(cleanup) = self.remove(&cluster.name, req.name, &bricks).await
             {
                 tracing::error!(volume = req.name, error = %cleanup, "cleanup after a failed create failed");
             }
@@ -164,9 +155,17 @@ impl SshBackend {
         Ok(())
     }
 
+    /// Sets the size the volume enforces (its quota limit): expansion.
+    pub async fn resize(&self, cluster: &str, name: &str, size_gib: u64) -> Result<()> {
+        let cluster = self.cluster(Some(cluster))?;
+        self.gluster(cluster, plan::quota_limit_args(name, size_gib))
+            .await
+            .map(drop)
+    }
+
     /// Stops and deletes the volume (already gone counts as done) and removes its brick
     /// directories. When the volume still exists, its own brick list is used.
-    pub async fn delete(&self, cluster: &str, name: &str, bricks: &[Brick]) -> Result<()> {
+    pub async fn remove(&self, cluster: &str, name: &str, bricks: &[Brick]) -> Result<()> {
         let cluster = self.cluster(Some(cluster))?;
         match self.volume_info(cluster, name).await? {
             Some(volume) => {
@@ -209,6 +208,27 @@ impl SshBackend {
             .into_iter()
             .collect::<Result<Vec<_>>>()?;
         Ok(())
+    }
+
+    /// The cluster and checked bricks a PV records.
+    fn recorded_bricks<'r>(&self, volume: Recorded<'r>) -> Result<(&'r str, Vec<Brick>)> {
+        let invalid = |message: String| Error::InvalidVolume {
+            pv: volume.pv.to_string(),
+            message,
+        };
+        if !plan::is_volume_name(volume.volume) {
+            return Err(invalid(format!(
+                "path {:?} is not a volume name this provisioner makes",
+                volume.volume
+            )));
+        }
+        let cluster = volume
+            .annotations
+            .get(ANN_CLUSTER)
+            .ok_or_else(|| invalid(format!("no {ANN_CLUSTER} annotation")))?;
+        let record = volume.annotations.get(ANN_BRICKS).map(String::as_str);
+        let bricks = self.bricks_from_record(cluster, volume.volume, record.unwrap_or_default())?;
+        Ok((cluster, bricks))
     }
 
     /// Brick records as stored on a PV, checked against the topology before anything is removed:
@@ -395,6 +415,38 @@ impl SshBackend {
 }
 
 /// Paths come from the validated topology, so they are plain; `openssh` quotes them anyway.
+/// The SSH backend records the volume's cluster and bricks on its PV.
+impl VolumeBackend for SshBackend {
+    async fn create(&self, req: &VolumeRequest<'_>) -> Result<Made> {
+        let made = self.make(req).await?;
+        let mut addresses: Vec<IpAddr> = made.bricks.iter().map(|b| b.storage_address).collect();
+        addresses.dedup();
+        Ok(Made {
+            volume: made.name,
+            addresses,
+            annotations: [
+                (ANN_CLUSTER.to_string(), made.cluster),
+                (ANN_BRICKS.to_string(), brick_record(&made.bricks)),
+            ]
+            .into(),
+        })
+    }
+
+    async fn delete(&self, volume: Recorded<'_>) -> Result<()> {
+        let (cluster, bricks) = self.recorded_bricks(volume)?;
+        self.remove(cluster, volume.volume, &bricks).await?;
+        tracing::info!(volume = volume.volume, "gluster volume and bricks removed");
+        Ok(())
+    }
+
+    async fn addresses(&self, volume: Recorded<'_>) -> Result<Vec<IpAddr>> {
+        let (_, bricks) = self.recorded_bricks(volume)?;
+        let mut addresses: Vec<IpAddr> = bricks.iter().map(|b| b.storage_address).collect();
+        addresses.dedup();
+        Ok(addresses)
+    }
+}
+
 fn path_arg(path: &Path) -> String {
     path.display().to_string()
 }

@@ -6,6 +6,7 @@ pub mod plan;
 pub mod ssh;
 pub mod xml;
 
-pub use backend::{ProvisionedVolume, SshBackend, VolumeRequest};
+pub use crate::volumes::VolumeRequest;
+pub use backend::{ProvisionedVolume, SshBackend};
 pub use plan::Brick;
 pub use ssh::{RemoteOutput, SshExecutor};

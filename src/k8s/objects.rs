@@ -187,8 +187,8 @@ pub fn endpoints(
 pub struct VolumeFacts<'a> {
     pub provisioner: &'a str,
     pub volume: &'a str,
-    pub cluster: &'a str,
-    pub bricks: &'a [Brick],
+    /// What the backend needs to find the volume again.
+    pub annotations: &'a BTreeMap<String, String>,
     pub endpoints: &'a str,
     pub gid: u32,
     pub size_gib: u64,
@@ -216,7 +216,7 @@ pub fn persistent_volume(
         .and_then(|s| s.access_modes.clone())
         .filter(|m| !m.is_empty())
         .unwrap_or_else(|| ALL_ACCESS_MODES.iter().map(|m| m.to_string()).collect());
-    let annotations = BTreeMap::from([
+    let mut annotations = BTreeMap::from([
         (ANN_PROVISIONED_BY.into(), facts.provisioner.into()),
         (ANN_GID.into(), facts.gid.to_string()),
         (ANN_TYPE.into(), "file".into()),
@@ -225,9 +225,8 @@ pub fn persistent_volume(
             ANN_DESCRIPTION.into(),
             "Gluster-Internal: Dynamically provisioned PV".into(),
         ),
-        (ANN_CLUSTER.into(), facts.cluster.into()),
-        (ANN_BRICKS.into(), brick_record(facts.bricks)),
     ]);
+    annotations.extend(facts.annotations.clone());
     PersistentVolume {
         metadata: ObjectMeta {
             name: Some(pv_name(&uid)),
@@ -384,11 +383,14 @@ mod tests {
             brick_roots: vec!["/b1".into()],
         };
         let bricks = [Brick::new(&node, std::path::Path::new("/b1"), "vol_x")];
+        let recorded = BTreeMap::from([
+            (ANN_CLUSTER.to_string(), "main".to_string()),
+            (ANN_BRICKS.to_string(), brick_record(&bricks)),
+        ]);
         let facts = VolumeFacts {
             provisioner: "gluster.org/glusterfs",
             volume: "vol_x",
-            cluster: "main",
-            bricks: &bricks,
+            annotations: &recorded,
             endpoints: "glusterfs-dynamic-x",
             gid: 2001,
             size_gib: 2,

@@ -2,6 +2,8 @@
 //! three glusterd nodes reached over SSH. Run them with `e2e/test`.
 
 mod env_smoke;
+mod heketi;
+mod heketi_standin;
 mod operations;
 mod provision;
 mod scenario;

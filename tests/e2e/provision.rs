@@ -492,8 +492,21 @@ async fn bad_input_fails_with_a_clear_event_and_leaves_nothing() {
         ),
         (json!({"cluster": "nope"}), "unknown cluster \"nope\""),
         (
-            json!({"resturl": "http://127.0.0.1:1"}),
-            "unknown parameter \"resturl\"",
+            json!({"restuser": "admin"}),
+            "is a Heketi parameter and needs resturl",
+        ),
+        (
+            json!({"resturl": "http://127.0.0.1:1", "cluster": "a"}),
+            "is for the SSH backend",
+        ),
+        (json!({"resturl": "127.0.0.1:1"}), "resturl \"127.0.0.1:1\""),
+        (
+            json!({"resturl": "http://127.0.0.1:1", "snapfactor": "200"}),
+            "snapfactor \"200\"",
+        ),
+        (
+            json!({"resturl": "http://127.0.0.1:1", "secretName": "s"}),
+            "secretNamespace and secretName must be set both or neither",
         ),
     ];
     let mut claims = Vec::new();

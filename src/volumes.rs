@@ -1,0 +1,84 @@
+//! The boundary between the controllers and whatever makes volumes: the SSH backend
+//! ([`crate::gluster::SshBackend`]) or a Heketi server ([`crate::heketi::HeketiVolumes`]).
+//! Each records on the PV what it needs to find the volume again, so deleting never needs the
+//! StorageClass.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::IpAddr;
+
+use crate::Result;
+use crate::config::Durability;
+use crate::gluster::SshBackend;
+use crate::heketi::HeketiVolumes;
+
+/// What the provisioner asks for.
+#[derive(Clone, Debug)]
+pub struct VolumeRequest<'a> {
+    pub name: &'a str,
+    /// Topology cluster (SSH backend); `None` means the first one.
+    pub cluster: Option<&'a str>,
+    pub durability: Durability,
+    pub size_gib: u64,
+    pub gid: u32,
+    pub options: &'a [(String, String)],
+}
+
+/// A volume that exists, is started and is size-limited.
+#[derive(Clone, Debug)]
+pub struct Made {
+    /// The gluster volume name: the PV's `glusterfs.path`.
+    pub volume: String,
+    /// Where clients mount it from: the Endpoints' addresses.
+    pub addresses: Vec<IpAddr>,
+    /// Recorded on the PV for [`VolumeBackend::delete`] and [`VolumeBackend::addresses`].
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// A volume as its PV records it.
+#[derive(Clone, Copy, Debug)]
+pub struct Recorded<'a> {
+    pub pv: &'a str,
+    pub volume: &'a str,
+    pub annotations: &'a BTreeMap<String, String>,
+}
+
+pub trait VolumeBackend: Sync {
+    /// Makes the volume, or finds and completes the one an earlier attempt made.
+    fn create(&self, req: &VolumeRequest<'_>) -> impl Future<Output = Result<Made>> + Send;
+
+    /// Removes the volume and its bricks; one already gone counts as removed.
+    fn delete(&self, volume: Recorded<'_>) -> impl Future<Output = Result<()>> + Send;
+
+    /// The addresses clients mount the volume from, for Endpoints recreated later.
+    fn addresses(&self, volume: Recorded<'_>) -> impl Future<Output = Result<Vec<IpAddr>>> + Send;
+}
+
+/// The backend serving one class or PV.
+pub enum Backend<'a> {
+    Ssh(&'a SshBackend),
+    Heketi(Box<HeketiVolumes>),
+}
+
+impl VolumeBackend for Backend<'_> {
+    async fn create(&self, req: &VolumeRequest<'_>) -> Result<Made> {
+        match self {
+            Backend::Ssh(b) => b.create(req).await,
+            Backend::Heketi(b) => b.create(req).await,
+        }
+    }
+
+    async fn delete(&self, volume: Recorded<'_>) -> Result<()> {
+        match self {
+            Backend::Ssh(b) => b.delete(volume).await,
+            Backend::Heketi(b) => b.delete(volume).await,
+        }
+    }
+
+    async fn addresses(&self, volume: Recorded<'_>) -> Result<Vec<IpAddr>> {
+        match self {
+            Backend::Ssh(b) => b.addresses(volume).await,
+            Backend::Heketi(b) => b.addresses(volume).await,
+        }
+    }
+}
