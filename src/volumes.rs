@@ -52,6 +52,14 @@ pub trait VolumeBackend: Sync {
 
     /// The addresses clients mount the volume from, for Endpoints recreated later.
     fn addresses(&self, volume: Recorded<'_>) -> impl Future<Output = Result<Vec<IpAddr>>> + Send;
+
+    /// Grows the volume from `from_gib` to `to_gib`.
+    fn expand(
+        &self,
+        volume: Recorded<'_>,
+        from_gib: u64,
+        to_gib: u64,
+    ) -> impl Future<Output = Result<()>> + Send;
 }
 
 /// The backend serving one class or PV.
@@ -79,6 +87,13 @@ impl VolumeBackend for Backend<'_> {
         match self {
             Backend::Ssh(b) => b.addresses(volume).await,
             Backend::Heketi(b) => b.addresses(volume).await,
+        }
+    }
+
+    async fn expand(&self, volume: Recorded<'_>, from_gib: u64, to_gib: u64) -> Result<()> {
+        match self {
+            Backend::Ssh(b) => b.expand(volume, from_gib, to_gib).await,
+            Backend::Heketi(b) => b.expand(volume, from_gib, to_gib).await,
         }
     }
 }

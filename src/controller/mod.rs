@@ -5,6 +5,7 @@
 //!   a live one gets its Endpoints/Service back if someone deleted them.
 
 pub mod delete;
+mod expand;
 mod names;
 pub mod provision;
 pub mod slim;
@@ -163,6 +164,7 @@ impl Context {
     /// The Heketi server, user and key of a PV: what ours recorded (the key from the recorded
     /// Secret, else from the class); for one the in-tree provisioner made, its class.
     async fn heketi_of(&self, pv: &CachedPv) -> Result<HeketiVolumes> {
+        self.caches_synced().await;
         let class = || -> Result<HeketiParams> {
             let name = pv.spec.storage_class_name.clone().unwrap_or_default();
             let class = self

@@ -34,6 +34,11 @@ enum Wanted {
 pub async fn reconcile(cached: Arc<CachedPvc>, ctx: Arc<Context>) -> Result<Action> {
     // GIDs come from the PV cache: nothing is provisioned before it is complete.
     ctx.caches_synced().await;
+    if let Some(volume) = cached.spec.volume_name.as_deref().filter(|v| !v.is_empty())
+        && cached.meta().deletion_timestamp.is_none()
+    {
+        return super::expand::reconcile(&cached, volume, &ctx).await;
+    }
     let class = match wanted_class(&cached, &ctx)? {
         Wanted::Yes(class) => class,
         Wanted::No => return Ok(Action::await_change()),
@@ -143,7 +148,7 @@ fn wanted_class(claim: &CachedPvc, ctx: &Context) -> Result<Wanted> {
         None if annotated => return Err(Error::ClassNotFound(class_name)),
         None => return Ok(Wanted::ClassNotCached),
     };
-    if !(annotated || class.provisioner == *ours) {
+    if !(annotated || ctx.settings.serves(&class.provisioner)) {
         return Ok(Wanted::No);
     }
     // Provisioned already: the PV exists and the PV controller binds the claim.

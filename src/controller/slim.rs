@@ -32,7 +32,8 @@ fn only(map: &Option<BTreeMap<String, String>>, keys: &[&str]) -> Option<BTreeMa
     (!kept.is_empty()).then_some(kept)
 }
 
-/// A claim bound to a volume is never provisioned again: its identity and volume name do.
+/// A claim bound to a volume is never provisioned again: its identity, volume name and request
+/// (for expansion) do.
 /// Unbound claims keep their annotations, which say who provisions them.
 pub fn claim(claim: &mut CachedPvc) {
     if claim
@@ -116,14 +117,17 @@ mod tests {
         let mut bound: CachedPvc = from(json!({
             "metadata": {"name": "c", "namespace": "n", "uid": "u", "resourceVersion": "7",
                          "managedFields": managed, "annotations": {"a": "b"}},
-            "spec": {"volumeName": "pv", "storageClassName": "sc", "accessModes": ["ReadWriteOnce"]},
-            "status": {"phase": "Bound"},
+            "spec": {"volumeName": "pv", "storageClassName": "sc", "accessModes": ["ReadWriteOnce"],
+                     "resources": {"requests": {"storage": "2Gi"}, "limits": {"storage": "3Gi"}}},
+            "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}},
         }));
         claim(&mut bound);
         assert_eq!(
             body(&bound),
             json!({"metadata": {"name": "c", "namespace": "n", "uid": "u", "resourceVersion": "7"},
-                   "spec": {"volumeName": "pv", "storageClassName": null}})
+                   "spec": {"volumeName": "pv", "storageClassName": null,
+                            "resources": {"requests": {"storage": "2Gi"}}},
+                   "status": {"capacity": {"storage": "1Gi"}}})
         );
         let mut pending: CachedPvc = from(json!({
             "metadata": {"name": "c", "managedFields": managed,
@@ -134,7 +138,9 @@ mod tests {
         assert_eq!(
             body(&pending),
             json!({"metadata": {"name": "c", "annotations": {"a": "b"}},
-                   "spec": {"storageClassName": "sc", "volumeName": null}})
+                   "spec": {"storageClassName": "sc", "volumeName": null,
+                            "resources": {"requests": {"storage": null}}},
+                   "status": {"capacity": {"storage": null}}})
         );
     }
 
@@ -160,7 +166,8 @@ mod tests {
                 "metadata": {"name": "pv", "uid": "u",
                              "annotations": {ANN_PROVISIONED_BY: "me", ANN_GID: "2000",
                                              ANN_CLUSTER: "c", ANN_BRICKS: "n:/b"}},
-                "spec": {"persistentVolumeReclaimPolicy": "Delete", "storageClassName": "sc",
+                "spec": {"capacity": {"storage": "1Gi"},
+                         "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "sc",
                          "claimRef": {"name": "c", "namespace": "n", "uid": "cu"},
                          "glusterfs": {"endpoints": "ep", "endpointsNamespace": "n", "path": "vol_x"}},
                 "status": {"phase": "Released"},

@@ -439,6 +439,36 @@ impl VolumeBackend for SshBackend {
         Ok(())
     }
 
+    /// Raises the enforced size. The bricks must have the room: growing by adding bricks is
+    /// not done yet, so a brick root short of space is an error naming it.
+    async fn expand(&self, volume: Recorded<'_>, from_gib: u64, to_gib: u64) -> Result<()> {
+        let (cluster, bricks) = self.recorded_bricks(volume)?;
+        let more = (to_gib.saturating_sub(from_gib)) << 30;
+        for brick in &bricks {
+            let node = self
+                .cluster(Some(cluster))?
+                .nodes
+                .iter()
+                .find(|n| n.name == brick.node)
+                .ok_or_else(|| {
+                    Error::Placement(format!("node {} not in the topology", brick.node))
+                })?;
+            let space = self.node_space(node).await?;
+            let root = space.roots.iter().find(|r| brick.path.starts_with(&r.root));
+            if let Some(root) = root.filter(|r| r.free < more) {
+                return Err(Error::Placement(format!(
+                    "cannot grow {} by {} GiB: brick root {}:{} has {} GiB free",
+                    volume.volume,
+                    to_gib - from_gib,
+                    brick.node,
+                    root.root.display(),
+                    root.free >> 30
+                )));
+            }
+        }
+        self.resize(cluster, volume.volume, to_gib).await
+    }
+
     async fn addresses(&self, volume: Recorded<'_>) -> Result<Vec<IpAddr>> {
         let (_, bricks) = self.recorded_bricks(volume)?;
         let mut addresses: Vec<IpAddr> = bricks.iter().map(|b| b.storage_address).collect();

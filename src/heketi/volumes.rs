@@ -61,10 +61,6 @@ impl HeketiVolumes {
                 message: format!("no usable {ANN_VOLUME_ID} annotation"),
             })
     }
-
-    async fn addresses_of(&self, cluster: &str) -> Result<Vec<IpAddr>> {
-        self.client.storage_addresses(cluster).await
-    }
 }
 
 impl VolumeBackend for HeketiVolumes {
@@ -98,7 +94,7 @@ impl VolumeBackend for HeketiVolumes {
                 self.client.create_volume(&body).await?
             }
         };
-        let addresses = self.addresses_of(&info.cluster).await?;
+        let addresses = self.client.storage_addresses(&info.cluster).await?;
         let mut annotations = BTreeMap::from([
             (ANN_VOLUME_ID.to_string(), info.id),
             (ANN_URL.to_string(), self.params.url.clone()),
@@ -121,6 +117,25 @@ impl VolumeBackend for HeketiVolumes {
         Ok(())
     }
 
+    async fn expand(&self, volume: Recorded<'_>, from_gib: u64, to_gib: u64) -> Result<()> {
+        let id = Self::id(volume)?;
+        let info = self
+            .client
+            .volume(id)
+            .await?
+            .ok_or_else(|| Error::InvalidVolume {
+                pv: volume.pv.to_string(),
+                message: format!("Heketi has no volume {id}"),
+            })?;
+        // A retry after an expansion whose PV update failed must not grow it again.
+        if info.size < to_gib {
+            self.client
+                .expand_volume(id, to_gib - info.size.max(from_gib))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn addresses(&self, volume: Recorded<'_>) -> Result<Vec<IpAddr>> {
         let id = Self::id(volume)?;
         let info = self
@@ -131,6 +146,6 @@ impl VolumeBackend for HeketiVolumes {
                 pv: volume.pv.to_string(),
                 message: format!("Heketi has no volume {id}"),
             })?;
-        self.addresses_of(&info.cluster).await
+        self.client.storage_addresses(&info.cluster).await
     }
 }

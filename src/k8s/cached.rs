@@ -3,6 +3,7 @@
 //! any data), which a cache of thousands of them would pay for each one.
 
 use k8s_openapi::api::core::v1::{GlusterfsPersistentVolumeSource, ObjectReference};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,8 @@ pub struct CachedPv {
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CachedPvSpec {
+    #[serde(default)]
+    pub capacity: Storage,
     pub glusterfs: Option<GlusterfsPersistentVolumeSource>,
     pub claim_ref: Option<ObjectReference>,
     pub persistent_volume_reclaim_policy: Option<String>,
@@ -36,6 +39,14 @@ pub struct CachedPvc {
     pub metadata: ObjectMeta,
     #[serde(default)]
     pub spec: CachedPvcSpec,
+    #[serde(default)]
+    pub status: CachedPvcStatus,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct CachedPvcStatus {
+    #[serde(default)]
+    pub capacity: Storage,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -43,6 +54,21 @@ pub struct CachedPvc {
 pub struct CachedPvcSpec {
     pub storage_class_name: Option<String>,
     pub volume_name: Option<String>,
+    /// What a bound claim asks for: more than its PV has is an expansion.
+    #[serde(default)]
+    pub resources: Resources,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Resources {
+    #[serde(default)]
+    pub requests: Storage,
+}
+
+/// The `storage` entry of a resource list (the only one volumes have).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Storage {
+    pub storage: Option<Quantity>,
 }
 
 /// Makes a compact type a stand-in for the Kubernetes kind it is read from.

@@ -47,8 +47,13 @@ pub fn requested_gib(claim: &PersistentVolumeClaim) -> Result<u64> {
         .as_ref()
         .and_then(|s| s.resources.as_ref())
         .and_then(|r| r.requests.as_ref())
-        .and_then(|r| r.get("storage"))
-        .ok_or_else(|| Error::InvalidClaim("no storage request".into()))?;
+        .and_then(|r| r.get("storage"));
+    storage_gib(request)
+}
+
+/// A storage quantity rounded up to whole GiB, as volumes are sized.
+pub fn storage_gib(quantity: Option<&Quantity>) -> Result<u64> {
+    let request = quantity.ok_or_else(|| Error::InvalidClaim("no storage request".into()))?;
     let bytes = quantity_bytes(&request.0).ok_or_else(|| {
         Error::InvalidClaim(format!("storage request {:?} is not a size", request.0))
     })?;

@@ -2,6 +2,7 @@
 //! three glusterd nodes reached over SSH. Run them with `e2e/test`.
 
 mod env_smoke;
+mod expansion;
 mod heketi;
 mod heketi_standin;
 mod operations;

@@ -56,18 +56,25 @@ impl Scenario {
 
     /// A StorageClass for this scenario's provisioner; returns its name.
     pub async fn class(&self, params: Value, reclaim: &str) -> String {
+        self.class_with(params, reclaim, json!({})).await
+    }
+
+    /// The same with more fields (`allowVolumeExpansion`, ...).
+    pub async fn class_with(&self, params: Value, reclaim: &str, extra: Value) -> String {
         let name = unique(&format!("{}-sc", &self.ns[..self.ns.len().min(20)]));
         let classes: Api<StorageClass> = Api::all(self.client.clone());
+        let mut class = json!({
+            "metadata": {"name": name},
+            "provisioner": self.provisioner.name,
+            "reclaimPolicy": reclaim,
+            "parameters": params,
+        });
+        class
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         classes
-            .create(
-                &PostParams::default(),
-                &from_json(json!({
-                    "metadata": {"name": name},
-                    "provisioner": self.provisioner.name,
-                    "reclaimPolicy": reclaim,
-                    "parameters": params,
-                })),
-            )
+            .create(&PostParams::default(), &from_json(class))
             .await
             .unwrap();
         name

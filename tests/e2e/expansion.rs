@@ -1,0 +1,104 @@
+//! Expansion in both modes: a larger request on a bound claim grows the volume, the PV and the
+//! claim's reported size, and a mount sees the room.
+
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+
+use crate::heketi_standin::{ADMIN_KEY, HeketiStandIn};
+use crate::scenario::*;
+use crate::support::{eventually, local};
+
+/// The size a mount reports, in bytes.
+async fn df_size(mount: &Mount) -> u64 {
+    let out = local(
+        "df",
+        &["-B1", "--output=size", mount.path().to_str().unwrap()],
+    )
+    .await;
+    out.lines().nth(1).unwrap().trim().parse().unwrap()
+}
+
+/// Provisions a 1Gi claim of an expandable class, asks for 2Gi and checks every layer grew;
+/// returns the volume's name.
+async fn grows(s: &Scenario, params: Value) -> String {
+    let class = s
+        .class_with(params, "Delete", json!({"allowVolumeExpansion": true}))
+        .await;
+    s.claim("grow", &class, "1Gi", "ReadWriteOnce").await;
+    let pv = s.bound_pv("grow").await;
+    let mount = Mount::of(s, &pv).await;
+    let before = df_size(&mount).await;
+    assert!(before <= 1 << 30, "1Gi volume shows {before} bytes");
+
+    let bigger = json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}});
+    s.claims
+        .patch("grow", &PatchParams::default(), &Patch::Merge(&bigger))
+        .await
+        .unwrap();
+    eventually(BIND_WAIT, "claim reports 2Gi", || async {
+        let claim = s.claims.get("grow").await.unwrap();
+        let capacity = claim.status?.capacity?.get("storage")?.0.clone();
+        (capacity == "2Gi").then_some(())
+    })
+    .await;
+    let pv_now = s.pvs.get(&pv.name_any()).await.unwrap();
+    assert_eq!(pv_now.spec.unwrap().capacity.unwrap()["storage"].0, "2Gi");
+    let after = eventually(Duration::from_secs(60), "mount shows 2Gi", || async {
+        let size = df_size(&mount).await;
+        (size > 1 << 30).then_some(size)
+    })
+    .await;
+    assert!(after <= 2 << 30, "2Gi volume shows {after} bytes");
+    mount.unmount().await;
+    let claim = s.claims.get("grow").await.unwrap();
+    let note = s.event(&claim, "VolumeResizeSuccessful").await;
+    assert!(note.contains("2Gi"), "{note:?}");
+    pv.spec.unwrap().glusterfs.unwrap().path
+}
+
+async fn delete(s: &Scenario) {
+    let pv = s.bound_pv("grow").await;
+    s.delete_claim("grow").await;
+    s.wait_pv_gone(&pv.name_any()).await;
+}
+
+#[tokio::test]
+async fn expansion_over_ssh_raises_the_enforced_size() {
+    let s = Scenario::new("grow-ssh").await;
+    grows(&s, json!({"volumetype": "replicate:3"})).await;
+    delete(&s).await;
+}
+
+#[tokio::test]
+async fn expansion_through_heketi() {
+    let heketi = HeketiStandIn::start(true).await;
+    let s = Scenario::new("grow-heketi").await;
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(s.client.clone(), &s.ns);
+    let secret = from_json(json!({
+        "metadata": {"name": "heketi"}, "type": "kubernetes.io/glusterfs",
+        "stringData": {"key": ADMIN_KEY},
+    }));
+    secrets.create(&Default::default(), &secret).await.unwrap();
+    let params = json!({"resturl": heketi.url, "restuser": "admin", "secretNamespace": s.ns,
+                        "secretName": "heketi"});
+    let volume = grows(&s, params).await;
+    assert_eq!(
+        heketi.volume_size(&volume),
+        Some(2),
+        "Heketi knows the new size"
+    );
+    delete(&s).await;
+    let requests = heketi.state.requests.lock().unwrap().clone();
+    assert!(
+        requests.iter().any(|r| r == "POST /volumes/<id>/expand"),
+        "expanded through Heketi: {requests:?}"
+    );
+    eventually(BIND_WAIT, "Heketi volume deleted", || async {
+        heketi.volume_size(&volume).is_none().then_some(())
+    })
+    .await;
+}
