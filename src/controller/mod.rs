@@ -201,7 +201,12 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        let mut regarding = obj.object_ref(&());
+        // Events about cluster-scoped objects (PVs) live in "default". API servers before 1.22
+        // validate an event before filling in its namespace from the request, and refuse it
+        // unless the reference names that namespace too.
+        regarding.namespace.get_or_insert_with(|| "default".into());
+        if let Err(e) = self.recorder.publish(&event, &regarding).await {
             tracing::warn!(error = %e, reason, "cannot publish event");
         }
     }

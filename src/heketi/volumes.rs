@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use super::api::{CreateVolume, Snapshot};
+use super::api::{CreateVolume, Snapshot, VolumeInfo};
 use super::client::HeketiClient;
 use crate::config::{HeketiParams, SecretRef};
 use crate::volumes::{Made, Recorded, VolumeBackend, VolumeRequest};
@@ -63,6 +63,20 @@ impl HeketiVolumes {
     }
 }
 
+impl HeketiVolumes {
+    /// What Heketi knows of a recorded volume; that it knows nothing is an error.
+    async fn info(&self, volume: Recorded<'_>) -> Result<VolumeInfo> {
+        let id = Self::id(volume)?;
+        self.client
+            .volume(id)
+            .await?
+            .ok_or_else(|| Error::InvalidVolume {
+                pv: volume.pv.to_string(),
+                message: format!("Heketi has no volume {id}"),
+            })
+    }
+}
+
 impl VolumeBackend for HeketiVolumes {
     async fn create(&self, req: &VolumeRequest<'_>) -> Result<Made> {
         let info = match self.client.find_volume(req.name).await? {
@@ -117,35 +131,20 @@ impl VolumeBackend for HeketiVolumes {
         Ok(())
     }
 
-    async fn expand(&self, volume: Recorded<'_>, from_gib: u64, to_gib: u64) -> Result<()> {
-        let id = Self::id(volume)?;
-        let info = self
-            .client
-            .volume(id)
-            .await?
-            .ok_or_else(|| Error::InvalidVolume {
-                pv: volume.pv.to_string(),
-                message: format!("Heketi has no volume {id}"),
-            })?;
-        // A retry after an expansion whose PV update failed must not grow it again.
+    /// Grows by what Heketi's own size lacks: a retry after an expansion whose PV update
+    /// failed does not grow the volume again.
+    async fn expand(&self, volume: Recorded<'_>, _from_gib: u64, to_gib: u64) -> Result<()> {
+        let info = self.info(volume).await?;
         if info.size < to_gib {
             self.client
-                .expand_volume(id, to_gib - info.size.max(from_gib))
+                .expand_volume(&info.id, to_gib - info.size)
                 .await?;
         }
         Ok(())
     }
 
     async fn addresses(&self, volume: Recorded<'_>) -> Result<Vec<IpAddr>> {
-        let id = Self::id(volume)?;
-        let info = self
-            .client
-            .volume(id)
-            .await?
-            .ok_or_else(|| Error::InvalidVolume {
-                pv: volume.pv.to_string(),
-                message: format!("Heketi has no volume {id}"),
-            })?;
+        let info = self.info(volume).await?;
         self.client.storage_addresses(&info.cluster).await
     }
 }

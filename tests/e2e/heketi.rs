@@ -214,7 +214,7 @@ async fn heketi_down_errors_and_lost_replies_retry_without_leaks() {
     assert_eq!(made.len(), 1, "one volume for the claim: {made:?}");
 
     // A burst of "server busy" longer than the client's own retries.
-    heketi.faults().busy_requests = 40;
+    heketi.faults().busy_requests = 12;
     let busy = s.claim("busy", &class, "1Gi", "ReadWriteOnce").await;
     let note = s.event(&busy, "ProvisioningFailed").await;
     assert!(
@@ -371,4 +371,42 @@ async fn migration_takes_over_in_tree_classes_and_volumes() {
     s.wait_pv_gone(&pv_of_claim).await;
     wait_heketi_empty(&heketi, &claim).await;
     drop(migrating);
+}
+
+#[tokio::test]
+async fn a_pv_whose_heketi_is_unreachable_reports_why_and_is_kept() {
+    let s = Scenario::new("heketi-gone").await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let pv_name = format!("pvc-{}", uuid::Uuid::new_v4());
+    let pv: PersistentVolume = from_json(json!({
+        "metadata": {"name": pv_name, "annotations": {
+            "pv.kubernetes.io/provisioned-by": s.provisioner.name,
+            ANN_HEKETI_ID: "0123456789abcdef0123456789abcdef", "gluster.org/heketi-url": url,
+            "pv.beta.kubernetes.io/gid": "40000"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "gone",
+                 "claimRef": {"kind": "PersistentVolumeClaim", "namespace": s.ns, "name": "gone",
+                              "uid": uuid::Uuid::new_v4().to_string()},
+                 "glusterfs": {"endpoints": "ep", "endpointsNamespace": s.ns,
+                               "path": "vol_0123456789abcdef0123456789abcdef"}},
+    }));
+    s.pvs.create(&PostParams::default(), &pv).await.unwrap();
+    set_phase(&s, &pv_name, "Released").await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(s.client.clone());
+    let note = wait_event(&events, "VolumeFailedDelete on the PV", |e| {
+        e.reason.as_deref() == Some("VolumeFailedDelete")
+            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(&pv_name)
+    })
+    .await;
+    assert!(
+        note.contains("unreachable") && note.contains(&url),
+        "{note:?}"
+    );
+    assert!(
+        s.pvs.get_opt(&pv_name).await.unwrap().is_some(),
+        "kept until Heketi answers"
+    );
+    s.pvs.delete(&pv_name, &Default::default()).await.unwrap();
 }

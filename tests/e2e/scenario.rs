@@ -135,24 +135,12 @@ impl Scenario {
     ) -> String {
         let events: Api<Event> = Api::namespaced(self.client.clone(), &self.ns);
         let uid = claim.uid();
-        eventually(
-            Duration::from_secs(60),
-            &format!("{reason} event on {}", claim.name_any()),
-            || async {
-                events
-                    .list(&ListParams::default())
-                    .await
-                    .unwrap()
-                    .items
-                    .into_iter()
-                    .find(|e| {
-                        e.reason.as_deref() == Some(reason)
-                            && e.reporting_controller.as_deref() == Some(reporter)
-                            && e.regarding.as_ref().and_then(|r| r.uid.clone()) == uid
-                    })
-                    .map(|e| e.note.unwrap_or_default())
-            },
-        )
+        let what = format!("{reason} event on {}", claim.name_any());
+        wait_event(&events, &what, |e| {
+            e.reason.as_deref() == Some(reason)
+                && e.reporting_controller.as_deref() == Some(reporter)
+                && e.regarding.as_ref().and_then(|r| r.uid.clone()) == uid
+        })
         .await
     }
 
@@ -176,6 +164,22 @@ impl Scenario {
             .await
             .unwrap()
     }
+}
+
+/// Waits for an event that `matches` and returns its note.
+pub async fn wait_event(
+    events: &Api<Event>,
+    what: &str,
+    matches: impl Fn(&Event) -> bool,
+) -> String {
+    eventually(Duration::from_secs(60), what, || async {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items
+            .into_iter()
+            .find(|e| matches(e))
+            .map(|e| e.note.unwrap_or_default())
+    })
+    .await
 }
 
 pub fn nodes() -> &'static [Node] {
