@@ -1,7 +1,9 @@
 //! Kubernetes external provisioner for GlusterFS.
 //!
 //! - `config`: the topology file and StorageClass parameters.
+//! - `volumes`: the `VolumeBackend` trait the controllers make, grow and remove volumes with.
 //! - `gluster`: SSH executor, `--xml` parsing, volume planning and the SSH backend.
+//! - `heketi`: the Heketi REST client and the Heketi backend.
 //! - `k8s`: pure builders of the PV, Endpoints and Service.
 //! - `gid`: GID allocation across classes.
 //! - `controller`: the reconcilers that provision claims and delete released volumes.
@@ -17,6 +19,7 @@ pub mod heketi;
 pub mod http;
 pub mod k8s;
 pub mod leader;
+pub mod memory;
 pub mod metrics;
 pub mod volumes;
 

@@ -390,6 +390,8 @@ async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
     let mut tick = tokio::time::interval(ctx.settings.gauge_interval);
     loop {
         tick.tick().await;
+        // Right after the caches are filled, then now and then: see `memory::release_free`.
+        crate::memory::release_free();
         let m = &ctx.metrics;
         let ours: Vec<_> = ctx
             .volumes

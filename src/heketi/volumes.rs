@@ -148,3 +148,58 @@ impl VolumeBackend for HeketiVolumes {
         self.client.storage_addresses(&info.cluster).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recorded<'a>(volume: &'a str, annotations: &'a BTreeMap<String, String>) -> Recorded<'a> {
+        Recorded {
+            pv: "pv",
+            volume,
+            annotations,
+        }
+    }
+
+    #[test]
+    fn the_volume_id_comes_from_the_pv() {
+        let ann = BTreeMap::from([(ANN_VOLUME_ID.to_string(), "abc123".to_string())]);
+        assert_eq!(
+            HeketiVolumes::id(recorded("vol_other", &ann)).unwrap(),
+            "abc123"
+        );
+        // As the in-tree deleter did: without the annotation, the name Heketi gave.
+        let none = BTreeMap::new();
+        assert_eq!(
+            HeketiVolumes::id(recorded("vol_def456", &none)).unwrap(),
+            "def456"
+        );
+        let err = HeketiVolumes::id(recorded("custom_name", &none)).unwrap_err();
+        assert!(err.to_string().contains(ANN_VOLUME_ID), "{err}");
+        let hostile = BTreeMap::from([(ANN_VOLUME_ID.to_string(), "../clusters".to_string())]);
+        assert!(HeketiVolumes::id(recorded("vol_x", &hostile)).is_err());
+    }
+
+    #[test]
+    fn our_pvs_record_server_user_and_secret() {
+        let ann = BTreeMap::from([
+            (ANN_URL.to_string(), "https://heketi:8080".to_string()),
+            (ANN_USER.to_string(), "admin".to_string()),
+            (ANN_SECRET.to_string(), "storage/heketi-secret".to_string()),
+        ]);
+        let params = HeketiVolumes::params_from(&ann).unwrap();
+        assert_eq!(params.url, "https://heketi:8080");
+        assert_eq!(params.user, "admin");
+        assert_eq!(
+            params.secret,
+            Some(SecretRef {
+                namespace: "storage".into(),
+                name: "heketi-secret".into()
+            })
+        );
+        assert!(params.user_key.is_none());
+        // An in-tree PV records none of it: its class must say.
+        let in_tree = BTreeMap::from([(ANN_VOLUME_ID.to_string(), "abc".to_string())]);
+        assert!(HeketiVolumes::params_from(&in_tree).is_none());
+    }
+}

@@ -100,6 +100,15 @@ async fn heketi_class_from_the_guides_binds_mounts_and_deletes() {
 
     let mount = Mount::of(&s, &pv).await;
     std::fs::write(mount.path().join("hello"), "from a Heketi volume").unwrap();
+    // What a person checking Heketi mode by hand would look at (shown with --nocapture).
+    let df = crate::support::local("df", &["-h", mount.path().to_str().unwrap()]).await;
+    println!(
+        "claim {}/data Bound to {}: {} (Heketi id {}, GID {gid}), Endpoints {ips:?}\n{df}",
+        s.ns,
+        pv.name_any(),
+        source.path,
+        ann[ANN_HEKETI_ID]
+    );
     assert_eq!(
         std::fs::read_to_string(mount.path().join("hello")).unwrap(),
         "from a Heketi volume"
