@@ -3,6 +3,8 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+# Cargo.toml declares the benchmark; cargo wants its file present even when building the binary.
+COPY benches ./benches
 RUN cargo build --release --locked --bin glusterfs-provisioner
 
 FROM debian:bookworm-slim

@@ -2,6 +2,7 @@
 //! the nodes of the topology. Every step is idempotent, so a retry or a restart after a crash
 //! picks up where the last attempt stopped.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -36,7 +37,17 @@ pub struct SshBackend {
     /// Gluster commands start on the nodes in turn, spreading glusterd's coordinating work
     /// and the SSH sessions.
     next_node: AtomicUsize,
+    /// The last reading of each node's brick roots. Claims of a burst place their bricks from
+    /// one reading instead of each asking every node (nothing is reserved by placement, so a
+    /// fresher reading would not place them differently).
+    space: HashMap<String, tokio::sync::Mutex<Option<SpaceReading>>>,
 }
+
+/// When the brick roots of a node were read, and what they had.
+type SpaceReading = (Instant, Vec<RootSpace>);
+
+/// How long a reading of brick root space is used.
+const SPACE_TTL: Duration = Duration::from_secs(2);
 
 fn words(ws: &[&str]) -> Vec<String> {
     ws.iter().map(|w| w.to_string()).collect()
@@ -44,7 +55,14 @@ fn words(ws: &[&str]) -> Vec<String> {
 
 impl SshBackend {
     pub fn new(topology: Topology, ssh: SshExecutor, metrics: Arc<Metrics>) -> Self {
+        let space = topology
+            .clusters
+            .iter()
+            .flat_map(|c| &c.nodes)
+            .map(|n| (n.name.clone(), Default::default()))
+            .collect();
         Self {
+            space,
             topology,
             ssh,
             metrics,
@@ -325,8 +343,28 @@ impl SshBackend {
         Ok(out)
     }
 
-    /// Space of each brick root of `node`; an error when a root is missing.
+    /// Space of each brick root of `node`, at most [`SPACE_TTL`] old; an error when a root is
+    /// missing. Callers arriving while the node is asked wait for that answer.
     pub async fn node_space<'n>(&self, node: &'n Node) -> Result<NodeCapacity<'n>> {
+        let Some(slot) = self.space.get(&node.name) else {
+            let roots = self.read_space(node).await?;
+            return Ok(NodeCapacity { node, roots });
+        };
+        let mut last = slot.lock().await;
+        if let Some((at, roots)) = last.as_ref()
+            && at.elapsed() < SPACE_TTL
+        {
+            return Ok(NodeCapacity {
+                node,
+                roots: roots.clone(),
+            });
+        }
+        let roots = self.read_space(node).await?;
+        *last = Some((Instant::now(), roots.clone()));
+        Ok(NodeCapacity { node, roots })
+    }
+
+    async fn read_space(&self, node: &Node) -> Result<Vec<RootSpace>> {
         let mut args = words(&["-f", "-c", "%a %b %S"]);
         args.extend(node.brick_roots.iter().map(|r| path_arg(r)));
         let out = self.ssh.run_ok(&node.ssh_address, "stat", &args).await?;
@@ -348,7 +386,7 @@ impl SshBackend {
                 }
             })
             .collect();
-        Ok(NodeCapacity { node, roots })
+        Ok(roots)
     }
 
     /// The trusted-pool peers `node`'s glusterd knows.
