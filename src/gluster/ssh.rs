@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use backon::{ConstantBuilder, Retryable};
+use backon::{ExponentialBuilder, Retryable};
 use openssh::{KnownHosts, Session, SessionBuilder};
 use tokio::sync::{Mutex, Semaphore};
 
@@ -180,10 +180,13 @@ async fn exec(
 ) -> std::result::Result<RemoteOutput, openssh::Error> {
     let refused = |e: &openssh::Error| e.to_string().contains("Session open refused");
     (|| exec_once(session, program, args, limit))
+        // sshd frees a session slot only once the channel has closed, which under a burst of
+        // long gluster commands can take many seconds.
         .retry(
-            ConstantBuilder::default()
-                .with_delay(std::time::Duration::from_millis(50))
-                .with_max_times(100)
+            ExponentialBuilder::default()
+                .with_min_delay(std::time::Duration::from_millis(50))
+                .with_max_delay(std::time::Duration::from_secs(1))
+                .with_max_times(60)
                 .with_jitter(),
         )
         .when(refused)
