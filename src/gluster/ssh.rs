@@ -171,7 +171,7 @@ fn timed_out(what: &str, limit: std::time::Duration) -> openssh::Error {
 }
 
 /// Runs the command, again when sshd refuses the session: it frees a session slot only once
-/// the channel has closed on its side, a moment after the last command's output arrived.
+/// the channel has closed on its side, which under a burst of gluster commands can take seconds.
 async fn exec(
     session: &Session,
     program: &str,
@@ -180,8 +180,6 @@ async fn exec(
 ) -> std::result::Result<RemoteOutput, openssh::Error> {
     let refused = |e: &openssh::Error| e.to_string().contains("Session open refused");
     (|| exec_once(session, program, args, limit))
-        // sshd frees a session slot only once the channel has closed, which under a burst of
-        // long gluster commands can take many seconds.
         .retry(
             ExponentialBuilder::default()
                 .with_min_delay(std::time::Duration::from_millis(50))
