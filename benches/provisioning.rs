@@ -361,7 +361,7 @@ async fn preload(client: &Client, provisioner: &str, cluster: &Cluster, n: usize
                 pvs.patch_status(&pv_name, &PatchParams::default(), &Patch::Merge(&status))
                     .await
                     .unwrap();
-                let addresses: Vec<_> = bricks.iter().map(|b| b.storage_address).collect();
+                let addresses = plan::storage_addresses(&bricks);
                 let ep = objects::endpoints(&ep_name, ns, &name, &uid, &addresses);
                 eps.create(&PostParams::default(), &ep).await.unwrap();
                 let svc = objects::service(&ep_name, ns, &name, &uid);

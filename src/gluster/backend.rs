@@ -457,8 +457,7 @@ impl SshBackend {
 impl VolumeBackend for SshBackend {
     async fn create(&self, req: &VolumeRequest<'_>) -> Result<Made> {
         let made = self.make(req).await?;
-        let mut addresses: Vec<IpAddr> = made.bricks.iter().map(|b| b.storage_address).collect();
-        addresses.dedup();
+        let addresses = plan::storage_addresses(&made.bricks);
         Ok(Made {
             volume: made.name,
             addresses,
@@ -481,16 +480,13 @@ impl VolumeBackend for SshBackend {
     /// not done yet, so a brick root short of space is an error naming it.
     async fn expand(&self, volume: Recorded<'_>, from_gib: u64, to_gib: u64) -> Result<()> {
         let (cluster, bricks) = self.recorded_bricks(volume)?;
-        let more = (to_gib.saturating_sub(from_gib)) << 30;
-        for brick in &bricks {
-            let node = self
-                .cluster(Some(cluster))?
-                .nodes
-                .iter()
-                .find(|n| n.name == brick.node)
-                .ok_or_else(|| {
-                    Error::Placement(format!("node {} not in the topology", brick.node))
-                })?;
+        let nodes = &self.cluster(Some(cluster))?.nodes;
+        let more = to_gib.saturating_sub(from_gib) << 30;
+        // Recorded bricks are checked against the topology, so their nodes are in it.
+        for (brick, node) in bricks
+            .iter()
+            .filter_map(|b| Some((b, nodes.iter().find(|n| n.name == b.node)?)))
+        {
             let space = self.node_space(node).await?;
             let root = space.roots.iter().find(|r| brick.path.starts_with(&r.root));
             if let Some(root) = root.filter(|r| r.free < more) {
@@ -509,9 +505,7 @@ impl VolumeBackend for SshBackend {
 
     async fn addresses(&self, volume: Recorded<'_>) -> Result<Vec<IpAddr>> {
         let (_, bricks) = self.recorded_bricks(volume)?;
-        let mut addresses: Vec<IpAddr> = bricks.iter().map(|b| b.storage_address).collect();
-        addresses.dedup();
-        Ok(addresses)
+        Ok(plan::storage_addresses(&bricks))
     }
 }
 

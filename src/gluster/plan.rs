@@ -37,6 +37,13 @@ pub fn is_volume_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
 }
 
+/// Addresses of the nodes holding `bricks`, for the Endpoints clients mount through.
+pub fn storage_addresses(bricks: &[Brick]) -> Vec<IpAddr> {
+    let mut out: Vec<IpAddr> = bricks.iter().map(|b| b.storage_address).collect();
+    out.dedup();
+    out
+}
+
 /// One brick: on which node, at which path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Brick {
