@@ -1,4 +1,4 @@
-# Build: docker build -t glusterfs-provisioner .
+# Build: docker build -t glusterfs-provisioner .   (or: buildah bud -t glusterfs-provisioner .)
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -7,13 +7,24 @@ COPY src ./src
 COPY benches ./benches
 RUN cargo build --release --locked --bin glusterfs-provisioner
 
-FROM debian:bookworm-slim
-# ssh is the transport to the gluster nodes (one multiplexed connection per node).
+FROM debian:bookworm-slim AS runtime
+# ssh is the transport to the gluster nodes (one multiplexed connection per node). OpenSSH
+# refuses to run as a uid without a passwd entry, so the non-root user is a real one.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends openssh-client ca-certificates \
-    && rm -rf /var/lib/apt/lists/*
-COPY --from=build /src/target/release/glusterfs-provisioner /usr/local/bin/glusterfs-provisioner
+    && rm -rf /var/lib/apt/lists/* \
+    && groupadd --gid 65532 provisioner \
+    && useradd --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \
+        --shell /usr/sbin/nologin provisioner
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/glusterfs-provisioner"]
 CMD ["run"]
+
+# The e2e environment's image: the runtime above around the binary the test command built
+# (`buildah bud --target prebuilt` with it at target/glusterfs-provisioner in the context).
+FROM runtime AS prebuilt
+COPY target/glusterfs-provisioner /usr/local/bin/glusterfs-provisioner
+
+FROM runtime
+COPY --from=build /src/target/release/glusterfs-provisioner /usr/local/bin/glusterfs-provisioner

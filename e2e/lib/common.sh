@@ -17,6 +17,10 @@ NET_PREFIX=10.213.7
 HOST_IP=$NET_PREFIX.1
 NODES=(gp-node1 gp-node2 gp-node3)
 NODE_ZONES=(zone-a zone-b zone-a)
+# The worker node: its own network namespace on the bridge, pods on a routed subnet behind it.
+WORKER=gp-worker
+WORKER_IP=$NET_PREFIX.2
+POD_CIDR=10.213.8.0/24
 ETCD_PORT=23791
 ETCD_PEER_PORT=23801
 APISERVER_PORT=16443

@@ -6,6 +6,8 @@ DEB_PACKAGES=(
   etcd-server glusterfs-server glusterfs-client openssh-server openssh-client xfsprogs
   iproute2 util-linux procps psmisc rsync golang-1.19-go dpkg-dev make openssl curl prometheus
   fonts-dejavu-core
+  # The node: container runtime, pod networking, image building (pause, shell and provisioner images).
+  containerd runc containernetworking-plugins busybox-static gcc libc6-dev buildah mmdebstrap
 )
 
 install_packages() {
@@ -22,12 +24,16 @@ install_packages() {
   rm -f /usr/sbin/policy-rc.d
 }
 
-# kube-apiserver, kube-controller-manager and kubectl v1.20.2 from Debian's source package,
-# built with Debian's Go 1.19 the way debian/rules does it (GOPATH mode, make WHAT=...).
+# The control plane (kube-apiserver, kube-controller-manager, kubectl) and the node (kubelet,
+# kube-scheduler, kube-proxy) v1.20.2 from Debian's source package, built with Debian's Go 1.19
+# the way debian/rules does it (GOPATH mode, make WHAT=...). One make builds every missing binary,
+# so the code generators run once.
+K8S_BINS=(kube-apiserver kube-controller-manager kubectl kubelet kube-scheduler kube-proxy)
+
 build_kubernetes() {
-  local bins=(kube-apiserver kube-controller-manager kubectl) b ok=1
-  for b in "${bins[@]}"; do [ -x "$K8S_BIN/$b" ] || ok=0; done
-  [ $ok -eq 1 ] && return 0
+  local b missing=()
+  for b in "${K8S_BINS[@]}"; do [ -x "$K8S_BIN/$b" ] || missing+=("$b"); done
+  [ ${#missing[@]} -eq 0 ] && return 0
   local src=$CACHE_DIR/src
   mkdir -p "$src"
   if ! ls -d "$src"/kubernetes-*/ >/dev/null 2>&1; then
@@ -44,14 +50,13 @@ build_kubernetes() {
   tree=${tree%/}
   mkdir -p "$tree/.go/src/k8s.io"
   ln -sfn "$tree" "$tree/.go/src/k8s.io/kubernetes"
-  for b in "${bins[@]}"; do
-    [ -x "$K8S_BIN/$b" ] && continue
-    log "building $b v$K8S_VERSION (first run only; several minutes)"
-    (cd "$tree/.go/src/k8s.io/kubernetes" &&
-      PATH=$GO_BIN:$PATH GOPATH=$tree/.go GO111MODULE=off CGO_ENABLED=0 GOFLAGS= GOCACHE=$CACHE_DIR/gocache \
-        make WHAT=cmd/$b >"$CACHE_DIR/build-$b.log" 2>&1) ||
-      { tail -30 "$CACHE_DIR/build-$b.log" >&2; die "building $b failed (log: $CACHE_DIR/build-$b.log)"; }
-    mkdir -p "$K8S_BIN"
+  log "building ${missing[*]} v$K8S_VERSION (first run only; 10 to 20 minutes)"
+  (cd "$tree/.go/src/k8s.io/kubernetes" &&
+    PATH=$GO_BIN:$PATH GOPATH=$tree/.go GO111MODULE=off CGO_ENABLED=0 GOFLAGS= GOCACHE=$CACHE_DIR/gocache \
+      make WHAT="${missing[*]/#/cmd/}" >"$CACHE_DIR/build.log" 2>&1) ||
+    { tail -30 "$CACHE_DIR/build.log" >&2; die "building Kubernetes failed (log: $CACHE_DIR/build.log)"; }
+  mkdir -p "$K8S_BIN"
+  for b in "${missing[@]}"; do
     install -m 0755 "$tree/_output/bin/$b" "$K8S_BIN/$b.tmp"
     mv "$K8S_BIN/$b.tmp" "$K8S_BIN/$b"
   done

@@ -110,10 +110,10 @@ pool_up() {
   done
 }
 
-write_topology() {
-  local i specs=()
+write_topology() { # file, and the directory the SSH key and known_hosts are read from
+  local out=$1 key_dir=$2 i specs=()
   for i in "${!NODES[@]}"; do specs+=("${NODES[$i]}" "$(node_ip "$i")" "${NODE_ZONES[$i]}"); done
-  python3 - "$TOPOLOGY" "$SSH_DIR" "${BRICK_ROOTS[*]}" "${specs[@]}" <<'PY'
+  python3 - "$out" "$key_dir" "${BRICK_ROOTS[*]}" "${specs[@]}" <<'PY'
 import json, sys
 out, ssh_dir, roots, specs = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4:]
 nodes = [
@@ -142,5 +142,5 @@ gluster_up() {
   done
   log "forming the trusted pool"
   pool_up
-  write_topology
+  write_topology "$TOPOLOGY" "$SSH_DIR"
 }

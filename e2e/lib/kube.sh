@@ -1,5 +1,7 @@
-# The Kubernetes control plane: etcd, kube-apiserver (TLS, RBAC, token auth) and
-# kube-controller-manager running the controllers that bind and release PVs.
+# The Kubernetes control plane: etcd, kube-apiserver (TLS, Node + RBAC authorization, token
+# auth), kube-controller-manager running the controllers that bind and release PVs and run
+# workloads, and kube-scheduler. The apiserver listens on the host's bridge address, which the
+# worker node and its pods reach.
 # shellcheck shell=bash
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -8,7 +10,8 @@ ADMIN_KUBECONFIG=$STATE_DIR/admin.kubeconfig
 PROVISIONER_KUBECONFIG=$STATE_DIR/provisioner.kubeconfig
 # persistentvolume-binder can be left out (GP_KUBE_CONTROLLERS) for tests that must see the
 # objects exactly as a provisioner wrote them.
-KUBE_CONTROLLERS=${GP_KUBE_CONTROLLERS:-persistentvolume-binder,pvc-protection,pv-protection,endpoint,namespace,garbagecollector,serviceaccount-token,serviceaccount,statefulset}
+KUBE_CONTROLLERS=${GP_KUBE_CONTROLLERS:-persistentvolume-binder,pvc-protection,pv-protection,endpoint,endpointslice,namespace,garbagecollector,serviceaccount-token,serviceaccount,statefulset,deployment,replicaset,daemonset,nodelifecycle,podgc}
+APISERVER_URL=https://$HOST_IP:$APISERVER_PORT
 
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }
 
@@ -19,7 +22,7 @@ kind: Config
 clusters:
 - name: local
   cluster:
-    server: https://127.0.0.1:$APISERVER_PORT
+    server: $APISERVER_URL
     certificate-authority: $KUBE_DIR/ca.crt
 users:
 - name: $2
@@ -40,22 +43,34 @@ make_pki() {
     -subj "/CN=glusterfs-provisioner-e2e-ca" 2>/dev/null
   openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr \
     -subj "/CN=kube-apiserver" 2>/dev/null
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\n' >san.ext
+  # 10.96.0.1 is the `kubernetes` Service that in-cluster clients (the provisioner's pods) use.
+  printf 'subjectAltName=IP:%s,IP:10.96.0.1,IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default.svc\n' \
+    "$HOST_IP" >san.ext
   openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
     -extfile san.ext -out apiserver.crt 2>/dev/null
+  # The apiserver's client certificate for kubelets (exec, logs); the kubelet checks it with ca.crt.
+  openssl req -newkey rsa:2048 -nodes -keyout kubelet-client.key -out kubelet-client.csr \
+    -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
+  openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+    -out kubelet-client.crt 2>/dev/null
   openssl genrsa -out sa.key 2048 2>/dev/null
   openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
-  local admin_token cm_token
-  admin_token=$(openssl rand -hex 24)
-  cm_token=$(openssl rand -hex 24)
-  # Only the admin is a cluster admin; the provisioner gets a ServiceAccount token later.
-  {
-    echo "$admin_token,admin,admin,system:masters"
-    echo "$cm_token,system:kube-controller-manager,controller-manager"
-  } >tokens.csv
+  # Only the admin is a cluster admin; each component has the identity its default RBAC (or the
+  # Node authorizer) expects; the provisioner gets a ServiceAccount token later.
+  local user uid groups kubeconfig token
+  : >tokens.csv
+  while read -r kubeconfig user uid groups; do
+    token=$(openssl rand -hex 24)
+    echo "$token,$user,$uid${groups:+,$groups}" >>tokens.csv
+    write_kubeconfig "$kubeconfig" "$user" "$token"
+  done <<EOF
+$ADMIN_KUBECONFIG admin admin system:masters
+$KUBE_DIR/controller-manager.kubeconfig system:kube-controller-manager controller-manager
+$KUBE_DIR/scheduler.kubeconfig system:kube-scheduler scheduler
+$KUBE_DIR/kube-proxy.kubeconfig system:kube-proxy kube-proxy
+$KUBE_DIR/kubelet.kubeconfig system:node:$WORKER kubelet system:nodes
+EOF
   chmod 600 tokens.csv ./*.key
-  write_kubeconfig "$ADMIN_KUBECONFIG" admin "$admin_token"
-  write_kubeconfig "$KUBE_DIR/controller-manager.kubeconfig" system:kube-controller-manager "$cm_token"
   cd - >/dev/null
 }
 
@@ -71,13 +86,15 @@ kube_up() {
   log "starting kube-apiserver v$K8S_VERSION"
   start_bg kube-apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" --insecure-port 0 \
+    --bind-address "$HOST_IP" --advertise-address "$HOST_IP" --secure-port "$APISERVER_PORT" --insecure-port 0 \
     --tls-cert-file "$KUBE_DIR/apiserver.crt" --tls-private-key-file "$KUBE_DIR/apiserver.key" \
     --client-ca-file "$KUBE_DIR/ca.crt" --token-auth-file "$KUBE_DIR/tokens.csv" \
-    --authorization-mode RBAC --anonymous-auth=false \
+    --authorization-mode Node,RBAC --enable-admission-plugins NodeRestriction --anonymous-auth=false \
+    --kubelet-client-certificate "$KUBE_DIR/kubelet-client.crt" --kubelet-client-key "$KUBE_DIR/kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP \
     --service-account-key-file "$KUBE_DIR/sa.pub" --service-account-signing-key-file "$KUBE_DIR/sa.key" \
     --service-account-issuer https://kubernetes.default.svc \
-    --service-cluster-ip-range 10.96.0.0/16 --endpoint-reconciler-type none \
+    --service-cluster-ip-range 10.96.0.0/16 \
     --cert-dir "$KUBE_DIR/certs"
   wait_for 90 kube-apiserver kubectl get --raw /readyz
 
@@ -87,6 +104,9 @@ kube_up() {
     --controllers "$KUBE_CONTROLLERS" --use-service-account-credentials --leader-elect=false --port 0 --secure-port 0 \
     --service-account-private-key-file "$KUBE_DIR/sa.key" --root-ca-file "$KUBE_DIR/ca.crt" \
     --pvclaimbinder-sync-period 2s
+  log "starting kube-scheduler"
+  start_bg kube-scheduler "$K8S_BIN/kube-scheduler" --kubeconfig "$KUBE_DIR/scheduler.kubeconfig" \
+    --leader-elect=false --port 0 --secure-port 0
   # The serviceaccount controller creating "default" shows the controller-manager is working.
   wait_for 60 kube-controller-manager kubectl -n default get serviceaccount default
 

@@ -1,11 +1,13 @@
-//! Tests against the real environment (`e2e/env up`): kube-apiserver + controller-manager and
-//! three glusterd nodes reached over SSH. Run them with `e2e/test`.
+//! Tests against the real environment (`e2e/env up`): the control plane, a worker node whose
+//! kubelet runs pods, the provisioner deployed on it, and three glusterd nodes reached over SSH.
+//! Run them with `e2e/test`.
 
 mod env_smoke;
 mod expansion;
 mod heketi;
 mod heketi_standin;
 mod operations;
+mod pods;
 mod provision;
 mod scenario;
 mod support;

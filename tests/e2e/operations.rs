@@ -11,7 +11,7 @@ use kube::api::Api;
 use serde_json::{Value, json};
 
 use crate::scenario::*;
-use crate::support::{Provisioner, env, eventually, local, unique};
+use crate::support::{Prometheus, Provisioner, env, eventually, unique};
 
 async fn lease_holder(s: &Scenario) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), "glusterfs-provisioner");
@@ -108,22 +108,6 @@ fn dashboard_expressions() -> Vec<(String, String)> {
     out
 }
 
-async fn prometheus_query(port: u16, expr: &str) -> Value {
-    let url = format!("http://127.0.0.1:{port}/api/v1/query");
-    let out = local(
-        "curl",
-        &[
-            "-sS",
-            "-G",
-            &url,
-            "--data-urlencode",
-            &format!("query={expr}"),
-        ],
-    )
-    .await;
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{expr}: {e}: {out}"))
-}
-
 #[tokio::test]
 async fn prometheus_reads_every_dashboard_and_alert_expression() {
     let (metrics_port, prom_port) = (18081u16, 19091u16);
@@ -135,31 +119,13 @@ async fn prometheus_reads_every_dashboard_and_alert_expression() {
         &format!("127.0.0.1:{metrics_port}"),
     )
     .await;
-    let dir = env().state_dir.join(unique("prometheus"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-             rule_files: [{}/grafana/alerts.yaml]\n\
-             scrape_configs:\n  - job_name: provisioner\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n",
-            env!("CARGO_MANIFEST_DIR")
+    let prometheus = Prometheus::start(
+        prom_port,
+        &format!(
+            "  - job_name: provisioner\n    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
         ),
     )
-    .unwrap();
-    let mut prometheus = tokio::process::Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("starting prometheus");
+    .await;
 
     // Some work for the metrics: provisions, a failure, a delete.
     let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(s.client.clone());
@@ -190,8 +156,9 @@ async fn prometheus_reads_every_dashboard_and_alert_expression() {
         Duration::from_secs(60),
         "Prometheus scraping the delete",
         || async {
-            let r =
-                prometheus_query(prom_port, "sum(controller_persistentvolume_delete_total)").await;
+            let r = prometheus
+                .query("sum(controller_persistentvolume_delete_total)")
+                .await;
             (r["data"]["result"]
                 .as_array()
                 .is_some_and(|a| !a.is_empty()))
@@ -202,7 +169,7 @@ async fn prometheus_reads_every_dashboard_and_alert_expression() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut empty = HashMap::new();
     for (panel, expr) in dashboard_expressions() {
-        let r = prometheus_query(prom_port, &expr).await;
+        let r = prometheus.query(&expr).await;
         assert_eq!(r["status"], "success", "{panel}: {expr}: {r}");
         if r["data"]["result"].as_array().is_none_or(|a| a.is_empty()) {
             empty.insert(panel, expr);
@@ -215,21 +182,17 @@ async fn prometheus_reads_every_dashboard_and_alert_expression() {
     let alerts = alert_expressions();
     assert!(alerts.len() >= 5);
     for expr in alerts {
-        let r = prometheus_query(prom_port, &expr).await;
+        let r = prometheus.query(&expr).await;
         assert_eq!(r["status"], "success", "alert {expr}: {r}");
     }
-    let rules = local(
-        "curl",
-        &["-sS", &format!("http://127.0.0.1:{prom_port}/api/v1/rules")],
-    )
-    .await;
+    let rules = prometheus.api("rules", "").await.to_string();
     assert!(
         rules.contains("GlusterProvisionerNoLeader") && !rules.contains("\"health\":\"err\""),
         "{rules}"
     );
 
     s.delete_claim("m1").await;
-    prometheus.kill().await.ok();
+    drop(prometheus);
     p.kill().await;
 }
 

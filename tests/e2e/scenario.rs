@@ -1,5 +1,6 @@
-//! A test's own corner of the environment: a namespace, a provisioner process with its own
-//! name, its StorageClasses and claims, and views of the gluster side to check against.
+//! A test's own corner of the environment: a namespace, the provisioner serving it (a process
+//! with its own name, or the Deployment), its StorageClasses and claims, and views of the
+//! gluster side to check against.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -20,12 +21,26 @@ pub fn from_json<T: serde::de::DeserializeOwned>(value: Value) -> T {
     serde_json::from_value(value).unwrap()
 }
 
-pub struct Scenario {
+/// A namespace of a test's own, and the provisioner name its classes use.
+pub struct Space {
     pub client: Client,
     pub ns: String,
-    pub provisioner: Provisioner,
+    pub provisioner_name: String,
     pub claims: Api<PersistentVolumeClaim>,
     pub pvs: Api<PersistentVolume>,
+}
+
+/// A space served by a provisioner process of the test's own.
+pub struct Scenario {
+    pub space: Space,
+    pub provisioner: Provisioner,
+}
+
+impl std::ops::Deref for Scenario {
+    type Target = Space;
+    fn deref(&self) -> &Space {
+        &self.space
+    }
 }
 
 impl Scenario {
@@ -34,8 +49,18 @@ impl Scenario {
     }
 
     pub async fn with_env(tag: &str, vars: &[(&str, &str)]) -> Self {
-        let client = admin_client().await;
         let ns = unique(tag);
+        let name = format!("e2e.gluster.org/{ns}");
+        let space = Space::create(ns, &name).await;
+        let provisioner = Provisioner::start_with(&name, vars).await;
+        Scenario { space, provisioner }
+    }
+}
+
+impl Space {
+    /// The namespace `ns`, its classes served by the provisioner named `provisioner`.
+    pub async fn create(ns: String, provisioner: &str) -> Self {
+        let client = admin_client().await;
         let namespaces: Api<Namespace> = Api::all(client.clone());
         namespaces
             .create(
@@ -44,13 +69,12 @@ impl Scenario {
             )
             .await
             .unwrap();
-        let provisioner = Provisioner::start_with(&format!("e2e.gluster.org/{ns}"), vars).await;
-        Scenario {
+        Space {
             claims: Api::namespaced(client.clone(), &ns),
             pvs: Api::all(client.clone()),
             client,
             ns,
-            provisioner,
+            provisioner_name: provisioner.into(),
         }
     }
 
@@ -65,7 +89,7 @@ impl Scenario {
         let classes: Api<StorageClass> = Api::all(self.client.clone());
         let mut class = json!({
             "metadata": {"name": name},
-            "provisioner": self.provisioner.name,
+            "provisioner": self.provisioner_name,
             "reclaimPolicy": reclaim,
             "parameters": params,
         });
@@ -122,7 +146,7 @@ impl Scenario {
     /// Waits for an event with `reason` from this scenario's provisioner on the claim and
     /// returns its note.
     pub async fn event(&self, claim: &PersistentVolumeClaim, reason: &str) -> String {
-        self.event_from(claim, reason, &self.provisioner.name).await
+        self.event_from(claim, reason, &self.provisioner_name).await
     }
 
     /// The same for events reported by the provisioner named `reporter`: the controller-manager

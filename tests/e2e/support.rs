@@ -203,3 +203,71 @@ impl Provisioner {
             .unwrap();
     }
 }
+
+/// A real Prometheus on `127.0.0.1:port` with the alert rules of `grafana/alerts.yaml`,
+/// scraping every second with the given `scrape_configs` (YAML list items).
+pub struct Prometheus {
+    port: u16,
+    _child: tokio::process::Child,
+}
+
+impl Prometheus {
+    /// Returns once it answers on `/-/ready`.
+    pub async fn start(port: u16, scrape_configs: &str) -> Self {
+        let dir = env().state_dir.join(unique("prometheus"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
+                 rule_files: [{}/grafana/alerts.yaml]\n\
+                 scrape_configs:\n{scrape_configs}",
+                env!("CARGO_MANIFEST_DIR")
+            ),
+        )
+        .unwrap();
+        let child = tokio::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.join("prometheus.log")).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting prometheus");
+        let ready = format!("http://127.0.0.1:{port}/-/ready");
+        eventually(Duration::from_secs(60), "Prometheus ready", || async {
+            let out = tokio::process::Command::new("curl")
+                .args(["-fsS", &ready])
+                .output()
+                .await
+                .unwrap();
+            out.status.success().then_some(())
+        })
+        .await;
+        Prometheus {
+            port,
+            _child: child,
+        }
+    }
+
+    /// The answer of `/api/v1/{path}` with `query` as its `query` parameter (none if empty).
+    pub async fn api(&self, path: &str, query: &str) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}/api/v1/{path}", self.port);
+        let mut args = vec!["-sS", "-G", &url];
+        let param = format!("query={query}");
+        if !query.is_empty() {
+            args.extend(["--data-urlencode", &param]);
+        }
+        let out = local("curl", &args).await;
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{path} {query}: {e}: {out}"))
+    }
+
+    pub async fn query(&self, expr: &str) -> serde_json::Value {
+        self.api("query", expr).await
+    }
+}
