@@ -83,10 +83,12 @@ build_provisioner_image() {
   cp "$REPO_DIR/Dockerfile" "$ctx/Dockerfile"
   # Debug information is most of a debug binary; the image needs none of it.
   objcopy --strip-debug "$binary" "$ctx/target/glusterfs-provisioner"
-  # The previous run's image only; the cached runtime layers stay.
+  # The runtime stage is tagged so that its cached layers (apt-get) outlive the removal of the
+  # previous run's image, which would take untagged parents with it.
+  local bud=(bud --quiet --pull-never --isolation chroot --layers)
+  buildah_ "${bud[@]}" --target runtime -t "$PROVISIONER_IMAGE-runtime" "$ctx" >/dev/null
   buildah_ rmi -f "$PROVISIONER_IMAGE" >/dev/null 2>&1 || true
-  buildah_ bud --quiet --pull-never --isolation chroot --layers --target prebuilt \
-    -t "$PROVISIONER_IMAGE" "$ctx" >/dev/null
+  buildah_ "${bud[@]}" --target prebuilt -t "$PROVISIONER_IMAGE" "$ctx" >/dev/null
   buildah_ push -q "$PROVISIONER_IMAGE" "docker-archive:$STATE_DIR/provisioner.tar:$PROVISIONER_IMAGE"
   rm -rf "$ctx"
 }
