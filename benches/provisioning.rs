@@ -350,7 +350,9 @@ async fn preload(client: &Client, provisioner: &str, cluster: &Cluster, n: usize
                         provisioner,
                         volume: &volume,
                         annotations: &recorded,
-                        endpoints: &ep_name,
+                        mounter: objects::Mounter::Glusterfs {
+                            endpoints: &ep_name,
+                        },
                         gid: GID_MIN + i as u32,
                         size_gib: 1,
                     },

@@ -7,10 +7,12 @@
 //! - `k8s`: pure builders of the PV, Endpoints and Service.
 //! - `gid`: GID allocation across classes.
 //! - `controller`: the reconcilers that provision claims and delete released volumes.
+//! - `csi`: the CSI node plugin (`node` subcommand) that mounts volumes of CSI PVs.
 //! - `leader`: leader election on a Lease. `metrics`, `http`: Prometheus metrics and probes.
 
 pub mod config;
 pub mod controller;
+pub mod csi;
 pub mod error;
 pub mod failpoint;
 pub mod gid;

@@ -1,4 +1,4 @@
-//! The binary's edge: flags, logging, and the two subcommands.
+//! The binary's edge: flags, logging, and the subcommands.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
-use glusterfs_provisioner::config::Topology;
+use glusterfs_provisioner::config::csi as csi_names;
+use glusterfs_provisioner::config::{PvType, Topology};
 use glusterfs_provisioner::controller::{self, Settings};
+use glusterfs_provisioner::csi;
 use glusterfs_provisioner::gluster::{SshBackend, SshExecutor};
 use glusterfs_provisioner::heketi::HeketiHttp;
 use glusterfs_provisioner::http::{self, Health};
@@ -41,6 +43,39 @@ enum Command {
         #[command(flatten)]
         topology: TopologyArgs,
     },
+    /// The CSI node plugin: mounts the volumes of CSI PVs for the pods of this node (one per
+    /// node, from a DaemonSet).
+    Node(NodeArgs),
+}
+
+#[derive(Args)]
+struct NodeArgs {
+    /// This node's name (the Kubernetes node the plugin runs on).
+    #[arg(long, env = "NODE_NAME")]
+    node_id: String,
+    /// The CSI driver name; CSI PVs name it in `spec.csi.driver`.
+    #[arg(long, env = "CSI_DRIVER_NAME", default_value = csi_names::DRIVER_NAME)]
+    driver_name: String,
+    /// The kubelet's root directory, mounted at the same path in the plugin's container.
+    #[arg(long, env = "KUBELET_DIR", default_value = "/var/lib/kubelet")]
+    kubelet_dir: PathBuf,
+    /// Register with the kubelet's plugin watcher (off behind a node-driver-registrar sidecar).
+    #[arg(long, env = "REGISTER_WITH_KUBELET", default_value_t = true, action = clap::ArgAction::Set)]
+    register: bool,
+    /// Directory of the FUSE clients' logs, one file per volume.
+    #[arg(
+        long,
+        env = "GLUSTERFS_LOG_DIR",
+        default_value = "/var/log/glusterfs/csi"
+    )]
+    log_dir: PathBuf,
+    /// The host's cgroup file system, mounted into the container: FUSE clients move to a
+    /// cgroup of their own there, so restarting the plugin does not kill the pods' mounts.
+    #[arg(long, env = "FUSE_CGROUP_ROOT")]
+    fuse_cgroup_root: Option<PathBuf>,
+    /// Longest a look at a mount may take before it counts as dead, in seconds.
+    #[arg(long, env = "MOUNT_TIMEOUT_SECONDS", default_value_t = 10)]
+    mount_timeout_seconds: u64,
 }
 
 #[derive(Args)]
@@ -95,8 +130,50 @@ struct RunArgs {
     #[arg(long, env = "MIGRATE_IN_TREE", default_value_t = false, action = clap::ArgAction::Set,
           num_args = 0..=1, default_missing_value = "true")]
     migrate_in_tree: bool,
+    /// The PVs of classes without a `pvtype` parameter: `glusterfs` (mounted by the kubelet's
+    /// own plugin, Kubernetes <= 1.25), `csi` (mounted by the `node` plugin), or `auto`: by the
+    /// API server's version.
+    #[arg(long, env = "PV_TYPE", default_value = "auto")]
+    pv_type: PvTypeArg,
+    /// The CSI driver name CSI PVs give (the node plugin's `--driver-name`).
+    #[arg(long, env = "CSI_DRIVER_NAME", default_value = csi_names::DRIVER_NAME)]
+    csi_driver_name: String,
     #[command(flatten)]
     lease: LeaseArgs,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PvTypeArg {
+    Auto,
+    Glusterfs,
+    Csi,
+}
+
+/// The kind of PV a cluster can mount: Kubernetes 1.26 removed the kubelet's `glusterfs` plugin.
+async fn pv_type(arg: PvTypeArg, client: &kube::Client) -> anyhow::Result<PvType> {
+    Ok(match arg {
+        PvTypeArg::Glusterfs => PvType::Glusterfs,
+        PvTypeArg::Csi => PvType::Csi,
+        PvTypeArg::Auto => {
+            let version = client.apiserver_version().await?;
+            let minor: u32 = version
+                .minor
+                .trim_end_matches(|c: char| !c.is_ascii_digit())
+                .parse()
+                .with_context(|| format!("API server minor version {:?}", version.minor))?;
+            let kind = if version.major == "1" && minor < 26 {
+                PvType::Glusterfs
+            } else {
+                PvType::Csi
+            };
+            tracing::info!(
+                version = version.git_version,
+                ?kind,
+                "PV type by the API server's version"
+            );
+            kind
+        }
+    })
 }
 
 #[derive(Args)]
@@ -134,6 +211,23 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => run(*args).await,
         Command::Topology { topology } => check_topology(&topology).await,
+        Command::Node(args) => Ok(csi::run(node_settings(args)).await?),
+    }
+}
+
+fn node_settings(args: NodeArgs) -> csi::NodeSettings {
+    let plugin_dir = args.kubelet_dir.join("plugins").join(&args.driver_name);
+    let registration = args.kubelet_dir.join("plugins_registry");
+    csi::NodeSettings {
+        csi_socket: plugin_dir.join("csi.sock"),
+        registration_socket: args
+            .register
+            .then(|| registration.join(format!("{}-reg.sock", args.driver_name))),
+        driver: args.driver_name,
+        node_id: args.node_id,
+        log_dir: args.log_dir,
+        fuse_cgroup_root: args.fuse_cgroup_root,
+        timeout: Duration::from_secs(args.mount_timeout_seconds.max(1)),
     }
 }
 
@@ -184,6 +278,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance: args.instance.clone(),
         gauge_interval: Duration::from_secs(args.gauge_interval_seconds.max(1)),
         migrate_in_tree: args.migrate_in_tree,
+        pv_type: pv_type(args.pv_type, &client).await?,
+        csi_driver: args.csi_driver_name,
     };
     let work = controller::run(
         client.clone(),

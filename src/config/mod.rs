@@ -1,7 +1,9 @@
-//! Configuration: the topology file the provisioner starts with, and StorageClass parameters.
+//! Configuration: the topology file the provisioner starts with, StorageClass parameters, and
+//! the CSI names both roles share.
 
+pub mod csi;
 pub mod params;
 pub mod topology;
 
-pub use params::{BackendParams, ClassParams, Durability, HeketiParams, SecretRef};
+pub use params::{BackendParams, ClassParams, Durability, HeketiParams, PvType, SecretRef};
 pub use topology::{Cluster, Node, SshSettings, Topology};

@@ -57,6 +57,29 @@ pub struct ClassParams {
     pub volume_name_prefix: Option<String>,
     pub endpoint_prefix: String,
     pub backend: BackendParams,
+    /// `pvtype`: which kind of PV the class gets; none for the provisioner's default.
+    pub pv_type: Option<PvType>,
+}
+
+/// How pods mount a PV: the kubelet's own `glusterfs` plugin (Kubernetes <= 1.25, with
+/// Endpoints and a Service), or this project's CSI node plugin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PvType {
+    Glusterfs,
+    Csi,
+}
+
+impl std::str::FromStr for PvType {
+    type Err = Error;
+    fn from_str(value: &str) -> Result<Self> {
+        match value.to_ascii_lowercase().as_str() {
+            "glusterfs" => Ok(PvType::Glusterfs),
+            "csi" => Ok(PvType::Csi),
+            _ => Err(invalid(format!(
+                "pvtype {value:?} must be \"csi\" or \"glusterfs\""
+            ))),
+        }
+    }
 }
 
 /// Which backend makes the class's volumes: a class with `resturl` is served by Heketi.
@@ -122,6 +145,7 @@ impl ClassParams {
             volume_name_prefix: None,
             endpoint_prefix: EP_PREFIX_DEFAULT.into(),
             backend: BackendParams::Ssh { cluster: None },
+            pv_type: None,
         };
         let mut rest = HeketiParams {
             url: String::new(),
@@ -152,6 +176,7 @@ impl ClassParams {
                 "volumeoptions" => out.volume_options = parse_volume_options(value)?,
                 "volumenameprefix" => out.volume_name_prefix = Some(parse_volume_prefix(value)?),
                 "customepnameprefix" => out.endpoint_prefix = parse_endpoint_prefix(value)?,
+                "pvtype" => out.pv_type = Some(value.parse()?),
                 "cluster" => {
                     if value.is_empty() {
                         return Err(invalid("cluster must not be empty"));
@@ -480,9 +505,23 @@ mod tests {
     }
 
     #[test]
+    fn pv_type_is_optional_and_either_kind() {
+        assert_eq!(parse(&[]).unwrap().pv_type, None);
+        assert_eq!(
+            parse(&[("pvType", "CSI")]).unwrap().pv_type,
+            Some(PvType::Csi)
+        );
+        assert_eq!(
+            parse(&[("pvtype", "glusterfs")]).unwrap().pv_type,
+            Some(PvType::Glusterfs)
+        );
+    }
+
+    #[test]
     fn bad_values_name_the_problem() {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("foo", "bar")], "unknown parameter \"foo\""),
+            (&[("pvtype", "nfs")], "pvtype \"nfs\" must be"),
             (&[("restuser", "admin")], "needs resturl"),
             (&[("snapfactor", "2")], "needs resturl"),
             (&[("resturl", "")], "resturl \"\""),

@@ -85,20 +85,22 @@ fn invalid(pv: &CachedPv, message: impl Into<String>) -> Error {
 /// Deletes in an order that can stop anywhere and resume: the gluster volume and its bricks
 /// first, then the Endpoints/Service, the PV last (its GID is free once the PV is gone).
 async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
-    let source = pv
+    let volume = pv
         .spec
-        .glusterfs
-        .as_ref()
-        .ok_or_else(|| invalid(pv, "no glusterfs source"))?;
+        .gluster_volume(&ctx.settings.csi_driver)
+        .ok_or_else(|| invalid(pv, "neither a glusterfs source nor a CSI source of ours"))?;
     let recorded = Recorded {
         pv: &pv.name_any(),
-        volume: &source.path,
+        volume,
         annotations: pv.annotations(),
     };
     ctx.backend_of(pv).await?.delete(recorded).await?;
     crate::failpoint::crash_point("after-volume-delete");
-    if let Some(namespace) = source.endpoints_namespace.as_deref() {
-        ctx.delete_endpoints(namespace, &source.endpoints).await?;
+    let endpoints = pv.spec.glusterfs.as_ref();
+    if let Some((ep, namespace)) =
+        endpoints.and_then(|g| Some((g, g.endpoints_namespace.as_deref()?)))
+    {
+        ctx.delete_endpoints(namespace, &ep.endpoints).await?;
     }
     let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
     ignore_not_found(

@@ -61,20 +61,19 @@ async fn grow(claim: &CachedPvc, pv: &CachedPv, have: u64, want: u64, ctx: &Cont
             "StorageClass {class:?} does not allow volume expansion"
         )));
     }
-    let source = pv
+    let volume = pv
         .spec
-        .glusterfs
-        .as_ref()
+        .gluster_volume(&ctx.settings.csi_driver)
         .ok_or_else(|| Error::InvalidVolume {
             pv: pv.name_any(),
-            message: "no glusterfs source".into(),
+            message: "neither a glusterfs source nor a CSI source of ours".into(),
         })?;
-    let note = format!("growing volume {} from {have}Gi to {want}Gi", source.path);
+    let note = format!("growing volume {volume} from {have}Gi to {want}Gi");
     ctx.publish(claim, EventType::Normal, "Resizing", "Resize", note)
         .await;
     let recorded = Recorded {
         pv: &pv.name_any(),
-        volume: &source.path,
+        volume,
         annotations: pv.annotations(),
     };
     ctx.backend_of(pv)
@@ -90,7 +89,7 @@ async fn grow(claim: &CachedPvc, pv: &CachedPv, have: u64, want: u64, ctx: &Cont
         )
         .await?;
     set_claim_capacity(claim, want, ctx).await?;
-    let note = format!("volume {} is now {want}Gi", source.path);
+    let note = format!("volume {volume} is now {want}Gi");
     ctx.publish(
         claim,
         EventType::Normal,

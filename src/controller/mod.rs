@@ -24,7 +24,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::config::{BackendParams, ClassParams, HeketiParams};
+use crate::config::{BackendParams, ClassParams, HeketiParams, PvType};
 use crate::gid::GidAllocator;
 use crate::gluster::SshBackend;
 use crate::heketi::volumes as heketi;
@@ -58,6 +58,10 @@ pub struct Settings {
     pub gauge_interval: Duration,
     /// Also serve `kubernetes.io/glusterfs` classes and delete the PVs that provisioner made.
     pub migrate_in_tree: bool,
+    /// The kind of PV of classes without `pvtype`.
+    pub pv_type: PvType,
+    /// The CSI driver named by CSI PVs.
+    pub csi_driver: String,
 }
 
 impl Settings {

@@ -14,10 +14,10 @@ use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::{Context, event_note, failure_key};
-use crate::config::{BackendParams, ClassParams};
+use crate::config::{BackendParams, ClassParams, PvType};
 use crate::gluster::plan;
 use crate::k8s::cached::CachedPvc;
-use crate::k8s::objects::{self, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA};
+use crate::k8s::objects::{self, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA, Mounter};
 use crate::metrics::InFlight;
 use crate::volumes::{Backend, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
@@ -220,6 +220,16 @@ async fn provision(
     tracing::info!(volume = made.volume, gid, "gluster volume ready");
 
     let ep_name = objects::endpoints_name(&params.endpoint_prefix, &uid);
+    let pv_type = params.pv_type.unwrap_or(ctx.settings.pv_type);
+    let mounter = match pv_type {
+        PvType::Glusterfs => Mounter::Glusterfs {
+            endpoints: &ep_name,
+        },
+        PvType::Csi => Mounter::Csi {
+            driver: &ctx.settings.csi_driver,
+            servers: &made.addresses,
+        },
+    };
     let pv = objects::persistent_volume(
         claim,
         class,
@@ -227,14 +237,17 @@ async fn provision(
             provisioner: &ctx.settings.provisioner,
             volume: &made.volume,
             annotations: &made.annotations,
-            endpoints: &ep_name,
+            mounter,
             gid,
             size_gib,
         },
     );
     let kube_side = async {
-        ctx.apply_endpoints(&namespace, &ep_name, (&name, &uid), &made.addresses)
-            .await?;
+        // CSI PVs name their servers themselves.
+        if pv_type == PvType::Glusterfs {
+            ctx.apply_endpoints(&namespace, &ep_name, (&name, &uid), &made.addresses)
+                .await?;
+        }
         match pvs.create(&PostParams::default(), &pv).await {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
             other => other.map(drop).map_err(Error::from),

@@ -22,9 +22,31 @@ pub struct CachedPvSpec {
     #[serde(default)]
     pub capacity: Storage,
     pub glusterfs: Option<GlusterfsPersistentVolumeSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csi: Option<CachedCsiSource>,
     pub claim_ref: Option<ObjectReference>,
     pub persistent_volume_reclaim_policy: Option<String>,
     pub storage_class_name: Option<String>,
+}
+
+/// A CSI PV's source: which driver, and its handle (for ours, the gluster volume's name).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedCsiSource {
+    pub driver: String,
+    pub volume_handle: String,
+}
+
+impl CachedPvSpec {
+    /// The gluster volume a PV names: a `glusterfs` PV's path, or the handle of a CSI PV of
+    /// `driver`.
+    pub fn gluster_volume(&self, driver: &str) -> Option<&str> {
+        match (&self.glusterfs, &self.csi) {
+            (Some(g), _) => Some(&g.path),
+            (None, Some(c)) if c.driver == driver => Some(&c.volume_handle),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -129,6 +151,18 @@ mod tests {
         assert_eq!(pv.spec.claim_ref.unwrap().uid.as_deref(), Some("u"));
         assert_eq!(pv.status.phase.as_deref(), Some("Bound"));
         assert!(std::mem::size_of::<CachedPv>() < 1024);
+    }
+
+    #[test]
+    fn a_csi_pv_names_its_volume_for_its_driver_only() {
+        let pv: CachedPv = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "pvc-1"},
+            "spec": {"csi": {"driver": "glusterfs.gluster.org", "volumeHandle": "vol_1",
+                             "volumeAttributes": {"servers": "10.0.0.1"}}},
+        }))
+        .unwrap();
+        assert_eq!(pv.spec.gluster_volume("glusterfs.gluster.org"), Some("vol_1"));
+        assert_eq!(pv.spec.gluster_volume("other.example.com"), None);
     }
 
     #[test]

@@ -1,18 +1,20 @@
-//! Pure builders of the Kubernetes objects a provisioned volume is made of: the PV, and the
-//! Endpoints + Service that name the gluster servers for the kubelet's mount.
+//! Pure builders of the Kubernetes objects a provisioned volume is made of: the PV (a
+//! `glusterfs` one with the Endpoints + Service that name the gluster servers for the kubelet's
+//! mount, or a CSI one that names them itself).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use k8s_openapi::api::core::v1::{
-    EndpointAddress, EndpointPort, EndpointSubset, Endpoints, GlusterfsPersistentVolumeSource,
-    ObjectReference, PersistentVolume, PersistentVolumeClaim, PersistentVolumeSpec, Service,
-    ServicePort, ServiceSpec,
+    CSIPersistentVolumeSource, EndpointAddress, EndpointPort, EndpointSubset, Endpoints,
+    GlusterfsPersistentVolumeSource, ObjectReference, PersistentVolume, PersistentVolumeClaim,
+    PersistentVolumeSpec, Service, ServicePort, ServiceSpec,
 };
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 
+use crate::config::csi::{ATTR_SERVERS, ATTR_VOLUME};
 use crate::gluster::Brick;
 use crate::{Error, Result};
 
@@ -194,9 +196,52 @@ pub struct VolumeFacts<'a> {
     pub volume: &'a str,
     /// What the backend needs to find the volume again.
     pub annotations: &'a BTreeMap<String, String>,
-    pub endpoints: &'a str,
+    pub mounter: Mounter<'a>,
     pub gid: u32,
     pub size_gib: u64,
+}
+
+/// What mounts the volume for pods.
+pub enum Mounter<'a> {
+    /// The kubelet's `glusterfs` plugin, through these Endpoints (in the claim's namespace).
+    Glusterfs { endpoints: &'a str },
+    /// The CSI `driver`, from these servers. The volume handle is the volume's name: it
+    /// identifies the volume for its whole life, as the `glusterfs` PV's path does.
+    Csi {
+        driver: &'a str,
+        servers: &'a [IpAddr],
+    },
+}
+
+impl Mounter<'_> {
+    fn source(&self, volume: &str, namespace: &str) -> PersistentVolumeSpec {
+        match self {
+            Mounter::Glusterfs { endpoints } => PersistentVolumeSpec {
+                glusterfs: Some(GlusterfsPersistentVolumeSource {
+                    endpoints: (*endpoints).into(),
+                    endpoints_namespace: Some(namespace.into()),
+                    path: volume.into(),
+                    read_only: None,
+                }),
+                ..Default::default()
+            },
+            Mounter::Csi { driver, servers } => {
+                let servers: Vec<String> = servers.iter().map(IpAddr::to_string).collect();
+                PersistentVolumeSpec {
+                    csi: Some(CSIPersistentVolumeSource {
+                        driver: (*driver).into(),
+                        volume_handle: volume.into(),
+                        volume_attributes: Some(BTreeMap::from([
+                            (ATTR_VOLUME.into(), volume.into()),
+                            (ATTR_SERVERS.into(), servers.join(",")),
+                        ])),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+            }
+        }
+    }
 }
 
 /// Bricks as recorded on the PV: `node:/path,...`.
@@ -262,13 +307,7 @@ pub fn persistent_volume(
                 resource_version: claim.metadata.resource_version.clone(),
                 ..Default::default()
             }),
-            glusterfs: Some(GlusterfsPersistentVolumeSource {
-                endpoints: facts.endpoints.into(),
-                endpoints_namespace: Some(namespace),
-                path: facts.volume.into(),
-                read_only: None,
-            }),
-            ..Default::default()
+            ..facts.mounter.source(facts.volume, &namespace)
         }),
         status: None,
     }
@@ -392,11 +431,13 @@ mod tests {
             (ANN_CLUSTER.to_string(), "main".to_string()),
             (ANN_BRICKS.to_string(), brick_record(&bricks)),
         ]);
-        let facts = VolumeFacts {
+        let mut facts = VolumeFacts {
             provisioner: "gluster.org/glusterfs",
             volume: "vol_x",
             annotations: &recorded,
-            endpoints: "glusterfs-dynamic-x",
+            mounter: Mounter::Glusterfs {
+                endpoints: "glusterfs-dynamic-x",
+            },
             gid: 2001,
             size_gib: 2,
         };
@@ -420,9 +461,25 @@ mod tests {
             spec["glusterfs"],
             json!({"endpoints": "glusterfs-dynamic-x", "endpointsNamespace": "apps", "path": "vol_x"})
         );
+        assert!(spec.get("csi").is_none());
         // No access modes on the claim: all three, as the in-tree provisioner did.
-        let c = sized("1Gi");
-        let pv = persistent_volume(&c, &class, &facts);
+        let pv = persistent_volume(&sized("1Gi"), &class, &facts);
         assert_eq!(pv.spec.unwrap().access_modes.unwrap().len(), 3);
+
+        // The CSI kind: the same PV, mounted by the driver from the servers it names.
+        let servers = ["10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap()];
+        facts.mounter = Mounter::Csi {
+            driver: "glusterfs.gluster.org",
+            servers: &servers,
+        };
+        let pv = serde_json::to_value(persistent_volume(&c, &class, &facts)).unwrap();
+        assert_eq!(pv["metadata"]["annotations"][ANN_GID], "2001");
+        assert_eq!(pv["spec"]["claimRef"]["uid"], UID);
+        assert!(pv["spec"].get("glusterfs").is_none());
+        assert_eq!(
+            pv["spec"]["csi"],
+            json!({"driver": "glusterfs.gluster.org", "volumeHandle": "vol_x",
+                   "volumeAttributes": {"volume": "vol_x", "servers": "10.0.0.1,10.0.0.2"}})
+        );
     }
 }

@@ -1,0 +1,38 @@
+//! What the provisioner writes into a CSI PV and the node plugin reads back.
+
+/// The CSI driver name (domain-name notation, as CSI requires) of both roles.
+pub const DRIVER_NAME: &str = "glusterfs.gluster.org";
+/// Volume attribute: the gluster volume to mount.
+pub const ATTR_VOLUME: &str = "volume";
+/// Volume attribute: the servers to fetch its volfile from, comma-separated, first one primary.
+pub const ATTR_SERVERS: &str = "servers";
+
+/// Whether `server` can go into a mount option: an IPv4 address or a DNS name, nothing that
+/// separates options (`,`) or servers (`:`, so no IPv6 literal either).
+pub fn is_server(server: &str) -> bool {
+    server.parse::<std::net::Ipv4Addr>().is_ok()
+        || (!server.is_empty()
+            && server.len() <= 253
+            && server.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn servers_are_addresses_or_dns_names() {
+        for ok in ["10.0.0.1", "gluster-1.example.com", "node1"] {
+            assert!(is_server(ok), "{ok}");
+        }
+        for bad in ["", "a,b", "a:b", "fe80::1", "-x", "x y", "a..b", "$(id)"] {
+            assert!(!is_server(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,412 @@
+//! The CSI Node service: one FUSE mount per volume and node at the staging path, bind mounts
+//! of it into pods, usage and condition from the mount. Every call is idempotent, and a mount
+//! whose FUSE client died is found and replaced, never left behind.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::Error;
+use super::mounts::{self, Health};
+use super::proto::node_server::Node;
+use super::proto::node_service_capability::{Rpc, Type as CapabilityType, rpc::Type as RpcType};
+use super::proto::volume_capability::access_mode::Mode;
+use super::proto::volume_capability::{AccessType, MountVolume};
+use super::proto::volume_usage::Unit;
+use super::proto::*;
+use crate::config::csi::{ATTR_SERVERS, ATTR_VOLUME, is_server};
+use crate::gluster::plan::is_volume_name;
+
+const FUSE_TYPE: &str = "fuse.glusterfs";
+
+pub struct NodeService {
+    pub node_id: String,
+    /// Where each volume's FUSE client writes its log (`<volume>.log`).
+    pub log_dir: PathBuf,
+    /// `cgroup.procs` files the FUSE clients join (see `mounts::fuse_cgroups`).
+    pub fuse_cgroups: Vec<CString>,
+    /// Longest a look at a mount (`statvfs`) may take before it counts as dead.
+    pub timeout: Duration,
+    /// Volumes with a call in progress: the kubelet retries calls that take long, and two
+    /// calls must not mount the same path at once.
+    busy: Mutex<HashSet<String>>,
+}
+
+/// Marks a volume busy until dropped.
+struct Busy<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    volume: String,
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.set.lock().expect("not poisoned").remove(&self.volume);
+    }
+}
+
+/// A volume's mount source, validated: nothing from the PV reaches `mount` unchecked.
+struct Source {
+    volume: String,
+    servers: Vec<String>,
+}
+
+impl Source {
+    fn from_context(volume_id: &str, context: &HashMap<String, String>) -> Result<Source, Error> {
+        let volume = context.get(ATTR_VOLUME).map_or(volume_id, String::as_str);
+        if !is_volume_name(volume) {
+            return Err(Error::InvalidArgument(format!(
+                "volume attribute {ATTR_VOLUME:?}: {volume:?} is not a gluster volume name"
+            )));
+        }
+        let servers: Vec<String> = context
+            .get(ATTR_SERVERS)
+            .map(|s| s.split(',').map(str::trim).map(String::from).collect())
+            .unwrap_or_default();
+        if servers.is_empty() || servers.iter().any(|s| !is_server(s)) {
+            return Err(Error::InvalidArgument(format!(
+                "volume attribute {ATTR_SERVERS:?} must list server addresses, got {:?}",
+                context.get(ATTR_SERVERS)
+            )));
+        }
+        Ok(Source {
+            volume: volume.into(),
+            servers,
+        })
+    }
+}
+
+fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Error> {
+    if value.is_empty() {
+        return Err(Error::InvalidArgument(format!("{field} is required")));
+    }
+    Ok(value)
+}
+
+/// The access mode of a mount capability; a block capability is refused (these are file
+/// volumes).
+fn mount_mode(capability: Option<&VolumeCapability>) -> Result<Mode, Error> {
+    let capability =
+        capability.ok_or_else(|| Error::InvalidArgument("volume_capability is required".into()))?;
+    match &capability.access_type {
+        Some(AccessType::Mount(MountVolume { .. })) => {}
+        Some(AccessType::Block(_)) => {
+            return Err(Error::InvalidArgument(
+                "block access is not supported: GlusterFS volumes are file systems".into(),
+            ));
+        }
+        None => {
+            return Err(Error::InvalidArgument(
+                "volume_capability.access_type is required".into(),
+            ));
+        }
+    }
+    let mode = capability
+        .access_mode
+        .as_ref()
+        .map(|m| m.mode())
+        .ok_or_else(|| {
+            Error::InvalidArgument("volume_capability.access_mode is required".into())
+        })?;
+    if mode == Mode::Unknown {
+        return Err(Error::InvalidArgument(
+            "volume_capability.access_mode is UNKNOWN".into(),
+        ));
+    }
+    Ok(mode)
+}
+
+fn read_only_mode(mode: Mode) -> bool {
+    matches!(mode, Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly)
+}
+
+fn create_dir(path: &Path) -> Result<(), Error> {
+    std::fs::create_dir_all(path).map_err(|source| Error::Io {
+        what: format!("creating {}", path.display()),
+        source,
+    })
+}
+
+/// Removes an emptied mount point; one already gone is fine.
+fn remove_dir(path: &Path) -> Result<(), Error> {
+    match std::fs::remove_dir(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
+            what: format!("removing {}", path.display()),
+            source: e,
+        }),
+        _ => Ok(()),
+    }
+}
+
+impl NodeService {
+    pub fn new(
+        node_id: String,
+        log_dir: PathBuf,
+        fuse_cgroups: Vec<CString>,
+        timeout: Duration,
+    ) -> Self {
+        Self {
+            node_id,
+            log_dir,
+            fuse_cgroups,
+            timeout,
+            busy: Mutex::default(),
+        }
+    }
+
+    fn busy(&self, volume: &str) -> Result<Busy<'_>, Error> {
+        if !self
+            .busy
+            .lock()
+            .expect("not poisoned")
+            .insert(volume.into())
+        {
+            return Err(Error::Busy(volume.into()));
+        }
+        Ok(Busy {
+            set: &self.busy,
+            volume: volume.into(),
+        })
+    }
+
+    /// A live FUSE mount of `source` at `staging`: kept if there is one (a restarted plugin
+    /// adopts it), replaced if its client died, made otherwise.
+    async fn ensure_staged(
+        &self,
+        staging: &Path,
+        source: &Source,
+        read_only: bool,
+    ) -> Result<(), Error> {
+        if let Some(entry) = mounts::mounted_at(staging)? {
+            match mounts::health(staging, self.timeout).await {
+                Health::Alive if entry.fs_type == FUSE_TYPE => return Ok(()),
+                Health::Alive => {
+                    return Err(Error::Mount(format!(
+                        "{} is already a {} mount of {}",
+                        staging.display(),
+                        entry.fs_type,
+                        entry.source
+                    )));
+                }
+                Health::Dead(why) => {
+                    tracing::warn!(staging = %staging.display(), why, "replacing a dead FUSE mount");
+                    mounts::unmount_all(staging, self.timeout).await?;
+                }
+            }
+        }
+        create_dir(staging)?;
+        let log = self.log_dir.join(format!("{}.log", source.volume));
+        let mut options = format!("log-file={}", log.display());
+        // mount.glusterfs refuses a backup list that repeats the primary.
+        if source.servers.len() > 1 {
+            options.push_str(",backup-volfile-servers=");
+            options.push_str(&source.servers[1..].join(":"));
+        }
+        if read_only {
+            options.push_str(",ro");
+        }
+        let args = [
+            "-t".to_string(),
+            "glusterfs".into(),
+            "-o".into(),
+            options,
+            format!("{}:/{}", source.servers[0], source.volume),
+            staging.display().to_string(),
+        ];
+        let ran = mounts::run_mount(&args, &self.fuse_cgroups).await;
+        // mount.glusterfs can exit 0 without a mount: only the mount table says.
+        let mounted = mounts::mounted_at(staging)?.is_some_and(|m| m.fs_type == FUSE_TYPE)
+            && mounts::health(staging, self.timeout).await == Health::Alive;
+        if mounted {
+            tracing::info!(volume = source.volume, staging = %staging.display(), "staged");
+            return Ok(());
+        }
+        mounts::unmount_all(staging, self.timeout).await.ok();
+        let why = match ran {
+            Err(e) => e.to_string(),
+            Ok(()) => "mount.glusterfs exited 0 but nothing is mounted".into(),
+        };
+        Err(Error::Mount(format!(
+            "mounting volume {} from {}: {why}{}",
+            source.volume,
+            source.servers.join(","),
+            log_errors(&log)
+        )))
+    }
+}
+
+/// The last error lines of a FUSE client log, for the event the kubelet reports.
+fn log_errors(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("] E [")).collect();
+    match errors.len() {
+        0 => String::new(),
+        n => format!(
+            "; {}: {}",
+            log.display(),
+            errors[n.saturating_sub(3)..].join(" | ")
+        ),
+    }
+}
+
+#[tonic::async_trait]
+impl Node for NodeService {
+    async fn node_stage_volume(
+        &self,
+        request: Request<NodeStageVolumeRequest>,
+    ) -> Result<Response<NodeStageVolumeResponse>, Status> {
+        let r = request.into_inner();
+        let volume_id = required(&r.volume_id, "volume_id")?;
+        let staging = PathBuf::from(required(&r.staging_target_path, "staging_target_path")?);
+        let mode = mount_mode(r.volume_capability.as_ref())?;
+        let source = Source::from_context(volume_id, &r.volume_context)?;
+        let _busy = self.busy(volume_id)?;
+        self.ensure_staged(&staging, &source, read_only_mode(mode))
+            .await?;
+        Ok(Response::new(NodeStageVolumeResponse {}))
+    }
+
+    async fn node_unstage_volume(
+        &self,
+        request: Request<NodeUnstageVolumeRequest>,
+    ) -> Result<Response<NodeUnstageVolumeResponse>, Status> {
+        let r = request.into_inner();
+        let volume_id = required(&r.volume_id, "volume_id")?;
+        let staging = PathBuf::from(required(&r.staging_target_path, "staging_target_path")?);
+        let _busy = self.busy(volume_id)?;
+        mounts::unmount_all(&staging, self.timeout).await?;
+        remove_dir(&staging)?;
+        tracing::info!(volume_id, staging = %staging.display(), "unstaged");
+        Ok(Response::new(NodeUnstageVolumeResponse {}))
+    }
+
+    async fn node_publish_volume(
+        &self,
+        request: Request<NodePublishVolumeRequest>,
+    ) -> Result<Response<NodePublishVolumeResponse>, Status> {
+        let r = request.into_inner();
+        let volume_id = required(&r.volume_id, "volume_id")?;
+        let staging = PathBuf::from(required(&r.staging_target_path, "staging_target_path")?);
+        let target = PathBuf::from(required(&r.target_path, "target_path")?);
+        let mode = mount_mode(r.volume_capability.as_ref())?;
+        let source = Source::from_context(volume_id, &r.volume_context)?;
+        let _busy = self.busy(volume_id)?;
+        // The kubelet stages once per node; a stage whose client died since is made again here.
+        self.ensure_staged(&staging, &source, read_only_mode(mode))
+            .await?;
+        if mounts::mounted_at(&target)?.is_some() {
+            if mounts::health(&target, self.timeout).await == Health::Alive {
+                return Ok(Response::new(NodePublishVolumeResponse {}));
+            }
+            mounts::unmount_all(&target, self.timeout).await?;
+        }
+        create_dir(&target)?;
+        mounts::bind_mount(&staging, &target, r.readonly || read_only_mode(mode))?;
+        tracing::info!(volume_id, target = %target.display(), readonly = r.readonly, "published");
+        Ok(Response::new(NodePublishVolumeResponse {}))
+    }
+
+    async fn node_unpublish_volume(
+        &self,
+        request: Request<NodeUnpublishVolumeRequest>,
+    ) -> Result<Response<NodeUnpublishVolumeResponse>, Status> {
+        let r = request.into_inner();
+        let volume_id = required(&r.volume_id, "volume_id")?;
+        let target = PathBuf::from(required(&r.target_path, "target_path")?);
+        let _busy = self.busy(volume_id)?;
+        mounts::unmount_all(&target, self.timeout).await?;
+        remove_dir(&target)?;
+        tracing::info!(volume_id, target = %target.display(), "unpublished");
+        Ok(Response::new(NodeUnpublishVolumeResponse {}))
+    }
+
+    async fn node_get_volume_stats(
+        &self,
+        request: Request<NodeGetVolumeStatsRequest>,
+    ) -> Result<Response<NodeGetVolumeStatsResponse>, Status> {
+        let r = request.into_inner();
+        required(&r.volume_id, "volume_id")?;
+        let path = PathBuf::from(required(&r.volume_path, "volume_path")?);
+        if mounts::mounted_at(&path)?.is_none() {
+            return Err(Error::NotFound(format!(
+                "volume {} is not mounted at {}",
+                r.volume_id,
+                path.display()
+            ))
+            .into());
+        }
+        let response = match mounts::statvfs(&path, self.timeout).await {
+            Ok(s) => {
+                let block = s.f_frsize as i64;
+                let bytes = VolumeUsage {
+                    total: s.f_blocks as i64 * block,
+                    available: s.f_bavail as i64 * block,
+                    used: (s.f_blocks - s.f_bfree) as i64 * block,
+                    unit: Unit::Bytes.into(),
+                };
+                let inodes = VolumeUsage {
+                    total: s.f_files as i64,
+                    available: s.f_favail as i64,
+                    used: (s.f_files - s.f_ffree) as i64,
+                    unit: Unit::Inodes.into(),
+                };
+                NodeGetVolumeStatsResponse {
+                    usage: vec![bytes, inodes],
+                    volume_condition: Some(VolumeCondition {
+                        abnormal: false,
+                        message: "mounted".into(),
+                    }),
+                }
+            }
+            Err(why) => NodeGetVolumeStatsResponse {
+                usage: vec![],
+                volume_condition: Some(VolumeCondition {
+                    abnormal: true,
+                    message: format!("the GlusterFS client of this mount is gone: {why}"),
+                }),
+            },
+        };
+        Ok(Response::new(response))
+    }
+
+    async fn node_expand_volume(
+        &self,
+        _: Request<NodeExpandVolumeRequest>,
+    ) -> Result<Response<NodeExpandVolumeResponse>, Status> {
+        // The provisioner grows the volume; a FUSE mount sees the new size by itself.
+        Err(Status::unimplemented(
+            "a FUSE mount needs no node expansion",
+        ))
+    }
+
+    async fn node_get_capabilities(
+        &self,
+        _: Request<NodeGetCapabilitiesRequest>,
+    ) -> Result<Response<NodeGetCapabilitiesResponse>, Status> {
+        let capabilities = [
+            RpcType::StageUnstageVolume,
+            RpcType::GetVolumeStats,
+            RpcType::VolumeCondition,
+        ]
+        .into_iter()
+        .map(|t| NodeServiceCapability {
+            r#type: Some(CapabilityType::Rpc(Rpc { r#type: t.into() })),
+        })
+        .collect();
+        Ok(Response::new(NodeGetCapabilitiesResponse { capabilities }))
+    }
+
+    async fn node_get_info(
+        &self,
+        _: Request<NodeGetInfoRequest>,
+    ) -> Result<Response<NodeGetInfoResponse>, Status> {
+        Ok(Response::new(NodeGetInfoResponse {
+            node_id: self.node_id.clone(),
+            max_volumes_per_node: 0,
+            accessible_topology: None,
+        }))
+    }
+}
