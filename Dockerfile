@@ -5,13 +5,16 @@ COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 # Cargo.toml declares the benchmark; cargo wants its file present even when building the binary.
 COPY benches ./benches
+COPY build.rs ./
+COPY proto ./proto
 RUN cargo build --release --locked --bin glusterfs-provisioner
 
 FROM debian:bookworm-slim AS runtime
 # ssh is the transport to the gluster nodes (one multiplexed connection per node). OpenSSH
-# refuses to run as a uid without a passwd entry, so the non-root user is a real one.
+# refuses to run as a uid without a passwd entry, so the non-root user is a real one. The
+# GlusterFS client (mount.glusterfs) is for the CSI node plugin (`node`).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends openssh-client ca-certificates \
+    && apt-get install -y --no-install-recommends openssh-client ca-certificates glusterfs-client \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 65532 provisioner \
     && useradd --uid 65532 --gid 65532 --home-dir /nonexistent --no-create-home \

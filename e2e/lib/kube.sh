@@ -94,7 +94,7 @@ kube_up() {
     --kubelet-preferred-address-types InternalIP \
     --service-account-key-file "$KUBE_DIR/sa.pub" --service-account-signing-key-file "$KUBE_DIR/sa.key" \
     --service-account-issuer https://kubernetes.default.svc \
-    --service-cluster-ip-range 10.96.0.0/16 \
+    --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true \
     --cert-dir "$KUBE_DIR/certs"
   wait_for 90 kube-apiserver kubectl get --raw /readyz
 

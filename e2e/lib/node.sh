@@ -117,6 +117,10 @@ worker_up() {
   worker_network_up
   write_node_configs
   save_sysctls
+  # Bidirectional mount propagation (the CSI node plugin's mounts reaching the kubelet) needs
+  # a shared mount; / is private here.
+  mount --bind "$KUBELET_DIR" "$KUBELET_DIR"
+  mount --make-rshared "$KUBELET_DIR"
   start_bg containerd "${IN_WORKER[@]}" /usr/bin/containerd --config "$NODE_DIR/containerd.toml"
   wait_for 30 containerd ctr_ version
   local img
@@ -181,17 +185,20 @@ worker_down() {
 
 # Processes left in the containers' cgroups (a killed run's pods) are killed and the cgroups
 # removed. Without QoS cgroups containerd puts each container in /k8s.io/<id>; only the ids this
-# node's containerd ran (its task directories) are touched.
+# node's containerd ran (its task directories) are touched. So are the FUSE clients the CSI node
+# plugin started outside its container (src/csi/mounts.rs).
 worker_cgroups_kill() {
-  local tasks=$NODE_DIR/containerd/state/io.containerd.runtime.v2.task/k8s.io id c deadline
-  [ -d "$tasks" ] || return 0
-  for id in $(ls "$tasks"); do
-    for c in /sys/fs/cgroup/*/k8s.io/"$id"; do
-      [ -d "$c" ] || continue
-      xargs -r kill -9 <"$c/cgroup.procs" 2>/dev/null || true
-      deadline=$((SECONDS + 5))
-      until rmdir "$c" 2>/dev/null || [ $SECONDS -ge $deadline ]; do sleep 0.1; done
-    done
+  local tasks=$NODE_DIR/containerd/state/io.containerd.runtime.v2.task/k8s.io id c
+  for id in $(ls "$tasks" 2>/dev/null); do
+    for c in /sys/fs/cgroup/*/k8s.io/"$id"; do cgroup_remove "$c"; done
   done
   rmdir /sys/fs/cgroup/*/k8s.io 2>/dev/null || true
+  for c in /sys/fs/cgroup/*/glusterfs-csi-fuse; do cgroup_remove "$c"; done
+}
+
+cgroup_remove() {
+  local c=$1 deadline=$((SECONDS + 5))
+  [ -d "$c" ] || return 0
+  xargs -r kill -9 <"$c/cgroup.procs" 2>/dev/null || true
+  until rmdir "$c" 2>/dev/null || [ $SECONDS -ge $deadline ]; do sleep 0.1; done
 }

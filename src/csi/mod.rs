@@ -4,7 +4,9 @@
 //! - `mounts`: the mount table, FUSE mounts that outlive the plugin, bind mounts, liveness.
 //! - `node`: stage (one FUSE mount per volume and node), publish (bind mounts), stats.
 //! - `identity`, `registration`: what the driver is, for CSI and for the kubelet.
+//! - `authority`: lets older kubelets' requests through (their `:authority` is a path).
 
+pub mod authority;
 pub mod identity;
 pub mod mounts;
 pub mod node;
@@ -13,6 +15,7 @@ pub mod registration;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::Status;
@@ -91,6 +94,11 @@ fn listen(path: &Path) -> Result<UnixListener, Error> {
     UnixListener::bind(path).map_err(io("listening on"))
 }
 
+/// The connections of `listener`, each passed through [`authority::fix_authority`].
+fn incoming(listener: UnixListener) -> impl Stream<Item = std::io::Result<authority::Fixed>> {
+    UnixListenerStream::new(listener).map(|conn| conn.map(authority::fix_authority))
+}
+
 /// Serves until SIGTERM or SIGINT, then removes the sockets (the kubelet then unregisters the
 /// driver until a new plugin registers it again). Mounts stay: pods keep using them.
 pub async fn run(settings: NodeSettings) -> Result<(), Error> {
@@ -127,10 +135,7 @@ pub async fn run(settings: NodeSettings) -> Result<(), Error> {
     let csi = tonic::transport::Server::builder()
         .add_service(proto::identity_server::IdentityServer::new(identity))
         .add_service(proto::node_server::NodeServer::new(node))
-        .serve_with_incoming_shutdown(
-            UnixListenerStream::new(listen(&settings.csi_socket)?),
-            shutdown(),
-        );
+        .serve_with_incoming_shutdown(incoming(listen(&settings.csi_socket)?), shutdown());
     let registration = async {
         let Some(socket) = &settings.registration_socket else {
             return Ok(());
@@ -141,7 +146,7 @@ pub async fn run(settings: NodeSettings) -> Result<(), Error> {
         };
         tonic::transport::Server::builder()
             .add_service(proto::registration::registration_server::RegistrationServer::new(service))
-            .serve_with_incoming_shutdown(UnixListenerStream::new(listen(socket)?), shutdown())
+            .serve_with_incoming_shutdown(incoming(listen(socket)?), shutdown())
             .await
             .map_err(Error::from)
     };

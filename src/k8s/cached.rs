@@ -161,7 +161,10 @@ mod tests {
                              "volumeAttributes": {"servers": "10.0.0.1"}}},
         }))
         .unwrap();
-        assert_eq!(pv.spec.gluster_volume("glusterfs.gluster.org"), Some("vol_1"));
+        assert_eq!(
+            pv.spec.gluster_volume("glusterfs.gluster.org"),
+            Some("vol_1")
+        );
         assert_eq!(pv.spec.gluster_volume("other.example.com"), None);
     }
 
