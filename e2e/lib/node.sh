@@ -101,6 +101,8 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
 resolvConf: /etc/resolv.conf
+# kubelet_volume_stats_* are refreshed this often (1 min by default).
+volumeStatsAggPeriod: 5s
 EOF
 }
 

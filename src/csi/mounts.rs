@@ -206,34 +206,87 @@ fn c_path(path: &Path) -> Result<CString, Error> {
         .map_err(|_| Error::InvalidArgument(format!("path {path:?}")))
 }
 
-/// `mount --bind source target`, then read-only if asked (a bind mount takes `ro` only on a
-/// remount).
+/// `mount --bind source target`, read-only if asked.
 pub fn bind_mount(source: &Path, target: &Path, read_only: bool) -> Result<(), Error> {
     let (src, dst) = (c_path(source)?, c_path(target)?);
-    let mount = |flags: libc::c_ulong| {
+    let made = if read_only {
+        bind_read_only(&src, &dst)
+    } else {
         // SAFETY: valid C strings; a null fs type and data are allowed for bind mounts.
         let rc = unsafe {
             libc::mount(
                 src.as_ptr(),
                 dst.as_ptr(),
                 std::ptr::null(),
-                flags,
+                libc::MS_BIND,
                 std::ptr::null(),
             )
         };
         if rc == 0 {
             Ok(())
         } else {
-            Err(Error::Io {
-                what: format!("bind mount of {} at {}", source.display(), target.display()),
-                source: std::io::Error::last_os_error(),
-            })
+            Err(std::io::Error::last_os_error())
         }
     };
-    mount(libc::MS_BIND)?;
-    if read_only && let Err(e) = mount(libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY) {
-        unmount(target, true).ok();
-        return Err(e);
+    made.map_err(|source_err| Error::Io {
+        what: format!("bind mount of {} at {}", source.display(), target.display()),
+        source: source_err,
+    })
+}
+
+/// A bind mount made read-only before it is attached (Linux 5.12 mount API). A remount to
+/// read-only would change this namespace's mount only: flags set by a remount do not reach
+/// the copies mount propagation made, and the kubelet hands the pod its copy.
+fn bind_read_only(src: &CString, dst: &CString) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOUNT_ATTR_RDONLY: u64 = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let check = |rc: libc::c_long| {
+        if rc < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(rc)
+        }
+    };
+    // SAFETY: the syscalls get valid C strings, a live fd and a correctly sized mount_attr.
+    unsafe {
+        let fd = check(libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        ))?;
+        let tree = OwnedFd::from_raw_fd(fd as i32);
+        let attr = MountAttr {
+            attr_set: MOUNT_ATTR_RDONLY,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        check(libc::syscall(
+            libc::SYS_mount_setattr,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_EMPTY_PATH,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        ))?;
+        check(libc::syscall(
+            libc::SYS_move_mount,
+            tree.as_raw_fd(),
+            c"".as_ptr(),
+            libc::AT_FDCWD,
+            dst.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        ))?;
     }
     Ok(())
 }

@@ -13,16 +13,16 @@ use crate::scenario::{Space, annotations, from_json, gluster_volumes};
 use crate::support::{Prometheus, env, eventually, unique};
 
 /// The provisioner name of the Deployment (`manifests/`), and its namespace.
-const DEPLOYED: &str = "gluster.org/glusterfs";
-const DEPLOYED_NS: &str = "glusterfs-provisioner";
-const POD_WAIT: Duration = Duration::from_secs(240);
+pub const DEPLOYED: &str = "gluster.org/glusterfs";
+pub const DEPLOYED_NS: &str = "glusterfs-provisioner";
+pub const POD_WAIT: Duration = Duration::from_secs(240);
 
-fn shell_image() -> String {
+pub fn shell_image() -> String {
     std::env::var("GP_SHELL_IMAGE").unwrap_or("localhost/gp-e2e/shell:1".into())
 }
 
 /// Runs the environment's kubectl as the admin, with `stdin`; returns (success, stdout, stderr).
-async fn kubectl(args: &[&str], stdin: &str) -> (bool, String, String) {
+pub async fn kubectl(args: &[&str], stdin: &str) -> (bool, String, String) {
     use tokio::io::AsyncWriteExt;
     let program = std::env::var("GP_KUBECTL").expect("GP_KUBECTL (source the env.sh of e2e/env)");
     let mut child = tokio::process::Command::new(program)
@@ -47,16 +47,22 @@ async fn kubectl(args: &[&str], stdin: &str) -> (bool, String, String) {
 
 impl Space {
     /// A space whose classes the deployed provisioner serves.
-    async fn deployed(tag: &str) -> Space {
+    pub async fn deployed(tag: &str) -> Space {
         Space::create(unique(tag), DEPLOYED).await
     }
 
-    fn pods(&self) -> Api<Pod> {
+    pub fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
 
     /// A shell pod that mounts `claim` at /data, with the pod `security` context given.
-    async fn pod(&self, name: &str, claim: &str, security: Value) -> Pod {
+    pub async fn pod(&self, name: &str, claim: &str, security: Value) -> Pod {
+        self.pod_running(name, claim, security, "sleep 100000")
+            .await
+    }
+
+    /// The same, running `script` (`sh -c`).
+    pub async fn pod_running(&self, name: &str, claim: &str, security: Value, script: &str) -> Pod {
         let pod = json!({
             "metadata": {"name": name},
             "spec": {
@@ -64,7 +70,7 @@ impl Space {
                 "terminationGracePeriodSeconds": 1,
                 "containers": [{
                     "name": "shell", "image": shell_image(), "imagePullPolicy": "Never",
-                    "command": ["sleep", "100000"],
+                    "command": ["sh", "-c", script],
                     "volumeMounts": [{"name": "data", "mountPath": "/data"}],
                 }],
                 "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": claim}}],
@@ -77,7 +83,7 @@ impl Space {
     }
 
     /// Waits until the pod named `name` (with a UID other than `not_uid`) is Running and Ready.
-    async fn running(&self, name: &str, not_uid: Option<&str>) -> Pod {
+    pub async fn running(&self, name: &str, not_uid: Option<&str>) -> Pod {
         eventually(POD_WAIT, &format!("pod {name} Running"), || async {
             let pod = self.pods().get_opt(name).await.unwrap()?;
             let ready = pod
@@ -93,13 +99,13 @@ impl Space {
     }
 
     /// `sh -c script` in the pod's first container; returns (success, stdout + stderr).
-    async fn exec(&self, pod: &str, script: &str) -> (bool, String) {
+    pub async fn exec(&self, pod: &str, script: &str) -> (bool, String) {
         let (ok, out, err) =
             kubectl(&["-n", &self.ns, "exec", pod, "--", "sh", "-c", script], "").await;
         (ok, format!("{out}{err}"))
     }
 
-    async fn exec_ok(&self, pod: &str, script: &str) -> String {
+    pub async fn exec_ok(&self, pod: &str, script: &str) -> String {
         let (ok, out) = self.exec(pod, script).await;
         assert!(ok, "{pod}: {script}: {out}");
         out
@@ -107,7 +113,7 @@ impl Space {
 
     /// Deletes the namespace and waits until the PVs of its claims and their gluster volumes
     /// are gone (the classes here all delete).
-    async fn delete_all(self, pvs: &[String]) {
+    pub async fn delete_all(self, pvs: &[String]) {
         let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(self.client.clone());
         namespaces
             .delete(&self.ns, &DeleteParams::default())
@@ -128,7 +134,7 @@ impl Space {
 }
 
 /// `examples/storageclass.yaml`, applied as a user would (other tests may have applied it).
-async fn example_class() -> String {
+pub async fn example_class() -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/storageclass.yaml");
     let (ok, _, err) = kubectl(&["apply", "-f", path], "").await;
     assert!(ok, "{err}");
@@ -137,8 +143,13 @@ async fn example_class() -> String {
 
 #[tokio::test]
 async fn statefulset_example_pods_write_and_keep_their_data() {
-    let space = Space::deployed("sts").await;
-    example_class().await;
+    let class = example_class().await;
+    statefulset_case(Space::deployed("sts").await, &class).await;
+}
+
+/// The StatefulSet example on `class`: its pods write, and a recreated pod finds its data.
+/// Returns the names of its (deleted) PVs.
+pub async fn statefulset_case(space: Space, class: &str) -> Vec<String> {
     // The example's nginx comes from a registry this environment has not got; busybox's httpd
     // serves the same directory.
     let example = std::fs::read_to_string(concat!(
@@ -152,7 +163,10 @@ async fn statefulset_example_pods_write_and_keep_their_data() {
         shell_image()
     );
     assert!(example.contains("image: nginx\n"));
-    let manifest = example.replace("image: nginx\n", &local_image);
+    let manifest = example.replace("image: nginx\n", &local_image).replace(
+        "storageClassName: glusterfs-replicated",
+        &format!("storageClassName: {class}"),
+    );
     let (ok, _, err) = kubectl(&["-n", &space.ns, "apply", "-f", "-"], &manifest).await;
     assert!(ok, "{err}");
 
@@ -193,13 +207,17 @@ async fn statefulset_example_pods_write_and_keep_their_data() {
         pvs.push(space.bound_pv(&format!("data-{pod}")).await.name_any());
     }
     space.delete_all(&pvs).await;
+    pvs
 }
 
 #[tokio::test]
 async fn a_non_root_pod_writes_through_the_pv_gid() {
-    let space = Space::deployed("nonroot").await;
     let class = example_class().await;
-    space.claim("data", &class, "1Gi", "ReadWriteOnce").await;
+    non_root_case(Space::deployed("nonroot").await, &class).await;
+}
+
+pub async fn non_root_case(space: Space, class: &str) {
+    space.claim("data", class, "1Gi", "ReadWriteOnce").await;
     let pv = space.bound_pv("data").await;
     let gid = annotations(&pv)["pv.beta.kubernetes.io/gid"].clone();
     // No fsGroup: only the kubelet's reading of the PV's GID lets this user in.
@@ -237,9 +255,12 @@ async fn a_non_root_pod_writes_through_the_pv_gid() {
 
 #[tokio::test]
 async fn two_pods_share_a_read_write_many_claim() {
-    let space = Space::deployed("rwx").await;
     let class = example_class().await;
-    space.claim("shared", &class, "1Gi", "ReadWriteMany").await;
+    rwx_case(Space::deployed("rwx").await, &class).await;
+}
+
+pub async fn rwx_case(space: Space, class: &str) {
+    space.claim("shared", class, "1Gi", "ReadWriteMany").await;
     let pv = space.bound_pv("shared").await;
     space.pod("a", "shared", json!({})).await;
     space.pod("b", "shared", json!({})).await;
