@@ -86,41 +86,49 @@ fn required<'a>(value: &'a str, field: &str) -> Result<&'a str, Error> {
     Ok(value)
 }
 
-/// The access mode of a mount capability; a block capability is refused (these are file
-/// volumes).
-fn mount_mode(capability: Option<&VolumeCapability>) -> Result<Mode, Error> {
-    let capability =
-        capability.ok_or_else(|| Error::InvalidArgument("volume_capability is required".into()))?;
-    match &capability.access_type {
-        Some(AccessType::Mount(MountVolume { .. })) => {}
+/// What a mount capability asks for.
+struct Capability {
+    read_only: bool,
+    /// The PV's `mountOptions`, added to the FUSE mount's options.
+    flags: Vec<String>,
+}
+
+/// A mount capability, checked: a block capability is refused (these are file volumes), and so
+/// is a mount flag that could smuggle in another option.
+fn capability(capability: Option<&VolumeCapability>) -> Result<Capability, Error> {
+    let invalid = |m: &str| Error::InvalidArgument(m.into());
+    let capability = capability.ok_or_else(|| invalid("volume_capability is required"))?;
+    let flags = match &capability.access_type {
+        Some(AccessType::Mount(MountVolume { mount_flags, .. })) => mount_flags.clone(),
         Some(AccessType::Block(_)) => {
-            return Err(Error::InvalidArgument(
-                "block access is not supported: GlusterFS volumes are file systems".into(),
+            return Err(invalid(
+                "block access is not supported: GlusterFS volumes are file systems",
             ));
         }
-        None => {
-            return Err(Error::InvalidArgument(
-                "volume_capability.access_type is required".into(),
-            ));
-        }
+        None => return Err(invalid("volume_capability.access_type is required")),
+    };
+    if let Some(bad) = flags.iter().find(|f| {
+        f.is_empty()
+            || !f
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '='))
+    }) {
+        return Err(Error::InvalidArgument(format!(
+            "mount option {bad:?} is not allowed"
+        )));
     }
     let mode = capability
         .access_mode
         .as_ref()
         .map(|m| m.mode())
-        .ok_or_else(|| {
-            Error::InvalidArgument("volume_capability.access_mode is required".into())
-        })?;
+        .ok_or_else(|| invalid("volume_capability.access_mode is required"))?;
     if mode == Mode::Unknown {
-        return Err(Error::InvalidArgument(
-            "volume_capability.access_mode is UNKNOWN".into(),
-        ));
+        return Err(invalid("volume_capability.access_mode is UNKNOWN"));
     }
-    Ok(mode)
-}
-
-fn read_only_mode(mode: Mode) -> bool {
-    matches!(mode, Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly)
+    Ok(Capability {
+        read_only: matches!(mode, Mode::SingleNodeReaderOnly | Mode::MultiNodeReaderOnly),
+        flags,
+    })
 }
 
 fn create_dir(path: &Path) -> Result<(), Error> {
@@ -178,7 +186,7 @@ impl NodeService {
         &self,
         staging: &Path,
         source: &Source,
-        read_only: bool,
+        capability: &Capability,
     ) -> Result<(), Error> {
         if let Some(entry) = mounts::mounted_at(staging)? {
             match mounts::health(staging, self.timeout).await {
@@ -205,8 +213,12 @@ impl NodeService {
             options.push_str(",backup-volfile-servers=");
             options.push_str(&source.servers[1..].join(":"));
         }
-        if read_only {
+        if capability.read_only {
             options.push_str(",ro");
+        }
+        for flag in &capability.flags {
+            options.push(',');
+            options.push_str(flag);
         }
         let args = [
             "-t".to_string(),
@@ -261,11 +273,10 @@ impl Node for NodeService {
         let r = request.into_inner();
         let volume_id = required(&r.volume_id, "volume_id")?;
         let staging = PathBuf::from(required(&r.staging_target_path, "staging_target_path")?);
-        let mode = mount_mode(r.volume_capability.as_ref())?;
+        let capability = capability(r.volume_capability.as_ref())?;
         let source = Source::from_context(volume_id, &r.volume_context)?;
         let _busy = self.busy(volume_id)?;
-        self.ensure_staged(&staging, &source, read_only_mode(mode))
-            .await?;
+        self.ensure_staged(&staging, &source, &capability).await?;
         Ok(Response::new(NodeStageVolumeResponse {}))
     }
 
@@ -291,12 +302,11 @@ impl Node for NodeService {
         let volume_id = required(&r.volume_id, "volume_id")?;
         let staging = PathBuf::from(required(&r.staging_target_path, "staging_target_path")?);
         let target = PathBuf::from(required(&r.target_path, "target_path")?);
-        let mode = mount_mode(r.volume_capability.as_ref())?;
+        let capability = capability(r.volume_capability.as_ref())?;
         let source = Source::from_context(volume_id, &r.volume_context)?;
         let _busy = self.busy(volume_id)?;
         // The kubelet stages once per node; a stage whose client died since is made again here.
-        self.ensure_staged(&staging, &source, read_only_mode(mode))
-            .await?;
+        self.ensure_staged(&staging, &source, &capability).await?;
         if mounts::mounted_at(&target)?.is_some() {
             if mounts::health(&target, self.timeout).await == Health::Alive {
                 return Ok(Response::new(NodePublishVolumeResponse {}));
@@ -304,7 +314,7 @@ impl Node for NodeService {
             mounts::unmount_all(&target, self.timeout).await?;
         }
         create_dir(&target)?;
-        mounts::bind_mount(&staging, &target, r.readonly || read_only_mode(mode))?;
+        mounts::bind_mount(&staging, &target, r.readonly || capability.read_only)?;
         tracing::info!(volume_id, target = %target.display(), readonly = r.readonly, "published");
         Ok(Response::new(NodePublishVolumeResponse {}))
     }

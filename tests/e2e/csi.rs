@@ -392,6 +392,20 @@ async fn csi_node_service_conformance() {
         code(node.node_stage_volume(hostile).await.map(drop_body)),
         Some(Code::InvalidArgument)
     );
+    let mut smuggled = stage.clone();
+    smuggled.volume_capability = Some(VolumeCapability {
+        access_type: Some(AccessType::Mount(MountVolume {
+            mount_flags: vec!["log-level=INFO,volfile-server=10.0.0.9".into()],
+            ..Default::default()
+        })),
+        access_mode: Some(AccessMode {
+            mode: Mode::SingleNodeWriter.into(),
+        }),
+    });
+    assert_eq!(
+        code(node.node_stage_volume(smuggled).await.map(drop_body)),
+        Some(Code::InvalidArgument)
+    );
     let mut no_target = publish.clone();
     no_target.target_path.clear();
     assert_eq!(
