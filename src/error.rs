@@ -60,6 +60,9 @@ pub enum Error {
     #[error("unsupported claim: {0}")]
     InvalidClaim(String),
 
+    #[error("conversion to CSI: {0}")]
+    Convert(String),
+
     #[error("unknown cluster {0:?}: not in the topology file")]
     UnknownCluster(String),
 
@@ -148,6 +151,7 @@ impl Error {
             }
             Error::InvalidParameter(_) | Error::ClassNotFound(_) => "parameters",
             Error::InvalidClaim(_) => "claim",
+            Error::Convert(_) => "convert",
             Error::UnknownCluster(_) => "cluster",
             Error::Placement(_) => "placement",
             Error::InvalidVolume { .. } => "volume",

@@ -7,11 +7,13 @@
 //! - `k8s`: pure builders of the PV, Endpoints and Service.
 //! - `gid`: GID allocation across classes.
 //! - `controller`: the reconcilers that provision claims and delete released volumes.
+//! - `convert`: the `convert` subcommand, `glusterfs` PVs to CSI PVs in place.
 //! - `csi`: the CSI node plugin (`node` subcommand) that mounts volumes of CSI PVs.
 //! - `leader`: leader election on a Lease. `metrics`, `http`: Prometheus metrics and probes.
 
 pub mod config;
 pub mod controller;
+pub mod convert;
 pub mod csi;
 pub mod error;
 pub mod failpoint;

@@ -9,12 +9,12 @@ use clap::{Args, Parser, Subcommand};
 use glusterfs_provisioner::config::csi as csi_names;
 use glusterfs_provisioner::config::{PvType, Topology};
 use glusterfs_provisioner::controller::{self, Settings};
-use glusterfs_provisioner::csi;
 use glusterfs_provisioner::gluster::{SshBackend, SshExecutor};
 use glusterfs_provisioner::heketi::HeketiHttp;
 use glusterfs_provisioner::http::{self, Health};
 use glusterfs_provisioner::leader::{self, LeaseSettings};
 use glusterfs_provisioner::metrics::Metrics;
+use glusterfs_provisioner::{convert, csi};
 
 /// Kubernetes external provisioner for GlusterFS volumes.
 ///
@@ -46,6 +46,35 @@ enum Command {
     /// The CSI node plugin: mounts the volumes of CSI PVs for the pods of this node (one per
     /// node, from a DaemonSet).
     Node(NodeArgs),
+    /// Replace `glusterfs` PVs by CSI PVs of the same name, capacity, GID and claim, keeping
+    /// the volume and its data. Prints the plan only, unless --apply.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("selection").required(true).args(["pv", "namespace", "all"])))]
+struct ConvertArgs {
+    /// Kubeconfig file; without it, KUBECONFIG, ~/.kube/config or the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// This PV (repeatable).
+    #[arg(long)]
+    pv: Vec<String>,
+    /// Every PV bound to a claim of this namespace.
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    /// Every `glusterfs` PV bound to a claim.
+    #[arg(long)]
+    all: bool,
+    /// Convert; without it only the plan is printed.
+    #[arg(long)]
+    apply: bool,
+    /// The CSI driver the new PVs name.
+    #[arg(long, env = "CSI_DRIVER_NAME", default_value = csi_names::DRIVER_NAME)]
+    driver_name: String,
+    /// Longest wait for a claim to be Bound to its new PV, in seconds.
+    #[arg(long, default_value_t = 120)]
+    bind_timeout_seconds: u64,
 }
 
 #[derive(Args)]
@@ -212,7 +241,23 @@ async fn main() -> anyhow::Result<()> {
         Command::Run(args) => run(*args).await,
         Command::Topology { topology } => check_topology(&topology).await,
         Command::Node(args) => Ok(csi::run(node_settings(args)).await?),
+        Command::Convert(args) => convert(args).await,
     }
+}
+
+async fn convert(args: ConvertArgs) -> anyhow::Result<()> {
+    let selection = match (args.namespace, args.all) {
+        (Some(ns), _) => convert::Selection::Namespace(ns),
+        (None, true) => convert::Selection::All,
+        (None, false) => convert::Selection::Pvs(args.pv),
+    };
+    let settings = convert::Settings {
+        driver: args.driver_name,
+        apply: args.apply,
+        bind_timeout: Duration::from_secs(args.bind_timeout_seconds),
+    };
+    let client = client(args.kubeconfig.as_deref()).await?;
+    Ok(convert::run(client, selection, &settings).await?)
 }
 
 fn node_settings(args: NodeArgs) -> csi::NodeSettings {

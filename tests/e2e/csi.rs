@@ -503,3 +503,147 @@ async fn csi_node_service_conformance() {
 fn drop_body<T>(r: tonic::Response<T>) -> tonic::Response<()> {
     r.map(drop)
 }
+
+/// `glusterfs-provisioner convert ARGS` as the cluster admin: (success, output).
+async fn convert(args: &[&str], crash_at: Option<&str>) -> (bool, String) {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"));
+    cmd.arg("convert")
+        .arg("--kubeconfig")
+        .arg(env().state_dir.join("admin.kubeconfig"))
+        .args(args)
+        .env_remove(glusterfs_provisioner::failpoint::ENV);
+    if let Some(point) = crash_at {
+        cmd.env(glusterfs_provisioner::failpoint::ENV, point);
+    }
+    let out = cmd.output().await.unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+#[tokio::test]
+async fn convert_moves_a_glusterfs_pv_to_csi_keeping_the_data() {
+    let space = Space::deployed("convert").await;
+    let class = pods::example_class().await;
+    space.claim("data", &class, "1Gi", "ReadWriteOnce").await;
+    let old = space.bound_pv("data").await;
+    let name = old.name_any();
+    assert!(old.spec.as_ref().unwrap().glusterfs.is_some());
+    let gid = old.annotations()["pv.beta.kubernetes.io/gid"].clone();
+    // Written through the 1.20 kubelet's own glusterfs plugin.
+    space.pod("before", "data", json!({})).await;
+    space.running("before", None).await;
+    space
+        .exec_ok("before", "echo from-the-glusterfs-pv >/data/file")
+        .await;
+
+    // In use: refused, naming the pod; nothing changes.
+    let (ok, out) = convert(&["--pv", &name, "--apply"], None).await;
+    assert!(
+        !ok && out.contains(&format!("{}/before", space.ns)),
+        "{out}"
+    );
+    let pvs = space.pvs.clone();
+    assert!(
+        pvs.get(&name)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .glusterfs
+            .is_some()
+    );
+    space
+        .pods()
+        .delete("before", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually(POD_WAIT, "the pod gone", || async {
+        space
+            .pods()
+            .get_opt("before")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+
+    // The dry run (the default) prints the plan and changes nothing.
+    let (ok, out) = convert(&["--namespace", &space.ns], None).await;
+    assert!(
+        ok && out.contains(&name) && out.contains("dry run"),
+        "{out}"
+    );
+    assert!(
+        pvs.get(&name)
+            .await
+            .unwrap()
+            .spec
+            .unwrap()
+            .glusterfs
+            .is_some()
+    );
+
+    // Killed right after the old PV went, then run again: it finishes from the claim's record.
+    let (ok, out) = convert(&["--pv", &name, "--apply"], Some("convert-after-delete")).await;
+    assert!(!ok, "the crash point must stop it: {out}");
+    assert!(pvs.get_opt(&name).await.unwrap().is_none());
+    let (ok, out) = convert(&["--pv", &name, "--apply"], None).await;
+    assert!(ok, "{out}");
+    let new = pvs.get(&name).await.unwrap();
+    let spec = new.spec.clone().unwrap();
+    assert!(spec.glusterfs.is_none());
+    assert_eq!(
+        spec.csi.as_ref().unwrap().volume_handle,
+        volume_of_glusterfs(&old)
+    );
+    assert_eq!(
+        spec.claim_ref.as_ref().unwrap().uid,
+        old.spec.as_ref().unwrap().claim_ref.as_ref().unwrap().uid
+    );
+    assert_eq!(spec.capacity, old.spec.as_ref().unwrap().capacity);
+    assert_eq!(
+        spec.persistent_volume_reclaim_policy.as_deref(),
+        Some("Delete")
+    );
+    assert_eq!(new.annotations()["pv.beta.kubernetes.io/gid"], gid);
+    let claim = space.claims.get("data").await.unwrap();
+    assert!(
+        !claim
+            .annotations()
+            .contains_key(glusterfs_provisioner::convert::ANN_CONVERT)
+    );
+    assert_eq!(claim.status.unwrap().phase.as_deref(), Some("Bound"));
+
+    // A new pod reads the data through the CSI node plugin.
+    space.pod("after", "data", json!({})).await;
+    space.running("after", None).await;
+    let out = space
+        .exec_ok("after", "cat /data/file && grep ' /data ' /proc/mounts")
+        .await;
+    assert!(
+        out.starts_with("from-the-glusterfs-pv\n") && out.contains("fuse.glusterfs"),
+        "{out}"
+    );
+    let (ok, out) = convert(&["--pv", &name], None).await;
+    assert!(
+        ok && out.contains("nothing to do"),
+        "a second run finds nothing: {out}"
+    );
+    space.delete_all(&[name]).await;
+}
+
+fn volume_of_glusterfs(pv: &PersistentVolume) -> String {
+    pv.spec
+        .as_ref()
+        .unwrap()
+        .glusterfs
+        .as_ref()
+        .unwrap()
+        .path
+        .clone()
+}
