@@ -40,7 +40,7 @@ pub async fn reconcile(pv: Arc<CachedPv>, ctx: Arc<Context>) -> Result<Action> {
         return match result {
             Ok(()) => {
                 ctx.metrics.delete_total.with_label_values(&[&class]).inc();
-                ctx.succeeded(&failure_key(pv.as_ref()));
+                ctx.backoff.succeeded(&failure_key(pv.as_ref()));
                 Ok(Action::await_change())
             }
             Err(e) => {
@@ -72,7 +72,7 @@ pub async fn reconcile(pv: Arc<CachedPv>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 pub fn error_policy(pv: Arc<CachedPv>, _: &Error, ctx: Arc<Context>) -> Action {
-    ctx.backoff(failure_key(pv.as_ref()))
+    ctx.backoff.failed(failure_key(pv.as_ref()))
 }
 
 fn invalid(pv: &CachedPv, message: impl Into<String>) -> Error {

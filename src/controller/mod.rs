@@ -3,44 +3,48 @@
 //! - claims ([`provision`]): an unbound PVC of a class naming us gets a volume and a PV;
 //! - volumes ([`delete`]): a Released PV of ours with policy Delete is removed with its volume;
 //!   a live one gets its Endpoints/Service back if someone deleted them.
+//!
+//! Beside them: `backends` (which backend, Heketi credentials from Secrets), `endpoints`
+//! (Endpoints/Service writes and name caches), `sync` (the cache-sync gate), `backoff`
+//! (per-object retry delays), `gauges` (the pool gauges loop), `slim` (compact caches).
 
+mod backends;
+mod backoff;
 pub mod delete;
+mod endpoints;
 mod expand;
+mod gauges;
 mod names;
 pub mod provision;
 pub mod slim;
+mod sync;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, PartialObjectMeta, Patch, PatchParams};
-use kube::runtime::controller::{self, Action, Controller};
+use kube::api::{Api, PartialObjectMeta};
+use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::config::{BackendParams, ClassParams, HeketiParams, PvType};
+use crate::config::PvType;
 use crate::gid::GidAllocator;
 use crate::gluster::SshBackend;
-use crate::heketi::volumes as heketi;
-use crate::heketi::{Credentials, HeketiClient, HeketiHttp, HeketiVolumes};
+use crate::heketi::HeketiHttp;
 use crate::http::Health;
 use crate::k8s::cached::{CachedPv, CachedPvc};
 use crate::k8s::objects::{self, LABEL_PV};
 use crate::metrics::Metrics;
-use crate::volumes::Backend;
 use crate::{Error, Result};
 use names::Names;
 
-const FIELD_MANAGER: &str = "glusterfs-provisioner";
 /// The removed in-tree provisioner, whose classes and PVs `--migrate-in-tree` takes over.
 pub const IN_TREE: &str = "kubernetes.io/glusterfs";
-const SECRET_TYPE: &str = "kubernetes.io/glusterfs";
 
 /// How the controllers run.
 #[derive(Clone, Debug)]
@@ -86,7 +90,7 @@ pub struct Context {
     services: Names,
     /// Opened once every cache holds its first full list; reconciles wait behind it.
     synced: tokio::sync::watch::Sender<bool>,
-    failures: Mutex<HashMap<String, u32>>,
+    backoff: backoff::Backoff,
 }
 
 impl Context {
@@ -109,91 +113,6 @@ impl Context {
             .is_some_and(|p| self.settings.serves(p))
     }
 
-    fn ssh(&self) -> Result<&SshBackend> {
-        self.ssh.as_ref().ok_or_else(|| {
-            Error::InvalidParameter(
-                "this class uses the SSH backend (no resturl), but the provisioner runs without \
-                 a topology file (--topology)"
-                    .into(),
-            )
-        })
-    }
-
-    /// A Heketi backend as `params` describe it, with the user's key read from its Secret.
-    async fn heketi(&self, params: &HeketiParams) -> Result<HeketiVolumes> {
-        let key = match &params.secret {
-            Some(secret) => Some(self.secret_key(secret).await?),
-            None => params.user_key.clone(),
-        };
-        // Without a user Heketi runs without authentication (restauthenabled: "false").
-        let credentials = Credentials {
-            key: (!params.user.is_empty()).then(|| key.unwrap_or_default()),
-            user: params.user.clone(),
-        };
-        let client = HeketiClient::new(self.heketi.clone(), &params.url, credentials);
-        Ok(HeketiVolumes::new(client, params.clone()))
-    }
-
-    async fn secret_key(&self, secret: &crate::config::SecretRef) -> Result<String> {
-        let bad = |why: &str| Error::HeketiCredentials(format!("Secret {secret}: {why}"));
-        let api = Api::<Secret>::namespaced(self.client.clone(), &secret.namespace);
-        let found = match api.get_opt(&secret.name).await {
-            Err(kube::Error::Api(s)) if s.code == 403 => return Err(bad("not allowed to read it")),
-            other => other?,
-        };
-        let found = found.ok_or_else(|| bad("not found"))?;
-        if found.type_.as_deref() != Some(SECRET_TYPE) {
-            return Err(bad(&format!("type must be {SECRET_TYPE}")));
-        }
-        let key = found
-            .data
-            .as_ref()
-            .and_then(|d| d.get("key"))
-            .ok_or_else(|| bad("no \"key\" in its data"))?;
-        String::from_utf8(key.0.clone()).map_err(|_| bad("\"key\" is not UTF-8 text"))
-    }
-
-    /// The backend that made a PV's volume.
-    async fn backend_of(&self, pv: &CachedPv) -> Result<Backend<'_>> {
-        let heketi = [heketi::ANN_VOLUME_ID, heketi::ANN_URL]
-            .iter()
-            .any(|a| pv.annotations().contains_key(*a));
-        Ok(if heketi {
-            Backend::Heketi(Box::new(self.heketi_of(pv).await?))
-        } else {
-            Backend::Ssh(self.ssh()?)
-        })
-    }
-
-    /// The Heketi server, user and key of a PV: what ours recorded (the key from the recorded
-    /// Secret, else from the class); for one the in-tree provisioner made, its class.
-    async fn heketi_of(&self, pv: &CachedPv) -> Result<HeketiVolumes> {
-        self.caches_synced().await;
-        let class = || -> Result<HeketiParams> {
-            let name = pv.spec.storage_class_name.clone().unwrap_or_default();
-            let class = self
-                .classes
-                .get(&ObjectRef::new(&name))
-                .ok_or_else(|| Error::ClassNotFound(name.clone()))?;
-            match ClassParams::parse(&class.parameters.clone().unwrap_or_default())?.backend {
-                BackendParams::Heketi(params) => Ok(params),
-                BackendParams::Ssh { .. } => Err(Error::InvalidParameter(format!(
-                    "StorageClass {name:?} has no resturl"
-                ))),
-            }
-        };
-        let params = match HeketiVolumes::params_from(pv.annotations()) {
-            Some(mut params) => {
-                if params.secret.is_none() && !params.user.is_empty() {
-                    params.user_key = class()?.user_key;
-                }
-                params
-            }
-            None => class()?,
-        };
-        self.heketi(&params).await
-    }
-
     async fn publish<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
     where
         K: Resource<DynamicType = ()>,
@@ -213,72 +132,6 @@ impl Context {
         if let Err(e) = self.recorder.publish(&event, &regarding).await {
             tracing::warn!(error = %e, reason, "cannot publish event");
         }
-    }
-
-    /// Creates or repairs the Endpoints and Service of a claim's volume (server-side apply, so
-    /// a second call changes nothing).
-    async fn apply_endpoints(
-        &self,
-        namespace: &str,
-        name: &str,
-        claim: (&str, &str),
-        addresses: &[std::net::IpAddr],
-    ) -> Result<()> {
-        let pp = PatchParams::apply(FIELD_MANAGER).force();
-        let (claim_name, claim_uid) = claim;
-        let svc = objects::service(name, namespace, claim_name, claim_uid);
-        Api::<Service>::namespaced(self.client.clone(), namespace)
-            .patch(name, &pp, &Patch::Apply(&svc))
-            .await?;
-        let ep = objects::endpoints(name, namespace, claim_name, claim_uid, addresses);
-        Api::<Endpoints>::namespaced(self.client.clone(), namespace)
-            .patch(name, &pp, &Patch::Apply(&ep))
-            .await?;
-        Ok(())
-    }
-
-    /// Deletes the Endpoints and Service; already gone is fine.
-    async fn delete_endpoints(&self, namespace: &str, name: &str) -> Result<()> {
-        let dp = Default::default();
-        let svc = Api::<Service>::namespaced(self.client.clone(), namespace);
-        ignore_not_found(svc.delete(name, &dp).await.map(drop))?;
-        let ep = Api::<Endpoints>::namespaced(self.client.clone(), namespace);
-        ignore_not_found(ep.delete(name, &dp).await.map(drop))
-    }
-
-    /// Waits until the caches are complete: GIDs and "already provisioned" come from them.
-    async fn caches_synced(&self) {
-        let _ = self.synced.subscribe().wait_for(|synced| *synced).await;
-    }
-
-    /// `Store::wait_until_ready` wakes only one of several concurrent waiters (its oneshot
-    /// keeps a single waker), so this one task waits on each store and opens the gate for all.
-    async fn sync_caches(&self) -> bool {
-        let synced = self.volumes.wait_until_ready().await.is_ok()
-            && self.classes.wait_until_ready().await.is_ok();
-        if synced {
-            self.endpoints.wait_listed().await;
-            self.services.wait_listed().await;
-        }
-        self.synced.send_replace(synced);
-        synced
-    }
-
-    fn has_endpoints(&self, namespace: &str, name: &str) -> bool {
-        self.endpoints.contains(namespace, name) && self.services.contains(namespace, name)
-    }
-
-    /// Exponential per-object backoff; a success resets it.
-    fn backoff(&self, key: String) -> Action {
-        let mut failures = self.failures.lock().expect("failures lock");
-        let n = failures.entry(key).or_default();
-        let delay = self.settings.retry_min.saturating_mul(1 << (*n).min(16));
-        *n += 1;
-        Action::requeue(delay.min(self.settings.retry_max))
-    }
-
-    fn succeeded(&self, key: &str) {
-        self.failures.lock().expect("failures lock").remove(key);
     }
 }
 
@@ -341,7 +194,6 @@ pub async fn run(
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
         metrics,
-        settings,
         ssh,
         heketi,
         gids: GidAllocator::default(),
@@ -350,7 +202,8 @@ pub async fn run(
         endpoints,
         services,
         synced: tokio::sync::watch::Sender::new(false),
-        failures: Mutex::default(),
+        backoff: backoff::Backoff::new(settings.retry_min, settings.retry_max),
+        settings,
     });
 
     let claims = Controller::for_stream(claim_stream.applied_objects(), claim_store)
@@ -374,7 +227,7 @@ pub async fn run(
         provisioner = ctx.settings.provisioner,
         "controllers started"
     );
-    let gauges = refresh_gauges(ctx.clone(), health);
+    let gauges = gauges::refresh_gauges(ctx.clone(), health);
     // The reflectors run until the controllers stop; then they are dropped.
     tokio::select! {
         _ = futures::future::join(claims, volumes) => {}
@@ -382,82 +235,6 @@ pub async fn run(
         _ = gauges => {}
     }
     Ok(())
-}
-
-/// Keeps the pool gauges (GIDs per class, volumes per cluster, brick capacity) current. Runs
-/// on its own, so slow or unreachable nodes never hold up provisioning.
-async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
-    if !ctx.sync_caches().await {
-        return;
-    }
-    health.set_ready(true);
-    let mut tick = tokio::time::interval(ctx.settings.gauge_interval);
-    loop {
-        tick.tick().await;
-        // Right after the caches are filled, then now and then: see `memory::release_free`.
-        crate::memory::release_free();
-        let m = &ctx.metrics;
-        let ours: Vec<_> = ctx
-            .volumes
-            .state()
-            .into_iter()
-            .filter(|pv| ctx.is_ours(pv))
-            .collect();
-        let gids: Vec<u32> = ours
-            .iter()
-            .filter_map(|pv| pv.annotations().get(objects::ANN_GID)?.parse().ok())
-            .collect();
-        for class in ctx
-            .classes
-            .state()
-            .iter()
-            .filter(|c| ctx.settings.serves(&c.provisioner))
-        {
-            let name = class.name_any();
-            let Ok(params) = ClassParams::parse(&class.parameters.clone().unwrap_or_default())
-            else {
-                continue;
-            };
-            let in_use = ours
-                .iter()
-                .filter(|pv| pv.spec.storage_class_name.as_deref() == Some(&name))
-                .count();
-            let taken = gids
-                .iter()
-                .filter(|g| (params.gid_min..=params.gid_max).contains(*g))
-                .count();
-            let size = u64::from(params.gid_max - params.gid_min) + 1;
-            m.gids_in_use.with_label_values(&[&name]).set(in_use as i64);
-            m.gids_free
-                .with_label_values(&[&name])
-                .set(size.saturating_sub(taken as u64) as i64);
-        }
-        let Some(ssh) = &ctx.ssh else { continue };
-        for cluster in &ssh.topology().clusters {
-            let count = ours
-                .iter()
-                .filter(|pv| pv.annotations().get(objects::ANN_CLUSTER) == Some(&cluster.name))
-                .count();
-            m.volumes
-                .with_label_values(&[&cluster.name])
-                .set(count as i64);
-            let Ok(capacity) = ssh.capacity(cluster).await else {
-                continue;
-            };
-            for node in capacity {
-                for space in node.roots {
-                    let root = space.root.display().to_string();
-                    let labels = [node.node.name.as_str(), root.as_str()];
-                    m.brick_bytes
-                        .with_label_values(&labels)
-                        .set(space.total as f64);
-                    m.brick_free_bytes
-                        .with_label_values(&labels)
-                        .set(space.free as f64);
-                }
-            }
-        }
-    }
 }
 
 /// A cache of `api`'s objects as `slim` leaves them, and the stream of watch events that keeps

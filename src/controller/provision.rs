@@ -81,7 +81,7 @@ pub async fn reconcile(cached: Arc<CachedPvc>, ctx: Arc<Context>) -> Result<Acti
     match result {
         Ok(pv) => {
             ctx.metrics.provision_total.with_label_values(&labels).inc();
-            ctx.succeeded(&failure_key(&claim));
+            ctx.backoff.succeeded(&failure_key(&claim));
             let note = format!("Successfully provisioned volume {pv}");
             ctx.publish(
                 &claim,
@@ -117,7 +117,7 @@ pub async fn reconcile(cached: Arc<CachedPvc>, ctx: Arc<Context>) -> Result<Acti
 }
 
 pub fn error_policy(claim: Arc<CachedPvc>, _: &Error, ctx: Arc<Context>) -> Action {
-    ctx.backoff(failure_key(claim.as_ref()))
+    ctx.backoff.failed(failure_key(claim.as_ref()))
 }
 
 /// Whether this provisioner should provision the claim now, and with which class.

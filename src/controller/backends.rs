@@ -1,0 +1,104 @@
+//! Which backend serves a class or a PV, and the Heketi credentials from their Secret.
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+
+use super::Context;
+use crate::config::{BackendParams, ClassParams, HeketiParams, SecretRef};
+use crate::gluster::SshBackend;
+use crate::heketi::volumes as heketi;
+use crate::heketi::{Credentials, HeketiClient, HeketiVolumes};
+use crate::k8s::cached::CachedPv;
+use crate::volumes::Backend;
+use crate::{Error, Result};
+
+const SECRET_TYPE: &str = "kubernetes.io/glusterfs";
+
+impl Context {
+    pub(super) fn ssh(&self) -> Result<&SshBackend> {
+        self.ssh.as_ref().ok_or_else(|| {
+            Error::InvalidParameter(
+                "this class uses the SSH backend (no resturl), but the provisioner runs without \
+                 a topology file (--topology)"
+                    .into(),
+            )
+        })
+    }
+
+    /// A Heketi backend as `params` describe it, with the user's key read from its Secret.
+    pub(super) async fn heketi(&self, params: &HeketiParams) -> Result<HeketiVolumes> {
+        let key = match &params.secret {
+            Some(secret) => Some(self.secret_key(secret).await?),
+            None => params.user_key.clone(),
+        };
+        // Without a user Heketi runs without authentication (restauthenabled: "false").
+        let credentials = Credentials {
+            key: (!params.user.is_empty()).then(|| key.unwrap_or_default()),
+            user: params.user.clone(),
+        };
+        let client = HeketiClient::new(self.heketi.clone(), &params.url, credentials);
+        Ok(HeketiVolumes::new(client, params.clone()))
+    }
+
+    pub(super) async fn secret_key(&self, secret: &SecretRef) -> Result<String> {
+        let bad = |why: &str| Error::HeketiCredentials(format!("Secret {secret}: {why}"));
+        let api = Api::<Secret>::namespaced(self.client.clone(), &secret.namespace);
+        let found = match api.get_opt(&secret.name).await {
+            Err(kube::Error::Api(s)) if s.code == 403 => return Err(bad("not allowed to read it")),
+            other => other?,
+        };
+        let found = found.ok_or_else(|| bad("not found"))?;
+        if found.type_.as_deref() != Some(SECRET_TYPE) {
+            return Err(bad(&format!("type must be {SECRET_TYPE}")));
+        }
+        let key = found
+            .data
+            .as_ref()
+            .and_then(|d| d.get("key"))
+            .ok_or_else(|| bad("no \"key\" in its data"))?;
+        String::from_utf8(key.0.clone()).map_err(|_| bad("\"key\" is not UTF-8 text"))
+    }
+
+    /// The backend that made a PV's volume.
+    pub(super) async fn backend_of(&self, pv: &CachedPv) -> Result<Backend<'_>> {
+        let heketi = [heketi::ANN_VOLUME_ID, heketi::ANN_URL]
+            .iter()
+            .any(|a| pv.annotations().contains_key(*a));
+        Ok(if heketi {
+            Backend::Heketi(Box::new(self.heketi_of(pv).await?))
+        } else {
+            Backend::Ssh(self.ssh()?)
+        })
+    }
+
+    /// The Heketi server, user and key of a PV: what ours recorded (the key from the recorded
+    /// Secret, else from the class); for one the in-tree provisioner made, its class.
+    pub(super) async fn heketi_of(&self, pv: &CachedPv) -> Result<HeketiVolumes> {
+        self.caches_synced().await;
+        let class = || -> Result<HeketiParams> {
+            let name = pv.spec.storage_class_name.clone().unwrap_or_default();
+            let class = self
+                .classes
+                .get(&ObjectRef::new(&name))
+                .ok_or_else(|| Error::ClassNotFound(name.clone()))?;
+            match ClassParams::parse(&class.parameters.clone().unwrap_or_default())?.backend {
+                BackendParams::Heketi(params) => Ok(params),
+                BackendParams::Ssh { .. } => Err(Error::InvalidParameter(format!(
+                    "StorageClass {name:?} has no resturl"
+                ))),
+            }
+        };
+        let params = match HeketiVolumes::params_from(pv.annotations()) {
+            Some(mut params) => {
+                if params.secret.is_none() && !params.user.is_empty() {
+                    params.user_key = class()?.user_key;
+                }
+                params
+            }
+            None => class()?,
+        };
+        self.heketi(&params).await
+    }
+}
