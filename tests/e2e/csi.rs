@@ -24,6 +24,10 @@ use crate::scenario::Space;
 use crate::support::{env, eventually, local, unique};
 
 const CSI_CLASS: &str = "glusterfs-csi";
+
+/// The restart test takes the node plugin away for a while; the tests that call it directly
+/// (the kubelet retries by itself) hold this for reading so they never run across a restart.
+static PLUGIN: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 const DRIVER: &str = "glusterfs.gluster.org";
 
 fn kubelet_dir() -> PathBuf {
@@ -175,6 +179,7 @@ fn restarts(pod: &Pod) -> i32 {
 
 #[tokio::test]
 async fn csi_mounts_survive_the_node_plugin_being_killed_or_replaced() {
+    let _restarting = PLUGIN.write().await;
     let space = Space::deployed("csi-restart").await;
     space.claim("data", CSI_CLASS, "1Gi", "ReadWriteMany").await;
     let pv = space.bound_pv("data").await;
@@ -263,6 +268,7 @@ fn context_of(pv: &PersistentVolume) -> HashMap<String, String> {
 
 #[tokio::test]
 async fn csi_dead_fuse_client_is_reported_and_mounted_again() {
+    let _stable = PLUGIN.read().await;
     let space = Space::deployed("csi-dead").await;
     space.claim("data", CSI_CLASS, "1Gi", "ReadWriteMany").await;
     let pv = space.bound_pv("data").await;
@@ -325,6 +331,7 @@ async fn csi_dead_fuse_client_is_reported_and_mounted_again() {
 
 #[tokio::test]
 async fn csi_node_service_conformance() {
+    let _stable = PLUGIN.read().await;
     let space = Space::deployed("csi-conf").await;
     space.claim("data", CSI_CLASS, "1Gi", "ReadWriteOnce").await;
     let pv = space.bound_pv("data").await;
