@@ -654,3 +654,43 @@ fn volume_of_glusterfs(pv: &PersistentVolume) -> String {
         .path
         .clone()
 }
+
+#[tokio::test]
+async fn csi_volume_grows_under_a_running_pod() {
+    let space = Space::deployed("csi-grow").await;
+    space.claim("data", CSI_CLASS, "1Gi", "ReadWriteOnce").await;
+    let pv = space.bound_pv("data").await;
+    space.pod("user", "data", json!({})).await;
+    space.running("user", None).await;
+    let size = || async {
+        let out = space.exec_ok("user", "df -kP /data | tail -1").await;
+        let kib: u64 = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        kib / (1024 * 1024)
+    };
+    assert_eq!(size().await, 1, "1 GiB before");
+    let bigger = json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}});
+    space
+        .claims
+        .patch(
+            "data",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&bigger),
+        )
+        .await
+        .unwrap();
+    // The provisioner raises the volume's enforced size; the pod's FUSE mount sees it.
+    eventually(
+        Duration::from_secs(120),
+        "the pod's mount at 2 GiB",
+        || async { (size().await == 2).then_some(()) },
+    )
+    .await;
+    let claim = space.claims.get("data").await.unwrap();
+    let capacity = claim.status.unwrap().capacity.unwrap()["storage"].0.clone();
+    assert_eq!(capacity, "2Gi");
+    space.delete_all(&[pv.name_any()]).await;
+}
