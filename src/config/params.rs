@@ -238,6 +238,12 @@ fn parse_url(value: &str) -> Result<String> {
             "resturl {value:?}: expected the Heketi server's http:// or https:// URL"
         )));
     }
+    // Credentials in the URL would end up in PV annotations, events and logs.
+    if uri.as_ref().and_then(|u| u.authority()).is_some_and(|a| a.as_str().contains('@')) {
+        return Err(invalid(
+            "resturl must not carry credentials (user:password@); use restuser and a Secret",
+        ));
+    }
     Ok(value.trim_end_matches('/').to_string())
 }
 
@@ -279,6 +285,8 @@ fn parse_durability(value: &str) -> Result<Durability> {
     let parts: Vec<&str> = value.split(':').collect();
     match parts.as_slice() {
         ["none"] => Ok(Durability::None),
+        // The in-tree plugin read a bare "replicate" as three replicas; classes rely on it.
+        ["replicate"] => Ok(Durability::Replicate(3)),
         ["replicate", n] => count(n).map(Durability::Replicate).ok_or_else(bad),
         ["disperse", d, r] => {
             let (data, redundancy) = (count(d).ok_or_else(bad)?, count(r).ok_or_else(bad)?);
@@ -502,6 +510,11 @@ mod tests {
             assert_eq!(parse(&[("volumetype", text)]).unwrap().durability, want);
             assert_eq!(want.to_string(), text);
         }
+        // What the in-tree plugin's classes say for three replicas.
+        assert_eq!(
+            parse(&[("volumetype", "replicate")]).unwrap().durability,
+            Durability::Replicate(3)
+        );
     }
 
     #[test]
@@ -527,6 +540,10 @@ mod tests {
             (&[("resturl", "")], "resturl \"\""),
             (&[("resturl", "heketi:8080")], "resturl"),
             (&[("resturl", "ftp://h")], "resturl"),
+            (
+                &[("resturl", "http://admin:secret@heketi:8080")],
+                "must not carry credentials",
+            ),
             (&[("resturl", "http://h"), ("cluster", "a")], "SSH backend"),
             (
                 &[("resturl", "http://h"), ("secretName", "s")],
@@ -547,7 +564,6 @@ mod tests {
             (&[("volumetype", "mirror:3")], "volumetype \"mirror:3\""),
             (&[("volumetype", "replicate:0")], "volumetype"),
             (&[("volumetype", "replicate:x")], "volumetype"),
-            (&[("volumetype", "replicate")], "volumetype"),
             (&[("volumetype", "disperse:1:1")], "outnumber"),
             (&[("gidMin", "100")], "gidMin \"100\""),
             (&[("gidMax", "abc")], "gidMax \"abc\""),
