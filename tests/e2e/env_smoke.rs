@@ -237,3 +237,34 @@ async fn replica_3_volume_stores_a_file_on_all_three_nodes() {
         "volume still listed: {out}"
     );
 }
+
+#[tokio::test]
+async fn remote_arguments_reach_the_program_literally() {
+    let marker = std::env::temp_dir().join(unique("quoting-escape"));
+    let hostile = [
+        "a;b".to_string(),
+        format!("$(touch {})", marker.display()),
+        format!("`touch {}`", marker.display()),
+        "it's".into(),
+        "\"double\"".into(),
+        "two  spaces".into(),
+        "new\nline".into(),
+        "*".into(),
+        "$HOME".into(),
+        "back\\slash".into(),
+        "&& true |".into(),
+        "".into(),
+    ];
+    let mut args = vec!["%s\\0".to_string()];
+    args.extend(hostile.iter().cloned());
+    let node = &env().topology.clusters[0].nodes[0];
+    let out = ssh()
+        .run(&node.ssh_address, "printf", &args)
+        .await
+        .expect("printf over SSH");
+    assert!(out.success, "{out:?}");
+    let received: Vec<&str> = out.stdout.split('\0').collect();
+    // printf's output ends with a separator: one empty piece after the last argument.
+    assert_eq!(&received[..received.len() - 1], hostile.each_ref().map(String::as_str));
+    assert!(!marker.exists(), "a command substitution ran");
+}
