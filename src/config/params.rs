@@ -239,7 +239,11 @@ fn parse_url(value: &str) -> Result<String> {
         )));
     }
     // Credentials in the URL would end up in PV annotations, events and logs.
-    if uri.as_ref().and_then(|u| u.authority()).is_some_and(|a| a.as_str().contains('@')) {
+    if uri
+        .as_ref()
+        .and_then(|u| u.authority())
+        .is_some_and(|a| a.as_str().contains('@'))
+    {
         return Err(invalid(
             "resturl must not carry credentials (user:password@); use restuser and a Secret",
         ));

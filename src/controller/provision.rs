@@ -250,10 +250,28 @@ async fn provision(
         }
         match pvs.create(&PostParams::default(), &pv).await {
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
-            other => other.map(drop).map_err(Error::from),
+            other => other
+                .map(drop)
+                .and_then(|()| crate::failpoint::fail_point("after-pv-create"))
+                .map_err(Error::from),
         }
     };
     if let Err(e) = kube_side.await {
+        // A timeout or a broken connection can come after the API server stored the PV: a
+        // PV may name the volume, which must then stay. Only a PV known to be absent lets the
+        // volume go; when even that cannot be told, everything is kept for the retry, which
+        // finds the volume again by its name (from the claim UID) and keeps its GID.
+        match pvs.get_metadata_opt(&pv_name).await {
+            Ok(Some(_)) => {
+                tracing::info!(pv = pv_name, error = %e, "the PV was saved despite the error");
+                return Ok(pv_name);
+            }
+            Ok(None) => {}
+            Err(lookup) => {
+                tracing::warn!(pv = pv_name, error = %lookup, "cannot tell whether the PV was saved; keeping the volume");
+                return Err(e);
+            }
+        }
         // Without its PV the volume would be orphaned if the claim went away: undo it all.
         let recorded = Recorded {
             pv: &pv_name,

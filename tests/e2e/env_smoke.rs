@@ -265,6 +265,9 @@ async fn remote_arguments_reach_the_program_literally() {
     assert!(out.success, "{out:?}");
     let received: Vec<&str> = out.stdout.split('\0').collect();
     // printf's output ends with a separator: one empty piece after the last argument.
-    assert_eq!(&received[..received.len() - 1], hostile.each_ref().map(String::as_str));
+    assert_eq!(
+        &received[..received.len() - 1],
+        hostile.each_ref().map(String::as_str)
+    );
     assert!(!marker.exists(), "a command substitution ran");
 }

@@ -325,6 +325,31 @@ async fn deleted_endpoints_and_service_come_back() {
     s.delete_claim("c").await;
 }
 
+/// Fault: the reply to the PV's creation is lost (an error after the API server stored it).
+#[tokio::test]
+async fn a_pv_saved_before_an_error_keeps_its_volume() {
+    let lost = [("GLUSTERFS_PROVISIONER_FAIL_AT", "after-pv-create")];
+    let s = Scenario::with_env("lostpv", &lost).await;
+    let class = s
+        .class(json!({"volumetype": "replicate:2"}), "Delete")
+        .await;
+    let claim = s.claim("c", &class, "1Gi", "ReadWriteOnce").await;
+    let pv = s.bound_pv("c").await;
+    let suffix = uid_suffix(&claim);
+    let volumes = gluster_volumes().await;
+    assert_eq!(
+        volumes.iter().filter(|v| v.ends_with(&suffix)).count(),
+        1,
+        "the volume the PV names exists, once: {volumes:?}"
+    );
+    // And it serves: a mount through the PV reads and writes.
+    let mount = Mount::of(&s, &pv).await;
+    std::fs::write(mount.path().join("f"), "x").unwrap();
+    mount.unmount().await;
+    s.delete_claim("c").await;
+    s.wait_pv_gone(&pv.name_any()).await;
+}
+
 #[tokio::test]
 async fn crash_mid_provision_and_mid_delete_leaves_one_volume_and_no_orphans() {
     let crash = [("GLUSTERFS_PROVISIONER_CRASH_AT", "after-volume-create")];
