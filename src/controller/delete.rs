@@ -1,6 +1,7 @@
 //! Volumes: a PV this provisioner made is deleted with its gluster volume, bricks, Endpoints and
-//! Service once Released with policy Delete; Retain is never touched. While it lives, its
-//! Endpoints and Service are recreated if someone deletes them.
+//! Service once Released with policy Delete, or once anyone deletes it (a finalizer holds the
+//! object until the volume is gone); Retain is never touched. While it lives, its Endpoints
+//! and Service are recreated if someone deletes them.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,64 +12,113 @@ use crate::k8s::cached::CachedPv;
 use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{self, finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::{Context, event_note, failure_key, ignore_not_found};
+use crate::k8s::objects::FINALIZER;
 use crate::metrics::InFlight;
 use crate::volumes::{Recorded, VolumeBackend};
 use crate::{Error, Result};
 
 pub async fn reconcile(pv: Arc<CachedPv>, ctx: Arc<Context>) -> Result<Action> {
-    if !ctx.is_ours(&pv) || pv.meta().deletion_timestamp.is_some() {
+    if !ctx.is_ours(&pv) {
         return Ok(Action::await_change());
     }
-    let spec = &pv.spec;
-    let phase = pv.status.phase.as_deref();
-    let span = tracing::info_span!("volume", pv = pv.name_any());
-    if phase == Some("Released")
-        && spec.persistent_volume_reclaim_policy.as_deref() == Some("Delete")
-    {
-        let class = spec.storage_class_name.clone().unwrap_or_default();
-        let _in_flight = InFlight::start(&ctx.metrics, "delete");
-        let started = Instant::now();
-        let result = delete(&pv, &ctx).instrument(span).await;
-        ctx.metrics
-            .delete_duration
-            .with_label_values(&[&class])
-            .observe(started.elapsed().as_secs_f64());
-        return match result {
-            Ok(()) => {
-                ctx.metrics.delete_total.with_label_values(&[&class]).inc();
-                ctx.backoff.succeeded(&failure_key(pv.as_ref()));
-                Ok(Action::await_change())
-            }
-            Err(e) => {
-                ctx.metrics
-                    .delete_failed_total
-                    .with_label_values(&[&class])
-                    .inc();
-                ctx.metrics
-                    .failures
-                    .with_label_values(&["delete", e.reason()])
-                    .inc();
-                tracing::warn!(pv = pv.name_any(), error = %e, "delete failed");
-                ctx.publish(
-                    pv.as_ref(),
-                    EventType::Warning,
-                    "VolumeFailedDelete",
-                    "Delete",
-                    event_note(&e),
-                )
-                .await;
-                Err(e)
-            }
-        };
+    // Deleted while its claim still holds it: the data stays until the claim lets go
+    // (pv-protection keeps the object meanwhile); the phase change brings it back here.
+    if pv.meta().deletion_timestamp.is_some() && pv.status.phase.as_deref() == Some("Bound") {
+        return Ok(Action::await_change());
     }
-    if phase != Some("Released") {
-        repair_endpoints(&pv, &ctx).instrument(span).await?;
+    let name = pv.name_any();
+    let span = tracing::info_span!("volume", pv = name);
+    let api = Api::<CachedPv>::all(ctx.client.clone());
+    // The finalizer makes every deletion of the PV object, by anyone, come through `gone`.
+    finalizer(&api, FINALIZER, pv, |event| async {
+        match event {
+            finalizer::Event::Apply(pv) => live(&pv, &ctx).await,
+            finalizer::Event::Cleanup(pv) => gone(&pv, &ctx).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| match e {
+        finalizer::Error::ApplyFailed(e) | finalizer::Error::CleanupFailed(e) => e,
+        finalizer::Error::AddFinalizer(e) | finalizer::Error::RemoveFinalizer(e) => e.into(),
+        other => Error::InvalidVolume {
+            pv: name,
+            message: other.to_string(),
+        },
+    })
+}
+
+/// A live PV: once Released with policy Delete its object is deleted (`gone` then removes the
+/// volume); otherwise its Endpoints and Service are kept.
+async fn live(pv: &CachedPv, ctx: &Context) -> Result<Action> {
+    let phase = pv.status.phase.as_deref();
+    if phase == Some("Released") && reclaim_policy(pv) == "Delete" {
+        let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
+        ignore_not_found(
+            pvs.delete(&pv.name_any(), &Default::default())
+                .await
+                .map(drop),
+        )?;
+    } else if phase != Some("Released") {
+        repair_endpoints(pv, ctx).await?;
     }
     Ok(Action::await_change())
+}
+
+fn reclaim_policy(pv: &CachedPv) -> &str {
+    pv.spec
+        .persistent_volume_reclaim_policy
+        .as_deref()
+        .unwrap_or("Delete")
+}
+
+/// A PV being deleted: with policy Delete its volume, bricks, Endpoints and Service go before
+/// the object may; with Retain everything stays.
+async fn gone(pv: &CachedPv, ctx: &Context) -> Result<Action> {
+    if reclaim_policy(pv) != "Delete" {
+        tracing::info!("PV deleted; reclaim policy Retain: its volume stays");
+        return Ok(Action::await_change());
+    }
+    let class = pv.spec.storage_class_name.clone().unwrap_or_default();
+    let _in_flight = InFlight::start(&ctx.metrics, "delete");
+    let started = Instant::now();
+    let result = delete(pv, ctx).await;
+    ctx.metrics
+        .delete_duration
+        .with_label_values(&[&class])
+        .observe(started.elapsed().as_secs_f64());
+    match result {
+        Ok(()) => {
+            ctx.metrics.delete_total.with_label_values(&[&class]).inc();
+            ctx.backoff.succeeded(&failure_key(pv));
+            Ok(Action::await_change())
+        }
+        Err(e) => {
+            ctx.metrics
+                .delete_failed_total
+                .with_label_values(&[&class])
+                .inc();
+            ctx.metrics
+                .failures
+                .with_label_values(&["delete", e.reason()])
+                .inc();
+            tracing::warn!(pv = pv.name_any(), error = %e, "delete failed");
+            ctx.publish(
+                pv,
+                EventType::Warning,
+                "VolumeFailedDelete",
+                "Delete",
+                event_note(&e),
+            )
+            .await;
+            Err(e)
+        }
+    }
 }
 
 pub fn error_policy(pv: Arc<CachedPv>, _: &Error, ctx: Arc<Context>) -> Action {
@@ -83,7 +133,8 @@ fn invalid(pv: &CachedPv, message: impl Into<String>) -> Error {
 }
 
 /// Deletes in an order that can stop anywhere and resume: the gluster volume and its bricks
-/// first, then the Endpoints/Service, the PV last (its GID is free once the PV is gone).
+/// first, then the Endpoints/Service; the PV object goes last, once the finalizer is removed
+/// (its GID is free once the PV is gone).
 async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
     let volume = pv
         .spec
@@ -102,13 +153,7 @@ async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
     {
         ctx.delete_endpoints(namespace, &ep.endpoints).await?;
     }
-    let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
-    ignore_not_found(
-        pvs.delete(&pv.name_any(), &Default::default())
-            .await
-            .map(drop),
-    )?;
-    tracing::info!("PV deleted");
+    tracing::info!("volume deleted");
     Ok(())
 }
 

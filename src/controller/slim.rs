@@ -81,6 +81,8 @@ pub fn volume(pv: &mut CachedPv, serves: impl Fn(&str) -> bool) {
             heketi::ANN_SECRET,
         ],
     );
+    // The finalizer helper patches the list by position.
+    metadata.finalizers = pv.metadata.finalizers.clone();
     pv.metadata = metadata;
 }
 
@@ -163,7 +165,7 @@ mod tests {
         assert_eq!(
             body(&ours),
             json!({
-                "metadata": {"name": "pv", "uid": "u",
+                "metadata": {"name": "pv", "uid": "u", "finalizers": ["kubernetes.io/pv-protection"],
                              "annotations": {ANN_PROVISIONED_BY: "me", ANN_GID: "2000",
                                              ANN_CLUSTER: "c", ANN_BRICKS: "n:/b"}},
                 "spec": {"capacity": {"storage": "1Gi"},

@@ -28,6 +28,8 @@ pub const ANN_DESCRIPTION: &str = "Description";
 /// Ours: where the volume lives, so deletion needs neither the StorageClass nor a guess.
 pub const ANN_CLUSTER: &str = "gluster.org/cluster";
 pub const ANN_BRICKS: &str = "gluster.org/bricks";
+/// On every PV this provisioner makes: the object outlives its volume, whoever deletes it.
+pub const FINALIZER: &str = "gluster.org/volume-protection";
 pub const LABEL_PROVISIONED_FOR: &str = "gluster.kubernetes.io/provisioned-for-pvc";
 /// Ours, on Endpoints and Services: the PV they serve, so their events map back to it.
 pub const LABEL_PV: &str = "gluster.org/pv";
@@ -281,6 +283,7 @@ pub fn persistent_volume(
         metadata: ObjectMeta {
             name: Some(pv_name(&uid)),
             annotations: Some(annotations),
+            finalizers: Some(vec![FINALIZER.into()]),
             ..Default::default()
         },
         spec: Some(PersistentVolumeSpec {
@@ -443,6 +446,7 @@ mod tests {
         };
         let pv = serde_json::to_value(persistent_volume(&c, &class, &facts)).unwrap();
         assert_eq!(pv["metadata"]["name"], format!("pvc-{UID}"));
+        assert_eq!(pv["metadata"]["finalizers"], json!([FINALIZER]));
         let ann = &pv["metadata"]["annotations"];
         assert_eq!(ann[ANN_PROVISIONED_BY], "gluster.org/glusterfs");
         assert_eq!(ann[ANN_GID], "2001");

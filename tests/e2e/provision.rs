@@ -270,8 +270,13 @@ async fn retain_keeps_volume_bricks_and_pv() {
         (pv.status?.phase.as_deref() == Some("Released")).then_some(())
     })
     .await;
-    // Give the provisioner time to (wrongly) act, then check nothing was touched.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Deleted by hand too: the provisioner lets the object go (removing its finalizer is the
+    // sign it handled the PV, after the Released state it saw first) and keeps the volume.
+    s.pvs
+        .delete(&pv.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    s.wait_pv_gone(&pv.name_any()).await;
     let volume = format!("vol_{}", uid_suffix(&claim));
     assert!(gluster_volumes().await.contains(&volume));
     assert_eq!(
@@ -282,7 +287,6 @@ async fn retain_keeps_volume_bricks_and_pv() {
             .count(),
         3
     );
-    assert!(s.pvs.get_opt(&pv.name_any()).await.unwrap().is_some());
     let (node, path) = &pv_bricks(&pv)[0];
     let data = ssh()
         .run_ok(
@@ -293,6 +297,52 @@ async fn retain_keeps_volume_bricks_and_pv() {
         .await
         .unwrap();
     assert_eq!(data, "data");
+}
+
+/// Fault: a Released PV with policy Delete is deleted by hand while the provisioner is down.
+#[tokio::test]
+async fn a_pv_deleted_by_hand_still_takes_its_volume_with_it() {
+    let mut s = Scenario::new("handdel").await;
+    let class = s
+        .class(json!({"volumetype": "replicate:2"}), "Delete")
+        .await;
+    let claim = s.claim("c", &class, "1Gi", "ReadWriteOnce").await;
+    let pv = s.bound_pv("c").await;
+    let volume = format!("vol_{}", uid_suffix(&claim));
+    s.provisioner.kill().await;
+    s.delete_claim("c").await;
+    eventually(BIND_WAIT, "PV Released", || async {
+        let pv = s.pvs.get(&pv.name_any()).await.unwrap();
+        (pv.status?.phase.as_deref() == Some("Released")).then_some(())
+    })
+    .await;
+    s.pvs
+        .delete(&pv.name_any(), &DeleteParams::default())
+        .await
+        .unwrap();
+    // Held by the finalizer: the object waits for its volume to go.
+    let held = s.pvs.get(&pv.name_any()).await.unwrap();
+    assert!(held.metadata.deletion_timestamp.is_some());
+    assert!(gluster_volumes().await.contains(&volume));
+    s.provisioner = Provisioner::start(&s.provisioner.name).await;
+    s.wait_pv_gone(&pv.name_any()).await;
+    assert!(!gluster_volumes().await.contains(&volume));
+    let left: Vec<_> = brick_dirs()
+        .await
+        .into_iter()
+        .filter(|d| d.ends_with(&volume))
+        .collect();
+    assert!(left.is_empty(), "brick directories left: {left:?}");
+    let ep = pv
+        .spec
+        .as_ref()
+        .unwrap()
+        .glusterfs
+        .as_ref()
+        .unwrap()
+        .endpoints
+        .clone();
+    assert!(s.endpoints(&ep).await.is_none());
 }
 
 #[tokio::test]
