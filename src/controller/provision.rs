@@ -17,7 +17,9 @@ use super::{Context, event_note, failure_key};
 use crate::config::{BackendParams, ClassParams, PvType};
 use crate::gluster::plan;
 use crate::k8s::cached::CachedPvc;
-use crate::k8s::objects::{self, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA, Mounter};
+use crate::k8s::objects::{
+    self, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA, Mounter,
+};
 use crate::metrics::InFlight;
 use crate::volumes::{Backend, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
@@ -149,6 +151,13 @@ fn wanted_class(claim: &CachedPvc, ctx: &Context) -> Result<Wanted> {
         None => return Ok(Wanted::ClassNotCached),
     };
     if !(annotated || ctx.settings.serves(&class.provisioner)) {
+        return Ok(Wanted::No);
+    }
+    // Delayed binding: the scheduler picks the node first and says so on the claim, as the
+    // external-provisioner library waits for it.
+    if class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer")
+        && !claim.annotations().contains_key(ANN_SELECTED_NODE)
+    {
         return Ok(Wanted::No);
     }
     // Provisioned already: the PV exists and the PV controller binds the claim.

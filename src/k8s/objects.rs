@@ -21,6 +21,8 @@ use crate::{Error, Result};
 pub const ANN_PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
 pub const ANN_STORAGE_PROVISIONER: &str = "volume.kubernetes.io/storage-provisioner";
 pub const ANN_STORAGE_PROVISIONER_BETA: &str = "volume.beta.kubernetes.io/storage-provisioner";
+/// Set by the scheduler on a claim of a `WaitForFirstConsumer` class once its pod has a node.
+pub const ANN_SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 pub const ANN_GID: &str = "pv.beta.kubernetes.io/gid";
 pub const ANN_TYPE: &str = "gluster.org/type";
 pub const ANN_CREATED_BY: &str = "kubernetes.io/createdby";

@@ -436,3 +436,49 @@ async fn deployed_provisioner_is_ready_scraped_and_fails_over() {
     .await;
     space.delete_all(&[pv.name_any()]).await;
 }
+
+#[tokio::test]
+async fn wait_for_first_consumer_provisions_once_the_pod_has_a_node() {
+    let s = crate::scenario::Scenario::new("wffc").await;
+    let delayed = s
+        .class_with(
+            json!({"volumetype": "none"}),
+            "Delete",
+            json!({"volumeBindingMode": "WaitForFirstConsumer"}),
+        )
+        .await;
+    let immediate = s.class(json!({"volumetype": "none"}), "Delete").await;
+    let waiting = s.claim("waiting", &delayed, "1Gi", "ReadWriteOnce").await;
+    // A claim made after it binds: the provisioner has gone past the waiting claim.
+    s.claim("sign", &immediate, "1Gi", "ReadWriteOnce").await;
+    let sign = s.bound_pv("sign").await;
+    let pv = format!("pvc-{}", waiting.uid().unwrap());
+    assert!(
+        s.pvs.get_opt(&pv).await.unwrap().is_none(),
+        "no volume before a pod needs it"
+    );
+    // A pod: the scheduler picks the node and says so on the claim; then it is provisioned.
+    s.pod("consumer", "waiting", json!({})).await;
+    let pod = s.running("consumer", None).await;
+    let claim = s.claims.get("waiting").await.unwrap();
+    let node = pod.spec.unwrap().node_name.unwrap();
+    assert_eq!(
+        claim
+            .annotations()
+            .get("volume.kubernetes.io/selected-node"),
+        Some(&node)
+    );
+    assert_eq!(
+        claim.spec.unwrap().volume_name.as_deref(),
+        Some(pv.as_str())
+    );
+    s.exec_ok("consumer", "echo ok >/data/f").await;
+    s.pods()
+        .delete("consumer", &DeleteParams::default())
+        .await
+        .unwrap();
+    s.delete_claim("sign").await;
+    s.delete_claim("waiting").await;
+    s.wait_pv_gone(&sign.name_any()).await;
+    s.wait_pv_gone(&pv).await;
+}
