@@ -20,7 +20,7 @@ use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::pods::{self, DEPLOYED_NS, POD_WAIT, kubectl};
-use crate::scenario::Space;
+use crate::scenario::{Space, glusterfs_path};
 use crate::support::{env, eventually, local, unique};
 
 const CSI_CLASS: &str = "glusterfs-csi";
@@ -250,9 +250,12 @@ async fn node_client() -> NodeClient<Channel> {
     NodeClient::new(channel)
 }
 
-fn capability(mode: Mode) -> Option<VolumeCapability> {
+fn capability(mode: Mode, flags: &[&str]) -> Option<VolumeCapability> {
     Some(VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume::default())),
+        access_type: Some(AccessType::Mount(MountVolume {
+            mount_flags: flags.iter().map(|f| f.to_string()).collect(),
+            ..Default::default()
+        })),
         access_mode: Some(AccessMode { mode: mode.into() }),
     })
 }
@@ -347,7 +350,7 @@ async fn csi_node_service_conformance() {
     let stage = NodeStageVolumeRequest {
         volume_id: volume.clone(),
         staging_target_path: staging.display().to_string(),
-        volume_capability: capability(Mode::SingleNodeWriter),
+        volume_capability: capability(Mode::SingleNodeWriter, &[]),
         volume_context: context.clone(),
         ..Default::default()
     };
@@ -355,70 +358,74 @@ async fn csi_node_service_conformance() {
         volume_id: volume.clone(),
         staging_target_path: staging.display().to_string(),
         target_path: target.display().to_string(),
-        volume_capability: capability(Mode::SingleNodeWriter),
+        volume_capability: capability(Mode::SingleNodeWriter, &[]),
         volume_context: context.clone(),
         ..Default::default()
     };
 
-    // Missing fields: InvalidArgument, and nothing mounted.
-    let code = |r: Result<tonic::Response<_>, tonic::Status>| r.err().map(|s| s.code());
-    let mut no_id = stage.clone();
-    no_id.volume_id.clear();
-    assert_eq!(
-        code(node.node_stage_volume(no_id).await.map(drop_body)),
-        Some(Code::InvalidArgument)
-    );
-    let mut no_path = stage.clone();
-    no_path.staging_target_path.clear();
-    assert_eq!(
-        code(node.node_stage_volume(no_path).await.map(drop_body)),
-        Some(Code::InvalidArgument)
-    );
-    let mut no_capability = stage.clone();
-    no_capability.volume_capability = None;
-    assert_eq!(
-        code(node.node_stage_volume(no_capability).await.map(drop_body)),
-        Some(Code::InvalidArgument)
-    );
-    let mut block = stage.clone();
-    block.volume_capability = Some(VolumeCapability {
-        access_type: Some(AccessType::Block(Default::default())),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter.into(),
-        }),
-    });
-    assert_eq!(
-        code(node.node_stage_volume(block).await.map(drop_body)),
-        Some(Code::InvalidArgument)
-    );
-    let mut hostile = stage.clone();
-    hostile
+    // Missing or hostile fields: InvalidArgument, and nothing mounted.
+    let mut hostile_servers = stage.clone();
+    hostile_servers
         .volume_context
         .insert("servers".into(), "10.0.0.1,x;id".into());
-    assert_eq!(
-        code(node.node_stage_volume(hostile).await.map(drop_body)),
-        Some(Code::InvalidArgument)
-    );
-    let mut smuggled = stage.clone();
-    smuggled.volume_capability = Some(VolumeCapability {
-        access_type: Some(AccessType::Mount(MountVolume {
-            mount_flags: vec!["log-level=INFO,volfile-server=10.0.0.9".into()],
-            ..Default::default()
-        })),
-        access_mode: Some(AccessMode {
-            mode: Mode::SingleNodeWriter.into(),
-        }),
-    });
-    assert_eq!(
-        code(node.node_stage_volume(smuggled).await.map(drop_body)),
-        Some(Code::InvalidArgument)
-    );
-    let mut no_target = publish.clone();
-    no_target.target_path.clear();
-    assert_eq!(
-        code(node.node_publish_volume(no_target).await.map(drop_body)),
-        Some(Code::InvalidArgument)
-    );
+    let block = VolumeCapability {
+        access_type: Some(AccessType::Block(Default::default())),
+        ..capability(Mode::SingleNodeWriter, &[]).unwrap()
+    };
+    let bad_stages = [
+        (
+            "no volume_id",
+            NodeStageVolumeRequest {
+                volume_id: String::new(),
+                ..stage.clone()
+            },
+        ),
+        (
+            "no staging path",
+            NodeStageVolumeRequest {
+                staging_target_path: String::new(),
+                ..stage.clone()
+            },
+        ),
+        (
+            "no capability",
+            NodeStageVolumeRequest {
+                volume_capability: None,
+                ..stage.clone()
+            },
+        ),
+        (
+            "block access",
+            NodeStageVolumeRequest {
+                volume_capability: Some(block),
+                ..stage.clone()
+            },
+        ),
+        ("hostile servers", hostile_servers),
+        (
+            "an option smuggled into a mount flag",
+            NodeStageVolumeRequest {
+                volume_capability: capability(
+                    Mode::SingleNodeWriter,
+                    &["log-level=INFO,volfile-server=10.0.0.9"],
+                ),
+                ..stage.clone()
+            },
+        ),
+    ];
+    for (case, request) in bad_stages {
+        let status = node.node_stage_volume(request).await.expect_err(case);
+        assert_eq!(status.code(), Code::InvalidArgument, "{case}: {status:?}");
+    }
+    let no_target = NodePublishVolumeRequest {
+        target_path: String::new(),
+        ..publish.clone()
+    };
+    let status = node
+        .node_publish_volume(no_target)
+        .await
+        .expect_err("no target");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(fuse_mounts_of(&volume).is_empty());
 
     // Unknown volumes and paths: NotFound for stats.
@@ -427,14 +434,11 @@ async fn csi_node_service_conformance() {
         volume_path: path.display().to_string(),
         staging_target_path: String::new(),
     };
-    assert_eq!(
-        code(
-            node.node_get_volume_stats(stats(&target))
-                .await
-                .map(drop_body)
-        ),
-        Some(Code::NotFound)
-    );
+    let status = node
+        .node_get_volume_stats(stats(&target))
+        .await
+        .expect_err("not mounted");
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
 
     // Stage and publish, each twice: the same answer, one mount each.
     for _ in 0..2 {
@@ -507,10 +511,6 @@ async fn csi_node_service_conformance() {
     space.delete_all(&[pv.name_any()]).await;
 }
 
-fn drop_body<T>(r: tonic::Response<T>) -> tonic::Response<()> {
-    r.map(drop)
-}
-
 /// `glusterfs-provisioner convert ARGS` as the cluster admin: (success, output).
 async fn convert(args: &[&str], crash_at: Option<&str>) -> (bool, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"));
@@ -554,7 +554,7 @@ async fn convert_moves_a_glusterfs_pv_to_csi_keeping_the_data() {
         "{out}"
     );
     let pvs = space.pvs.clone();
-    assert!(
+    let still_glusterfs = || async {
         pvs.get(&name)
             .await
             .unwrap()
@@ -562,7 +562,8 @@ async fn convert_moves_a_glusterfs_pv_to_csi_keeping_the_data() {
             .unwrap()
             .glusterfs
             .is_some()
-    );
+    };
+    assert!(still_glusterfs().await);
     space
         .pods()
         .delete("before", &DeleteParams::default())
@@ -585,15 +586,7 @@ async fn convert_moves_a_glusterfs_pv_to_csi_keeping_the_data() {
         ok && out.contains(&name) && out.contains("dry run"),
         "{out}"
     );
-    assert!(
-        pvs.get(&name)
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .glusterfs
-            .is_some()
-    );
+    assert!(still_glusterfs().await);
 
     // Killed right after the old PV went, then run again: it finishes from the claim's record.
     let (ok, out) = convert(&["--pv", &name, "--apply"], Some("convert-after-delete")).await;
@@ -606,7 +599,7 @@ async fn convert_moves_a_glusterfs_pv_to_csi_keeping_the_data() {
     assert!(spec.glusterfs.is_none());
     assert_eq!(
         spec.csi.as_ref().unwrap().volume_handle,
-        volume_of_glusterfs(&old)
+        glusterfs_path(&old)
     );
     assert_eq!(
         spec.claim_ref.as_ref().unwrap().uid,
@@ -642,55 +635,4 @@ async fn convert_moves_a_glusterfs_pv_to_csi_keeping_the_data() {
         "a second run finds nothing: {out}"
     );
     space.delete_all(&[name]).await;
-}
-
-fn volume_of_glusterfs(pv: &PersistentVolume) -> String {
-    pv.spec
-        .as_ref()
-        .unwrap()
-        .glusterfs
-        .as_ref()
-        .unwrap()
-        .path
-        .clone()
-}
-
-#[tokio::test]
-async fn csi_volume_grows_under_a_running_pod() {
-    let space = Space::deployed("csi-grow").await;
-    space.claim("data", CSI_CLASS, "1Gi", "ReadWriteOnce").await;
-    let pv = space.bound_pv("data").await;
-    space.pod("user", "data", json!({})).await;
-    space.running("user", None).await;
-    let size = || async {
-        let out = space.exec_ok("user", "df -kP /data | tail -1").await;
-        let kib: u64 = out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        kib / (1024 * 1024)
-    };
-    assert_eq!(size().await, 1, "1 GiB before");
-    let bigger = json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}});
-    space
-        .claims
-        .patch(
-            "data",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&bigger),
-        )
-        .await
-        .unwrap();
-    // The provisioner raises the volume's enforced size; the pod's FUSE mount sees it.
-    eventually(
-        Duration::from_secs(120),
-        "the pod's mount at 2 GiB",
-        || async { (size().await == 2).then_some(()) },
-    )
-    .await;
-    let claim = space.claims.get("data").await.unwrap();
-    let capacity = claim.status.unwrap().capacity.unwrap()["storage"].0.clone();
-    assert_eq!(capacity, "2Gi");
-    space.delete_all(&[pv.name_any()]).await;
 }

@@ -175,19 +175,7 @@ async fn statefulset_claims_bind_mount_and_clean_up() {
         .run_ok(
             &nodes()[0].ssh_address,
             "gluster",
-            &[
-                "volume".into(),
-                "info".into(),
-                pvs[0]
-                    .spec
-                    .as_ref()
-                    .unwrap()
-                    .glusterfs
-                    .as_ref()
-                    .unwrap()
-                    .path
-                    .clone(),
-            ],
+            &["volume".into(), "info".into(), glusterfs_path(&pvs[0])],
         )
         .await
         .unwrap();
@@ -265,17 +253,10 @@ async fn retain_keeps_volume_bricks_and_pv() {
     std::fs::write(m.path().join("precious"), "data").unwrap();
     m.unmount().await;
     s.delete_claim("keep").await;
-    eventually(BIND_WAIT, "PV Released", || async {
-        let pv = s.pvs.get(&pv.name_any()).await.unwrap();
-        (pv.status?.phase.as_deref() == Some("Released")).then_some(())
-    })
-    .await;
+    s.wait_released(&pv.name_any()).await;
     // Deleted by hand too: the provisioner lets the object go (removing its finalizer is the
     // sign it handled the PV, after the Released state it saw first) and keeps the volume.
-    s.pvs
-        .delete(&pv.name_any(), &DeleteParams::default())
-        .await
-        .unwrap();
+    s.delete_pv(&pv.name_any()).await;
     s.wait_pv_gone(&pv.name_any()).await;
     let volume = format!("vol_{}", uid_suffix(&claim));
     assert!(gluster_volumes().await.contains(&volume));
@@ -311,15 +292,8 @@ async fn a_pv_deleted_by_hand_still_takes_its_volume_with_it() {
     let volume = format!("vol_{}", uid_suffix(&claim));
     s.provisioner.kill().await;
     s.delete_claim("c").await;
-    eventually(BIND_WAIT, "PV Released", || async {
-        let pv = s.pvs.get(&pv.name_any()).await.unwrap();
-        (pv.status?.phase.as_deref() == Some("Released")).then_some(())
-    })
-    .await;
-    s.pvs
-        .delete(&pv.name_any(), &DeleteParams::default())
-        .await
-        .unwrap();
+    s.wait_released(&pv.name_any()).await;
+    s.delete_pv(&pv.name_any()).await;
     // Held by the finalizer: the object waits for its volume to go.
     let held = s.pvs.get(&pv.name_any()).await.unwrap();
     assert!(held.metadata.deletion_timestamp.is_some());

@@ -175,6 +175,19 @@ impl Space {
             .unwrap();
     }
 
+    pub async fn wait_released(&self, pv: &str) {
+        eventually(BIND_WAIT, &format!("PV {pv} Released"), || async {
+            let pv = self.pvs.get(pv).await.unwrap();
+            (pv.status?.phase.as_deref() == Some("Released")).then_some(())
+        })
+        .await;
+    }
+
+    /// Deletes a PV by hand, as an administrator might.
+    pub async fn delete_pv(&self, pv: &str) {
+        self.pvs.delete(pv, &DeleteParams::default()).await.unwrap();
+    }
+
     pub async fn wait_pv_gone(&self, pv: &str) {
         eventually(BIND_WAIT, &format!("PV {pv} deleted"), || async {
             self.pvs.get_opt(pv).await.unwrap().is_none().then_some(())
@@ -242,6 +255,18 @@ pub async fn brick_dirs() -> Vec<String> {
         out.extend(found.lines().map(|l| format!("{}:{l}", node.name)));
     }
     out
+}
+
+/// The gluster volume a `glusterfs` PV names.
+pub fn glusterfs_path(pv: &PersistentVolume) -> String {
+    pv.spec
+        .as_ref()
+        .unwrap()
+        .glusterfs
+        .as_ref()
+        .unwrap()
+        .path
+        .clone()
 }
 
 /// The volume name suffix every volume of this claim carries.
