@@ -92,7 +92,7 @@ pub enum BackendParams {
     Heketi(HeketiParams),
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct HeketiParams {
     pub url: String,
     pub user: String,
@@ -102,6 +102,25 @@ pub struct HeketiParams {
     /// Heketi cluster ids to choose from; empty lets Heketi choose.
     pub clusters: Vec<String>,
     pub snap_factor: f32,
+}
+
+/// Logs and errors may show `{:?}` of anything: never the key.
+impl std::fmt::Debug for HeketiParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeketiParams")
+            .field("url", &self.url)
+            .field("user", &self.user)
+            .field("user_key", &redacted(&self.user_key))
+            .field("secret", &self.secret)
+            .field("clusters", &self.clusters)
+            .field("snap_factor", &self.snap_factor)
+            .finish()
+    }
+}
+
+/// What `{:?}` shows of a secret value: whether there is one.
+pub fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "<redacted>")
 }
 
 /// A Secret of type `kubernetes.io/glusterfs` holding the Heketi user's key under `key`.
@@ -519,6 +538,26 @@ mod tests {
             parse(&[("volumetype", "replicate")]).unwrap().durability,
             Durability::Replicate(3)
         );
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_key() {
+        let p = parse(&[
+            ("resturl", "http://h"),
+            ("restuser", "admin"),
+            ("restuserkey", "s3cr3t-key"),
+        ])
+        .unwrap();
+        let shown = format!("{p:?}");
+        assert!(
+            !shown.contains("s3cr3t-key") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        let credentials = crate::heketi::Credentials {
+            user: "admin".into(),
+            key: Some("s3cr3t-key".into()),
+        };
+        assert!(!format!("{credentials:?}").contains("s3cr3t-key"));
     }
 
     #[test]

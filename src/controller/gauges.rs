@@ -1,5 +1,6 @@
 //! The pool gauges: GIDs per class, volumes per cluster, brick capacity.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use kube::ResourceExt;
@@ -17,6 +18,8 @@ pub(super) async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
     }
     health.set_ready(true);
     let mut tick = tokio::time::interval(ctx.settings.gauge_interval);
+    // Classes reported last time: a deleted class's series go, so they do not pile up.
+    let mut reported = HashSet::new();
     loop {
         tick.tick().await;
         // Right after the caches are filled, then now and then: see `memory::release_free`.
@@ -32,6 +35,7 @@ pub(super) async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
             .iter()
             .filter_map(|pv| pv.annotations().get(objects::ANN_GID)?.parse().ok())
             .collect();
+        let mut current = HashSet::new();
         for class in ctx
             .classes
             .state()
@@ -39,6 +43,7 @@ pub(super) async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
             .filter(|c| ctx.settings.serves(&c.provisioner))
         {
             let name = class.name_any();
+            current.insert(name.clone());
             let Ok(params) = ClassParams::parse(&class.parameters.clone().unwrap_or_default())
             else {
                 continue;
@@ -57,6 +62,11 @@ pub(super) async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
                 .with_label_values(&[&name])
                 .set(size.saturating_sub(taken as u64) as i64);
         }
+        for gone in reported.difference(&current) {
+            m.gids_in_use.remove_label_values(&[gone]).ok();
+            m.gids_free.remove_label_values(&[gone]).ok();
+        }
+        reported = current;
         let Some(ssh) = &ctx.ssh else { continue };
         for cluster in &ssh.topology().clusters {
             let count = ours

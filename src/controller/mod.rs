@@ -158,7 +158,6 @@ pub async fn run(
         watcher::Config::default(),
         |class| slim::strip(&mut class.metadata),
     );
-    let class_stream = class_stream.for_each(|_| async {});
     let (endpoints, ep_stream) = Names::watch(
         Api::<PartialObjectMeta<Endpoints>>::all(client.clone()),
         labelled.clone(),
@@ -206,7 +205,21 @@ pub async fn run(
         settings,
     });
 
+    let claims_of_class = claim_store.clone();
     let claims = Controller::for_stream(claim_stream.applied_objects(), claim_store)
+        // A claim seen before its class waits for the class, not on a timer.
+        .watches_stream(class_stream.applied_objects(), move |class| {
+            let name = class.name_any();
+            claims_of_class
+                .state()
+                .iter()
+                .filter(|c| {
+                    let class = c.spec.storage_class_name.as_ref();
+                    class.or_else(|| c.annotations().get(provision::ANN_CLASS_BETA)) == Some(&name)
+                })
+                .map(|c| ObjectRef::from_obj(c.as_ref()))
+                .collect::<Vec<_>>()
+        })
         .with_config(controller::Config::default().concurrency(workers))
         .shutdown_on_signal()
         .run(provision::reconcile, provision::error_policy, ctx.clone())
@@ -231,7 +244,6 @@ pub async fn run(
     // The reflectors run until the controllers stop; then they are dropped.
     tokio::select! {
         _ = futures::future::join(claims, volumes) => {}
-        _ = class_stream => {}
         _ = gauges => {}
     }
     Ok(())

@@ -24,8 +24,7 @@ use crate::metrics::InFlight;
 use crate::volumes::{Backend, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
 
-const ANN_CLASS_BETA: &str = "volume.beta.kubernetes.io/storage-class";
-const CLASS_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+pub(super) const ANN_CLASS_BETA: &str = "volume.beta.kubernetes.io/storage-class";
 
 enum Wanted {
     Yes(Arc<StorageClass>),
@@ -45,7 +44,8 @@ pub async fn reconcile(cached: Arc<CachedPvc>, ctx: Arc<Context>) -> Result<Acti
         Wanted::Yes(class) => class,
         Wanted::No => return Ok(Action::await_change()),
         // A claim can arrive before its class reaches the cache; nothing else would wake it.
-        Wanted::ClassNotCached => return Ok(Action::requeue(CLASS_WAIT)),
+        // The class's arrival in its cache triggers the claim again.
+        Wanted::ClassNotCached => return Ok(Action::await_change()),
     };
     // The cache keeps too little of a claim to provision it; the claim may also have been
     // bound, or deleted and made again, since the cache saw it.

@@ -65,10 +65,20 @@ impl HeketiHttp {
 }
 
 /// Who we are to Heketi. Without a key no token is sent (Heketi running without auth).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Credentials {
     pub user: String,
     pub key: Option<String>,
+}
+
+/// Logs and errors may show `{:?}` of anything: never the key.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("key", &crate::config::params::redacted(&self.key))
+            .finish()
+    }
 }
 
 /// One Heketi server, as one user.

@@ -254,3 +254,47 @@ async fn topology_check_reports_every_node_and_fails_on_problems() {
         }
     }
 }
+
+/// The series of a deleted class go with it (nothing grows with classes ever seen).
+#[tokio::test]
+async fn gauges_of_a_deleted_class_go_away() {
+    let port = 18083u16;
+    let s = Scenario::with_env("gauges", &[]).await;
+    let p = Provisioner::start_at(
+        &format!("{}-g", s.provisioner.name),
+        &[("GAUGE_INTERVAL_SECONDS", "1")],
+        &format!("127.0.0.1:{port}"),
+    )
+    .await;
+    let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(s.client.clone());
+    let name = unique("gauge-class");
+    classes
+        .create(
+            &Default::default(),
+            &from_json(json!({"metadata": {"name": name}, "provisioner": p.name,
+                              "parameters": {"volumetype": "none"}})),
+        )
+        .await
+        .unwrap();
+    let series = format!("glusterfs_provisioner_gids_free{{class=\"{name}\"}}");
+    let metrics = || async {
+        let out = tokio::process::Command::new("curl")
+            .args(["-fsS", &format!("http://127.0.0.1:{port}/metrics")])
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    eventually(Duration::from_secs(60), "the class's gauge", || async {
+        metrics().await.contains(&series).then_some(())
+    })
+    .await;
+    classes.delete(&name, &Default::default()).await.unwrap();
+    eventually(
+        Duration::from_secs(60),
+        "the class's gauge gone",
+        || async { (!metrics().await.contains(&series)).then_some(()) },
+    )
+    .await;
+    drop(p);
+}

@@ -622,3 +622,31 @@ async fn bad_input_fails_with_a_clear_event_and_leaves_nothing() {
         );
     }
 }
+
+/// A claim made before its class: nothing polls; the class's arrival brings it back.
+#[tokio::test]
+async fn a_claim_made_before_its_class_binds_once_the_class_exists() {
+    let s = Scenario::new("lateclass").await;
+    let class = format!("{}-late", s.ns);
+    s.claim("early", &class, "1Gi", "ReadWriteOnce").await;
+    // Another claim of an existing class binds: the provisioner has seen the early one.
+    let existing = s.class(json!({"volumetype": "none"}), "Delete").await;
+    s.claim("sign", &existing, "1Gi", "ReadWriteOnce").await;
+    let sign = s.bound_pv("sign").await;
+    let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(s.client.clone());
+    classes
+        .create(
+            &Default::default(),
+            &from_json(json!({
+                "metadata": {"name": class}, "provisioner": s.provisioner_name,
+                "reclaimPolicy": "Delete", "parameters": {"volumetype": "none"},
+            })),
+        )
+        .await
+        .unwrap();
+    let pv = s.bound_pv("early").await;
+    for (claim, pv) in [("early", pv), ("sign", sign)] {
+        s.delete_claim(claim).await;
+        s.wait_pv_gone(&pv.name_any()).await;
+    }
+}
