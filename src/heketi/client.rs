@@ -64,6 +64,10 @@ impl HeketiHttp {
     }
 }
 
+/// The largest answer read from Heketi; its largest, the volume list, is ids only (about 40
+/// bytes a volume).
+const MAX_BODY: usize = 16 << 20;
+
 /// Who we are to Heketi. Without a key no token is sent (Heketi running without auth).
 #[derive(Clone, Default, PartialEq, Eq, Hash)]
 pub struct Credentials {
@@ -290,11 +294,15 @@ impl HeketiClient {
             };
             let location = header(LOCATION.as_str());
             let pending = header("X-Pending").is_some_and(|v| v.eq_ignore_ascii_case("true"));
-            let body = resp
-                .into_body()
+            // A server's answer never gets to fill our memory.
+            let body = http_body_util::Limited::new(resp.into_body(), MAX_BODY)
                 .collect()
                 .await
-                .map_err(|e| self.unreachable(&request, e))?
+                .map_err(|e| Error::Heketi {
+                    request: request.clone(),
+                    status: status.as_u16(),
+                    message: format!("reading the answer (at most {MAX_BODY} bytes): {e}"),
+                })?
                 .to_bytes();
             Ok::<_, Error>(Reply {
                 status,
@@ -329,5 +337,49 @@ impl HeketiClient {
             request: request.to_string(),
             cause,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that answers every request with `len` bytes of body.
+    async fn server(len: usize) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = conn.read(&mut buf).await;
+                    let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                    let _ = conn.write_all(head.as_bytes()).await;
+                    let chunk = vec![b' '; 1 << 20];
+                    let mut left = len;
+                    while left > 0 {
+                        let n = left.min(chunk.len());
+                        if conn.write_all(&chunk[..n]).await.is_err() {
+                            return;
+                        }
+                        left -= n;
+                    }
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn an_oversized_answer_is_refused_not_read() {
+        let url = server(MAX_BODY + 1).await;
+        let client = HeketiClient::new(
+            HeketiHttp::new(Duration::from_secs(10)),
+            &url,
+            Credentials::default(),
+        );
+        let err = client.volume("abc").await.unwrap_err().to_string();
+        assert!(err.contains("at most 16777216 bytes"), "{err}");
     }
 }
