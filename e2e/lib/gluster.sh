@@ -44,6 +44,9 @@ node_up() {
   local i=$1 ns=${NODES[$1]} dir
   dir=$(node_dir "$1")
   mkdir -p "$dir"/{glusterd,run,log,etc,home}
+  # A real node's /var/lib/glusterd holds the option profiles Debian ships (`volume set V
+  # group NAME` reads them); the node's own glusterd directory starts with them too.
+  cp -r /var/lib/glusterd/groups "$dir/glusterd/"
   # The node's root gets its own empty home: the host's ~/.bashrc (which sshd's shell would
   # source for every remote command) belongs to the host, not to a gluster server.
   local mounts="mount --bind $dir/glusterd /var/lib/glusterd && mount --bind $dir/run /run && mount --bind $dir/log /var/log/glusterfs && mount --bind $dir/home /root"

@@ -365,7 +365,16 @@ fn parse_volume_options(value: &str) -> Result<Vec<(String, String)>> {
         .map(|option| {
             let mut words = option.split_whitespace();
             match (words.next(), words.next(), words.next()) {
-                (Some(k), Some(v), None) if is_option_key(k) && is_option_value(v) => {
+                // A profile names a file in gluster's groups directory: a plain name only.
+                (Some("group"), Some(v), None)
+                    if v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) =>
+                {
+                    Ok(("group".to_string(), v.to_string()))
+                }
+                (Some(k), Some(v), None)
+                    if k != "group" && is_option_key(k) && is_option_value(v) =>
+                {
                     Ok((k.to_string(), v.to_string()))
                 }
                 _ => Err(invalid(format!(
@@ -578,6 +587,10 @@ mod tests {
         let cases: &[(&[(&str, &str)], &str)] = &[
             (&[("foo", "bar")], "unknown parameter \"foo\""),
             (&[("pvtype", "nfs")], "pvtype \"nfs\" must be"),
+            (
+                &[("volumeoptions", "group ../../../etc/x")],
+                "volumeoptions entry",
+            ),
             (&[("restuser", "admin")], "needs resturl"),
             (&[("snapfactor", "2")], "needs resturl"),
             (&[("resturl", "")], "resturl \"\""),

@@ -159,8 +159,9 @@ impl SshBackend {
             self.gluster_tolerant(cluster, create, "already exists")
                 .await?;
         }
-        self.gluster(cluster, plan::options_args(name, req.gid, req.options))
-            .await?;
+        for set in plan::options_args(name, req.gid, req.options) {
+            self.gluster(cluster, set).await?;
+        }
         if !existing.is_some_and(Volume::is_started) {
             self.gluster(cluster, plan::start_args(name)).await?;
         }

@@ -172,26 +172,34 @@ pub fn create_args(volume: &str, durability: Durability, bricks: &[Brick]) -> Ve
     out
 }
 
-/// One `volume set` for all of a new volume's options: the group its root belongs to, quota
-/// checked on every write (at the default timeouts usage is cached for seconds, and a fast
-/// burst overshoots the size), then the class's own options.
-pub fn options_args(volume: &str, gid: u32, options: &[(String, String)]) -> Vec<String> {
-    let mut out = args([
+/// The `volume set` commands of a new volume: each option profile (`group NAME` in
+/// `volumeoptions`, the files in gluster's `groups` directory) alone, as gluster takes no other
+/// option with one; then one command for the group the volume root belongs to, quota checked
+/// on every write (at the default timeouts usage is cached for seconds, and a fast burst
+/// overshoots the size) and the class's other options, which so win over a profile's.
+pub fn options_args(volume: &str, gid: u32, options: &[(String, String)]) -> Vec<Vec<String>> {
+    let (profiles, plain): (Vec<_>, Vec<_>) = options.iter().partition(|(k, _)| k == "group");
+    let mut out: Vec<Vec<String>> = profiles
+        .into_iter()
+        .map(|(_, name)| args(["volume", "set", volume, "group", name]))
+        .collect();
+    let mut set = args([
         "volume",
         "set",
         volume,
         "storage.owner-gid",
         &gid.to_string(),
     ]);
-    out.extend(args([
+    set.extend(args([
         "features.soft-timeout",
         "0",
         "features.hard-timeout",
         "0",
     ]));
-    for (key, value) in options {
-        out.extend([key.clone(), value.clone()]);
+    for (key, value) in plain {
+        set.extend([key.clone(), value.clone()]);
     }
+    out.push(set);
     out
 }
 
@@ -386,11 +394,23 @@ mod tests {
             quota_limit_args("v", 2).join(" "),
             "volume quota v limit-usage / 2GB"
         );
-        let options = [("performance.quick-read".to_string(), "off".to_string())];
+        let options = [
+            ("group".to_string(), "metadata-cache".to_string()),
+            ("performance.quick-read".to_string(), "off".to_string()),
+            ("group".to_string(), "nl-cache".to_string()),
+        ];
+        let commands: Vec<String> = options_args("v", 2000, &options)
+            .iter()
+            .map(|c| c.join(" "))
+            .collect();
         assert_eq!(
-            options_args("v", 2000, &options).join(" "),
-            "volume set v storage.owner-gid 2000 features.soft-timeout 0 features.hard-timeout 0 \
-             performance.quick-read off"
+            commands,
+            [
+                "volume set v group metadata-cache",
+                "volume set v group nl-cache",
+                "volume set v storage.owner-gid 2000 features.soft-timeout 0 \
+                 features.hard-timeout 0 performance.quick-read off",
+            ]
         );
     }
 }

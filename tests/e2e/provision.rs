@@ -650,3 +650,49 @@ async fn a_claim_made_before_its_class_binds_once_the_class_exists() {
         s.wait_pv_gone(&pv.name_any()).await;
     }
 }
+
+/// OpenShift's documented class: gluster option profiles beside a plain option.
+#[tokio::test]
+async fn option_profiles_from_the_guides_apply() {
+    let s = Scenario::new("profiles").await;
+    let class = s
+        .class(
+            json!({"volumetype": "none", "volumeoptions": "group metadata-cache, nl-cache on"}),
+            "Delete",
+        )
+        .await;
+    s.claim("c", &class, "1Gi", "ReadWriteOnce").await;
+    let pv = s.bound_pv("c").await;
+    let info = ssh()
+        .run_ok(
+            &nodes()[0].ssh_address,
+            "gluster",
+            &[
+                "volume".into(),
+                "get".into(),
+                glusterfs_path(&pv),
+                "all".into(),
+            ],
+        )
+        .await
+        .unwrap();
+    let value = |key: &str| {
+        info.lines()
+            .find(|l| l.split_whitespace().next() == Some(key))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_string)
+    };
+    // From the metadata-cache profile, and the plain option.
+    assert_eq!(
+        value("features.cache-invalidation").as_deref(),
+        Some("on"),
+        "{info}"
+    );
+    assert_eq!(
+        value("performance.nl-cache").as_deref(),
+        Some("on"),
+        "{info}"
+    );
+    s.delete_claim("c").await;
+    s.wait_pv_gone(&pv.name_any()).await;
+}
