@@ -4,7 +4,7 @@
 //! Per PV, in an order that can stop anywhere and be run again:
 //! 1. the planned CSI PV and the PV's reclaim policy are recorded on the claim;
 //! 2. the PV's reclaim policy becomes Retain, so nothing deletes the gluster volume;
-//! 3. the old PV object is deleted (its protection finalizer removed: the claim stays);
+//! 3. the old PV object is deleted, then its finalizers removed (the claim stays);
 //! 4. the CSI PV is created from the record, bound to the same claim;
 //! 5. once the claim is Bound to it again, the reclaim policy is restored and the record goes.
 //!
@@ -21,6 +21,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::config::csi::{ATTR_SERVERS, ATTR_VOLUME};
+use crate::controller::ignore_not_found;
 use crate::{Error, Result};
 
 /// On a claim being converted: the CSI PV to make and the reclaim policy to restore.
@@ -347,11 +348,15 @@ async fn convert(
         // 2. Nothing may delete the volume while its PV object is replaced.
         let retain = json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}});
         pvs.patch(&name, &params, &Patch::Merge(retain)).await?;
-        // 3. The old object goes; pv-protection would hold it while the claim is bound.
+        // 3. The old object goes. Finalizers (pv-protection, the provisioner's) would hold it
+        // while the claim is bound; they are removed after the delete, when nobody can add
+        // one back.
+        ignore_not_found(pvs.delete(&name, &DeleteParams::default()).await.map(drop))?;
         let no_finalizers = json!({"metadata": {"finalizers": null}});
-        pvs.patch(&name, &params, &Patch::Merge(no_finalizers))
-            .await?;
-        pvs.delete(&name, &DeleteParams::default()).await?;
+        let removed = pvs
+            .patch(&name, &params, &Patch::Merge(no_finalizers))
+            .await;
+        ignore_not_found(removed.map(drop))?;
         let gone = || async { Ok(pvs.get_opt(&name).await?.is_none()) };
         wait(timeout, gone, &format!("PV {name} deleted")).await?;
         crate::failpoint::crash_point("convert-after-delete");
