@@ -72,6 +72,9 @@ pub enum Error {
     #[error("PV {pv}: {message}")]
     InvalidVolume { pv: String, message: String },
 
+    #[error("refusing to touch it: {0}")]
+    NotOurs(String),
+
     #[error("GID range {min}-{max} is full")]
     GidRangeFull { min: u32, max: u32 },
 
@@ -155,6 +158,7 @@ impl Error {
             Error::UnknownCluster(_) => "cluster",
             Error::Placement(_) => "placement",
             Error::InvalidVolume { .. } => "volume",
+            Error::NotOurs(_) => "ownership",
             Error::GidRangeFull { .. } => "gid",
             Error::HeketiTls(_)
             | Error::HeketiUnreachable { .. }

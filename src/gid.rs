@@ -49,6 +49,14 @@ impl GidAllocator {
         Ok(gid)
     }
 
+    /// Holds `gid` for `pv` instead of what it was given: the volume has that one.
+    pub fn reserve(&self, pv: &str, gid: u32) {
+        self.reserved
+            .lock()
+            .expect("gid lock")
+            .insert(pv.to_string(), gid);
+    }
+
     /// Gives back the GID of a provision that failed.
     pub fn release(&self, pv: &str) {
         self.reserved.lock().expect("gid lock").remove(pv);
@@ -88,6 +96,15 @@ mod tests {
                 .unwrap(),
             2001
         );
+    }
+
+    #[test]
+    fn a_volume_found_with_another_gid_holds_that_one() {
+        let a = GidAllocator::default();
+        assert_eq!(a.allocate("pv1", 10, 12, used(&[])).unwrap(), 10);
+        a.reserve("pv1", 11);
+        assert_eq!(a.allocate("pv2", 10, 12, used(&[])).unwrap(), 10);
+        assert_eq!(a.allocate("pv3", 10, 12, used(&[])).unwrap(), 12);
     }
 
     #[test]

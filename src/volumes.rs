@@ -31,6 +31,8 @@ pub struct Made {
     pub volume: String,
     /// Where clients mount it from: the Endpoints' addresses.
     pub addresses: Vec<IpAddr>,
+    /// The GID the volume has: an earlier attempt's volume keeps the one it was made with.
+    pub gid: u32,
     /// Recorded on the PV for [`VolumeBackend::delete`] and [`VolumeBackend::addresses`].
     pub annotations: BTreeMap<String, String>,
 }
@@ -49,6 +51,12 @@ pub trait VolumeBackend: Sync {
 
     /// Removes the volume and its bricks; one already gone counts as removed.
     fn delete(&self, volume: Recorded<'_>) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes whatever attempts to make the volume `name` left (no PV records it): the
+    /// volume, its bricks, brick directories made before the volume was. Nothing left counts
+    /// as removed.
+    fn abandon(&self, name: &str, cluster: Option<&str>)
+    -> impl Future<Output = Result<()>> + Send;
 
     /// The addresses clients mount the volume from, for Endpoints recreated later.
     fn addresses(&self, volume: Recorded<'_>) -> impl Future<Output = Result<Vec<IpAddr>>> + Send;
@@ -80,6 +88,13 @@ impl VolumeBackend for Backend<'_> {
         match self {
             Backend::Ssh(b) => b.delete(volume).await,
             Backend::Heketi(b) => b.delete(volume).await,
+        }
+    }
+
+    async fn abandon(&self, name: &str, cluster: Option<&str>) -> Result<()> {
+        match self {
+            Backend::Ssh(b) => b.abandon(name, cluster).await,
+            Backend::Heketi(b) => b.abandon(name, cluster).await,
         }
     }
 

@@ -27,6 +27,19 @@ impl Context {
         })
     }
 
+    /// The backend a class's parameters name, and the topology cluster for the SSH one.
+    pub(super) async fn backend_for<'p>(
+        &self,
+        params: &'p ClassParams,
+    ) -> Result<(Backend<'_>, Option<&'p str>)> {
+        Ok(match &params.backend {
+            BackendParams::Ssh { cluster } => (Backend::Ssh(self.ssh()?), cluster.as_deref()),
+            BackendParams::Heketi(heketi) => {
+                (Backend::Heketi(Box::new(self.heketi(heketi).await?)), None)
+            }
+        })
+    }
+
     /// A Heketi backend as `params` describe it, with the user's key read from its Secret.
     pub(super) async fn heketi(&self, params: &HeketiParams) -> Result<HeketiVolumes> {
         let key = match &params.secret {
@@ -61,11 +74,12 @@ impl Context {
         String::from_utf8(key.0.clone()).map_err(|_| bad("\"key\" is not UTF-8 text"))
     }
 
-    /// The backend that made a PV's volume.
+    /// The backend that made a PV's volume (the in-tree provisioner's were all Heketi's).
     pub(super) async fn backend_of(&self, pv: &CachedPv) -> Result<Backend<'_>> {
-        let heketi = [heketi::ANN_VOLUME_ID, heketi::ANN_URL]
-            .iter()
-            .any(|a| pv.annotations().contains_key(*a));
+        let heketi = !self.made_here(pv)
+            || [heketi::ANN_VOLUME_ID, heketi::ANN_URL]
+                .iter()
+                .any(|a| pv.annotations().contains_key(*a));
         Ok(if heketi {
             Backend::Heketi(Box::new(self.heketi_of(pv).await?))
         } else {
@@ -74,7 +88,9 @@ impl Context {
     }
 
     /// The Heketi server, user and key of a PV: what ours recorded (the key from the recorded
-    /// Secret, else from the class); for one the in-tree provisioner made, its class.
+    /// Secret, else from the class); for one the in-tree provisioner made, its class. A PV's
+    /// annotations are editable, so the server and Secret they name must be ones a class of
+    /// ours names: a PV cannot send a signed request anywhere an administrator did not.
     pub(super) async fn heketi_of(&self, pv: &CachedPv) -> Result<HeketiVolumes> {
         self.caches_synced().await;
         let class = || -> Result<HeketiParams> {
@@ -92,6 +108,7 @@ impl Context {
         };
         let params = match HeketiVolumes::params_from(pv.annotations()) {
             Some(mut params) => {
+                self.check_heketi_named(&params)?;
                 if params.secret.is_none() && !params.user.is_empty() {
                     params.user_key = class()?.user_key;
                 }
@@ -100,5 +117,30 @@ impl Context {
             None => class()?,
         };
         self.heketi(&params).await
+    }
+
+    /// Whether some class of ours names this Heketi server with this user and Secret.
+    fn check_heketi_named(&self, recorded: &HeketiParams) -> Result<()> {
+        let named = self.classes.state().iter().any(|class| {
+            self.settings.serves(&class.provisioner)
+                && ClassParams::parse(&class.parameters.clone().unwrap_or_default()).is_ok_and(
+                    |p| {
+                        matches!(p.backend, BackendParams::Heketi(h)
+                            if h.url == recorded.url && h.user == recorded.user
+                                && h.secret == recorded.secret)
+                    },
+                )
+        });
+        if named {
+            return Ok(());
+        }
+        let secret = recorded.secret.as_ref().map(ToString::to_string);
+        Err(Error::NotOurs(format!(
+            "the PV names Heketi server {} (user {:?}, Secret {}), which no StorageClass of \
+             this provisioner names",
+            recorded.url,
+            recorded.user,
+            secret.as_deref().unwrap_or("none")
+        )))
     }
 }

@@ -17,7 +17,8 @@ use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::{Context, event_note, failure_key, ignore_not_found};
-use crate::k8s::objects::FINALIZER;
+use crate::gluster::plan;
+use crate::k8s::objects::{self, FINALIZER, Owner};
 use crate::metrics::InFlight;
 use crate::volumes::{Recorded, VolumeBackend};
 use crate::{Error, Result};
@@ -64,8 +65,19 @@ async fn live(pv: &CachedPv, ctx: &Context) -> Result<Action> {
                 .await
                 .map(drop),
         )?;
-    } else if phase != Some("Released") {
-        repair_endpoints(pv, ctx).await?;
+    } else if phase != Some("Released")
+        && let Err(e) = repair_endpoints(pv, ctx).await
+    {
+        let note = event_note(&e);
+        ctx.publish(
+            pv,
+            EventType::Warning,
+            "EndpointsRepairFailed",
+            "Repair",
+            note,
+        )
+        .await;
+        return Err(e);
     }
     Ok(Action::await_change())
 }
@@ -132,14 +144,14 @@ fn invalid(pv: &CachedPv, message: impl Into<String>) -> Error {
     }
 }
 
-/// Deletes in an order that can stop anywhere and resume: the gluster volume and its bricks
-/// first, then the Endpoints/Service; the PV object goes last, once the finalizer is removed
-/// (its GID is free once the PV is gone).
+/// Deletes in an order that can stop anywhere and resume: the Endpoints/Service, then the
+/// gluster volume and its bricks; the PV object goes last, once the finalizer is removed (its
+/// GID is free once the PV is gone). Everything the PV names is checked before anything goes.
 async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
-    let volume = pv
-        .spec
-        .gluster_volume(&ctx.settings.csi_driver)
-        .ok_or_else(|| invalid(pv, "neither a glusterfs source nor a CSI source of ours"))?;
+    let (volume, owner) = checked(pv, ctx)?;
+    if let Some(ep) = pv.spec.glusterfs.as_ref() {
+        ctx.delete_endpoints(&ep.endpoints, owner).await?;
+    }
     let recorded = Recorded {
         pv: &pv.name_any(),
         volume,
@@ -147,44 +159,70 @@ async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
     };
     ctx.backend_of(pv).await?.delete(recorded).await?;
     crate::failpoint::crash_point("after-volume-delete");
-    let endpoints = pv.spec.glusterfs.as_ref();
-    if let Some((ep, namespace)) =
-        endpoints.and_then(|g| Some((g, g.endpoints_namespace.as_deref()?)))
-    {
-        ctx.delete_endpoints(namespace, &ep.endpoints).await?;
-    }
     tracing::info!("volume deleted");
     Ok(())
 }
 
+/// The volume a PV names and the claim it was made for, once they agree: a PV of ours is
+/// named after its claim's UID and so is its volume (the in-tree provisioner's PVs name
+/// Heketi volumes by id, checked against Heketi's own record of the name on delete).
+fn checked<'p>(pv: &'p CachedPv, ctx: &Context) -> Result<(&'p str, Owner<'p>)> {
+    let volume = pv
+        .spec
+        .gluster_volume(&ctx.settings.csi_driver)
+        .ok_or_else(|| invalid(pv, "neither a glusterfs source nor a CSI source of ours"))?;
+    let claim = pv
+        .spec
+        .claim_ref
+        .as_ref()
+        .ok_or_else(|| invalid(pv, "no claimRef"))?;
+    let owner = Owner {
+        pv: pv.meta().name.as_deref().unwrap_or_default(),
+        claim_namespace: claim.namespace.as_deref().unwrap_or_default(),
+        claim_name: claim.name.as_deref().unwrap_or_default(),
+        claim_uid: claim.uid.as_deref().unwrap_or_default(),
+    };
+    if ctx.made_here(pv)
+        && (owner.pv != objects::pv_name(owner.claim_uid)
+            || !plan::derives_from(volume, owner.claim_uid))
+    {
+        return Err(Error::NotOurs(format!(
+            "PV {} names volume {volume:?} and claim UID {:?}; this provisioner makes \
+             pvc-<claim UID> with a volume named after that UID",
+            owner.pv, owner.claim_uid
+        )));
+    }
+    if let Some(ep) = pv.spec.glusterfs.as_ref()
+        && ep.endpoints_namespace.as_deref() != Some(owner.claim_namespace)
+    {
+        return Err(Error::NotOurs(format!(
+            "PV {} names Endpoints {:?} in namespace {:?}, not its claim's {:?}",
+            owner.pv, ep.endpoints, ep.endpoints_namespace, owner.claim_namespace
+        )));
+    }
+    Ok((volume, owner))
+}
+
 async fn repair_endpoints(pv: &CachedPv, ctx: &Context) -> Result<()> {
-    let (Some(source), Some(claim)) = (&pv.spec.glusterfs, &pv.spec.claim_ref) else {
+    let Some(source) = &pv.spec.glusterfs else {
         return Ok(());
     };
-    let Some(namespace) = source.endpoints_namespace.as_deref() else {
+    if pv.spec.claim_ref.is_none() || source.endpoints_namespace.is_none() {
         return Ok(());
-    };
+    }
+    let (volume, owner) = checked(pv, ctx)?;
     ctx.caches_synced().await;
-    if ctx.has_endpoints(namespace, &source.endpoints) {
+    if ctx.has_endpoints(owner.claim_namespace, &source.endpoints) {
         return Ok(());
     }
     let recorded = Recorded {
-        pv: &pv.name_any(),
-        volume: &source.path,
+        pv: owner.pv,
+        volume,
         annotations: pv.annotations(),
     };
     let addresses = ctx.backend_of(pv).await?.addresses(recorded).await?;
-    let (claim_name, claim_uid) = (
-        claim.name.as_deref().unwrap_or_default(),
-        claim.uid.as_deref().unwrap_or_default(),
-    );
-    ctx.apply_endpoints(
-        namespace,
-        &source.endpoints,
-        (claim_name, claim_uid),
-        &addresses,
-    )
-    .await?;
+    ctx.apply_endpoints(&source.endpoints, owner, &addresses)
+        .await?;
     tracing::info!(
         endpoints = source.endpoints,
         "Endpoints and Service recreated"

@@ -1,6 +1,7 @@
 //! The Kubernetes-facing side: two kube-rs controllers sharing one [`Context`].
 //!
 //! - claims ([`provision`]): an unbound PVC of a class naming us gets a volume and a PV;
+//!   one deleted before its PV exists takes what was made for it ([`unfinished`]);
 //! - volumes ([`delete`]): a Released PV of ours with policy Delete is removed with its volume;
 //!   a live one gets its Endpoints/Service back if someone deleted them.
 //!
@@ -18,6 +19,7 @@ mod names;
 pub mod provision;
 pub mod slim;
 mod sync;
+mod unfinished;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -105,6 +107,11 @@ impl Context {
                 Some((pv.name_any(), gid))
             })
             .collect()
+    }
+
+    /// Made by this provisioner itself, not by the in-tree one it took over from.
+    fn made_here(&self, pv: &CachedPv) -> bool {
+        pv.annotations().get(objects::ANN_PROVISIONED_BY) == Some(&self.settings.provisioner)
     }
 
     fn is_ours(&self, pv: &CachedPv) -> bool {

@@ -14,14 +14,14 @@ use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::{Context, event_note, failure_key};
-use crate::config::{BackendParams, ClassParams, PvType};
+use crate::config::{ClassParams, PvType};
 use crate::gluster::plan;
 use crate::k8s::cached::CachedPvc;
 use crate::k8s::objects::{
     self, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA, Mounter,
 };
 use crate::metrics::InFlight;
-use crate::volumes::{Backend, Recorded, VolumeBackend, VolumeRequest};
+use crate::volumes::{Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
 
 pub(super) const ANN_CLASS_BETA: &str = "volume.beta.kubernetes.io/storage-class";
@@ -35,6 +35,9 @@ enum Wanted {
 pub async fn reconcile(cached: Arc<CachedPvc>, ctx: Arc<Context>) -> Result<Action> {
     // GIDs come from the PV cache: nothing is provisioned before it is complete.
     ctx.caches_synced().await;
+    if let Some(action) = super::unfinished::settle(&cached, &ctx).await? {
+        return Ok(action);
+    }
     if let Some(volume) = cached.spec.volume_name.as_deref().filter(|v| !v.is_empty())
         && cached.meta().deletion_timestamp.is_none()
     {
@@ -122,6 +125,15 @@ pub fn error_policy(claim: Arc<CachedPvc>, _: &Error, ctx: Arc<Context>) -> Acti
     ctx.backoff.failed(failure_key(claim.as_ref()))
 }
 
+/// The class a claim names, in the field or the beta annotation.
+pub(super) fn class_of(claim: &CachedPvc) -> Option<String> {
+    claim
+        .spec
+        .storage_class_name
+        .clone()
+        .or_else(|| claim.annotations().get(ANN_CLASS_BETA).cloned())
+}
+
 /// Whether this provisioner should provision the claim now, and with which class.
 fn wanted_class(claim: &CachedPvc, ctx: &Context) -> Result<Wanted> {
     if claim.meta().deletion_timestamp.is_some()
@@ -137,12 +149,7 @@ fn wanted_class(claim: &CachedPvc, ctx: &Context) -> Result<Wanted> {
     let annotated = [ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA]
         .iter()
         .any(|a| claim.annotations().get(*a) == Some(ours));
-    let Some(class_name) = claim
-        .spec
-        .storage_class_name
-        .clone()
-        .or_else(|| claim.annotations().get(ANN_CLASS_BETA).cloned())
-    else {
+    let Some(class_name) = class_of(claim) else {
         return Ok(Wanted::No);
     };
     let class = match ctx.classes.get(&ObjectRef::new(&class_name)) {
@@ -176,12 +183,7 @@ async fn provision(
     // Everything is validated before anything is created anywhere.
     let params = ClassParams::parse(&class.parameters.clone().unwrap_or_default())?;
     objects::check_claim(claim)?;
-    let (backend, cluster) = match &params.backend {
-        BackendParams::Ssh { cluster } => (Backend::Ssh(ctx.ssh()?), cluster.as_deref()),
-        BackendParams::Heketi(heketi) => {
-            (Backend::Heketi(Box::new(ctx.heketi(heketi).await?)), None)
-        }
-    };
+    let (backend, cluster) = ctx.backend_for(&params).await?;
     let size_gib = objects::requested_gib(claim)?;
     let (namespace, name, uid) = (
         claim.namespace().unwrap_or_default(),
@@ -195,6 +197,7 @@ async fn provision(
     if pvs.get_metadata_opt(&pv_name).await?.is_some() {
         return Ok(pv_name);
     }
+    let claim = &super::unfinished::hold(claim, ctx).await?;
     let volume = plan::volume_name(
         params.volume_name_prefix.as_deref(),
         &namespace,
@@ -226,6 +229,17 @@ async fn provision(
         }
     };
     crate::failpoint::crash_point("after-volume-create");
+    // A volume an earlier attempt made (whose reply was lost) keeps the GID it has.
+    let gid = made.gid;
+    if gid != req.gid {
+        tracing::info!(
+            volume = made.volume,
+            allocated = req.gid,
+            gid,
+            "the volume has the GID of an earlier attempt"
+        );
+        ctx.gids.reserve(&pv_name, gid);
+    }
     tracing::info!(volume = made.volume, gid, "gluster volume ready");
 
     let ep_name = objects::endpoints_name(&params.endpoint_prefix, &uid);
@@ -251,10 +265,16 @@ async fn provision(
             size_gib,
         },
     );
+    let owner = objects::Owner {
+        pv: &pv_name,
+        claim_namespace: &namespace,
+        claim_name: &name,
+        claim_uid: &uid,
+    };
     let kube_side = async {
         // CSI PVs name their servers themselves.
         if pv_type == PvType::Glusterfs {
-            ctx.apply_endpoints(&namespace, &ep_name, (&name, &uid), &made.addresses)
+            ctx.apply_endpoints(&ep_name, owner, &made.addresses)
                 .await?;
         }
         match pvs.create(&PostParams::default(), &pv).await {
@@ -299,10 +319,14 @@ async fn provision(
             )
             .await;
         }
-        ctx.delete_endpoints(&namespace, &ep_name).await.ok();
+        ctx.delete_endpoints(&ep_name, owner).await.ok();
         ctx.gids.release(&pv_name);
         return Err(e);
     }
     tracing::info!(pv = pv_name, "PV created");
+    // Settled on the next reconcile if this fails: the PV exists.
+    if let Err(e) = super::unfinished::let_go(&claim.metadata, ctx).await {
+        tracing::warn!(error = %e, "cannot remove the claim's finalizer yet");
+    }
     Ok(pv_name)
 }

@@ -8,16 +8,23 @@ use kube::api::ObjectMeta;
 
 use crate::heketi::volumes as heketi;
 use crate::k8s::cached::{CachedPv, CachedPvc};
-use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, ANN_GID, ANN_PROVISIONED_BY};
+use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, ANN_GID, ANN_PROVISIONED_BY, CLAIM_FINALIZER};
 
-/// The identity of an object: enough to find it, key it and order its versions.
+/// The identity of an object: enough to find it, key it and order its versions; and the
+/// finalizer that is ours.
 fn identity(meta: &ObjectMeta) -> ObjectMeta {
+    let ours = meta
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == CLAIM_FINALIZER);
     ObjectMeta {
         name: meta.name.clone(),
         namespace: meta.namespace.clone(),
         uid: meta.uid.clone(),
         resource_version: meta.resource_version.clone(),
         deletion_timestamp: meta.deletion_timestamp.clone(),
+        finalizers: ours.then(|| vec![CLAIM_FINALIZER.to_string()]),
         ..ObjectMeta::default()
     }
 }
@@ -118,7 +125,8 @@ mod tests {
         let managed = json!([{"manager": "kubectl", "operation": "Update"}]);
         let mut bound: CachedPvc = from(json!({
             "metadata": {"name": "c", "namespace": "n", "uid": "u", "resourceVersion": "7",
-                         "managedFields": managed, "annotations": {"a": "b"}},
+                         "managedFields": managed, "annotations": {"a": "b"},
+                         "finalizers": ["kubernetes.io/pvc-protection", CLAIM_FINALIZER]},
             "spec": {"volumeName": "pv", "storageClassName": "sc", "accessModes": ["ReadWriteOnce"],
                      "resources": {"requests": {"storage": "2Gi"}, "limits": {"storage": "3Gi"}}},
             "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}},
@@ -126,7 +134,8 @@ mod tests {
         claim(&mut bound);
         assert_eq!(
             body(&bound),
-            json!({"metadata": {"name": "c", "namespace": "n", "uid": "u", "resourceVersion": "7"},
+            json!({"metadata": {"name": "c", "namespace": "n", "uid": "u", "resourceVersion": "7",
+                                "finalizers": [CLAIM_FINALIZER]},
                    "spec": {"volumeName": "pv", "storageClassName": null,
                             "resources": {"requests": {"storage": "2Gi"}}},
                    "status": {"capacity": {"storage": "1Gi"}}})

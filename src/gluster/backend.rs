@@ -462,6 +462,7 @@ impl VolumeBackend for SshBackend {
         Ok(Made {
             volume: made.name,
             addresses,
+            gid: req.gid,
             annotations: [
                 (ANN_CLUSTER.to_string(), made.cluster),
                 (ANN_BRICKS.to_string(), brick_record(&made.bricks)),
@@ -474,6 +475,28 @@ impl VolumeBackend for SshBackend {
         let (cluster, bricks) = self.recorded_bricks(volume)?;
         self.remove(cluster, volume.volume, &bricks).await?;
         tracing::info!(volume = volume.volume, "gluster volume and bricks removed");
+        Ok(())
+    }
+
+    /// Brick directories are made before the volume, so any brick root of the cluster may
+    /// hold one of the name; removing one that is not there is a no-op.
+    async fn abandon(&self, name: &str, cluster: Option<&str>) -> Result<()> {
+        if !plan::is_volume_name(name) {
+            return Err(Error::Placement(format!("{name:?} is not a volume name")));
+        }
+        let cluster = self.cluster(cluster)?;
+        let everywhere: Vec<Brick> = cluster
+            .nodes
+            .iter()
+            .flat_map(|n| n.brick_roots.iter().map(move |r| Brick::new(n, r, name)))
+            .collect();
+        let exists = self.volume_info(cluster, name).await?.is_some();
+        self.destroy(cluster, name, &everywhere, exists).await?;
+        tracing::info!(
+            volume = name,
+            exists,
+            "what was made for a deleted claim is removed"
+        );
         Ok(())
     }
 

@@ -27,6 +27,17 @@ pub fn volume_name(prefix: Option<&str>, namespace: &str, claim: &str, uid: &str
     format!("{prefix}_{ns}_{claim}_{suffix}")
 }
 
+/// Whether `name` is what [`volume_name`] gives for the claim `uid`, whatever the prefix: a
+/// PV's path is editable, and only the claim's own volume may be deleted through its PV.
+pub fn derives_from(name: &str, uid: &str) -> bool {
+    let suffix: String = uid.chars().filter(char::is_ascii_alphanumeric).collect();
+    !suffix.is_empty()
+        && is_volume_name(name)
+        && name
+            .strip_suffix(&suffix)
+            .is_some_and(|head| head == "vol_" || head.ends_with('_'))
+}
+
 /// Names this provisioner made or accepts: gluster's own rule, kept to what is safe in a path.
 pub fn is_volume_name(name: &str) -> bool {
     !name.is_empty()
@@ -285,6 +296,14 @@ mod tests {
         let n = volume_name(Some("dept"), "my.ns", "data-web-0", uid);
         assert_eq!(n, "dept_my-ns_data-web-0_0f5c2d9e1b7a4c3e9d2f8a6b5c4d3e2f");
         assert!(is_volume_name(&n));
+        assert!(derives_from(&n, uid) && derives_from(&volume_name(None, "a", "b", uid), uid));
+        let other = "1f5c2d9e-1b7a-4c3e-9d2f-8a6b5c4d3e2f";
+        assert!(!derives_from(&n, other), "another claim's volume");
+        assert!(!derives_from("gluster_shared_storage", uid));
+        assert!(!derives_from(
+            &format!("x{}", n.rsplit('_').next().unwrap()),
+            uid
+        ));
         let long = volume_name(Some("p"), &"n".repeat(63), &"c".repeat(253), uid);
         assert!(
             long.len() <= VOLUME_NAME_MAX && is_volume_name(&long),

@@ -72,6 +72,8 @@ pub struct VolumeInfo {
     pub name: String,
     pub cluster: String,
     pub size: u64,
+    #[serde(default)]
+    pub gid: u32,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]

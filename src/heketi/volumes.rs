@@ -120,14 +120,38 @@ impl VolumeBackend for HeketiVolumes {
         Ok(Made {
             volume: info.name,
             addresses,
+            gid: info.gid,
             annotations,
         })
     }
 
     async fn delete(&self, volume: Recorded<'_>) -> Result<()> {
         let id = Self::id(volume)?;
+        // The id is an editable annotation: the volume it names must be the PV's.
+        match self.client.volume(id).await? {
+            None => return Ok(()),
+            Some(info) if info.name != volume.volume => {
+                return Err(Error::NotOurs(format!(
+                    "PV {} records Heketi volume {id}, which is {:?}, not {:?}",
+                    volume.pv, info.name, volume.volume
+                )));
+            }
+            Some(_) => {}
+        }
         self.client.delete_volume(id).await?;
         tracing::info!(volume = volume.volume, id, "Heketi volume deleted");
+        Ok(())
+    }
+
+    async fn abandon(&self, name: &str, _cluster: Option<&str>) -> Result<()> {
+        if let Some(info) = self.client.find_volume(name).await? {
+            self.client.delete_volume(&info.id).await?;
+            tracing::info!(
+                volume = name,
+                id = info.id,
+                "Heketi volume of a deleted claim deleted"
+            );
+        }
         Ok(())
     }
 

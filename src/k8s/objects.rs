@@ -32,6 +32,9 @@ pub const ANN_CLUSTER: &str = "gluster.org/cluster";
 pub const ANN_BRICKS: &str = "gluster.org/bricks";
 /// On every PV this provisioner makes: the object outlives its volume, whoever deletes it.
 pub const FINALIZER: &str = "gluster.org/volume-protection";
+/// On a claim from before its volume is made until its PV exists: a claim deleted meanwhile
+/// waits until what was made for it is removed.
+pub const CLAIM_FINALIZER: &str = "gluster.org/provisioning";
 pub const LABEL_PROVISIONED_FOR: &str = "gluster.kubernetes.io/provisioned-for-pvc";
 /// Ours, on Endpoints and Services: the PV they serve, so their events map back to it.
 pub const LABEL_PV: &str = "gluster.org/pv";
@@ -146,6 +149,31 @@ fn endpoint_meta(name: &str, namespace: &str, claim_name: &str, claim_uid: &str)
             (LABEL_PV.into(), pv_name(claim_uid)),
         ])),
         ..Default::default()
+    }
+}
+
+/// Whose Endpoints and Service an object must be before anything touches it: a PV's fields are
+/// editable, and must never steer a delete or an overwrite to objects of others.
+#[derive(Clone, Copy, Debug)]
+pub struct Owner<'a> {
+    pub pv: &'a str,
+    pub claim_namespace: &'a str,
+    pub claim_name: &'a str,
+    pub claim_uid: &'a str,
+}
+
+impl Owner<'_> {
+    /// Whether `meta` is one this provisioner (or the in-tree one, which set only the claim
+    /// label) made for this PV's claim.
+    pub fn owns(&self, meta: &ObjectMeta) -> bool {
+        let Some(labels) = meta.labels.as_ref() else {
+            return false;
+        };
+        meta.namespace.as_deref() == Some(self.claim_namespace)
+            && labels
+                .get(LABEL_PROVISIONED_FOR)
+                .is_some_and(|c| *c == provisioned_for(self.claim_name, self.claim_uid))
+            && labels.get(LABEL_PV).is_none_or(|pv| pv == self.pv)
     }
 }
 

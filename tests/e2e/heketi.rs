@@ -388,18 +388,20 @@ async fn a_pv_whose_heketi_is_unreachable_reports_why_and_is_kept() {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", closed.local_addr().unwrap());
     drop(closed);
-    let pv_name = format!("pvc-{}", uuid::Uuid::new_v4());
+    let class = s.class(json!({"resturl": url}), "Delete").await;
+    let claim_uid = uuid::Uuid::new_v4();
+    let pv_name = format!("pvc-{claim_uid}");
     let pv: PersistentVolume = from_json(json!({
         "metadata": {"name": pv_name, "annotations": {
             "pv.kubernetes.io/provisioned-by": s.provisioner.name,
             ANN_HEKETI_ID: "0123456789abcdef0123456789abcdef", "gluster.org/heketi-url": url,
             "pv.beta.kubernetes.io/gid": "40000"}},
         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "gone",
+                 "persistentVolumeReclaimPolicy": "Delete", "storageClassName": class,
                  "claimRef": {"kind": "PersistentVolumeClaim", "namespace": s.ns, "name": "gone",
-                              "uid": uuid::Uuid::new_v4().to_string()},
+                              "uid": claim_uid.to_string()},
                  "glusterfs": {"endpoints": "ep", "endpointsNamespace": s.ns,
-                               "path": "vol_0123456789abcdef0123456789abcdef"}},
+                               "path": format!("vol_{}", claim_uid.simple())}},
     }));
     s.pvs.create(&PostParams::default(), &pv).await.unwrap();
     set_phase(&s, &pv_name, "Released").await;
@@ -418,4 +420,65 @@ async fn a_pv_whose_heketi_is_unreachable_reports_why_and_is_kept() {
         "kept until Heketi answers"
     );
     s.pvs.delete(&pv_name, &Default::default()).await.unwrap();
+}
+
+/// Fault: the provisioner dies (crash point) after Heketi made the volume with one GID; while
+/// it is down that GID's neighbour frees up, so a fresh allocation would differ. The PV must
+/// carry the GID the volume has.
+#[tokio::test]
+async fn a_heketi_volume_found_again_keeps_its_gid() {
+    let heketi = HeketiStandIn::start(true).await;
+    let crash = [("GLUSTERFS_PROVISIONER_CRASH_AT", "after-volume-create")];
+    let mut s = Scenario::with_env("heketi-gid", &crash).await;
+    secret(&s, "heketi-secret", "kubernetes.io/glusterfs", ADMIN_KEY).await;
+    let class = s
+        .class(guide_params(&s, &heketi.url, "heketi-secret"), "Delete")
+        .await;
+    // A PV of this provisioner holds the class's first GID (Retain, bound to nothing).
+    let holder = format!("{}-holder", s.ns);
+    let pv: PersistentVolume = from_json(json!({
+        "metadata": {"name": holder, "annotations": {
+            "pv.kubernetes.io/provisioned-by": s.provisioner.name,
+            "pv.beta.kubernetes.io/gid": "40000"}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "none",
+                 "glusterfs": {"endpoints": "ep", "path": "vol_holder"}},
+    }));
+    s.pvs.create(&PostParams::default(), &pv).await.unwrap();
+    eventually(BIND_WAIT, "the holder PV in the cache", || async {
+        let pv = s.pvs.get(&holder).await.unwrap();
+        pv.finalizers()
+            .contains(&"gluster.org/volume-protection".to_string())
+            .then_some(())
+    })
+    .await;
+    let claim = s.claim("c", &class, "1Gi", "ReadWriteOnce").await;
+    s.provisioner.wait_exit(Duration::from_secs(300)).await;
+    let suffix = uid_suffix(&claim);
+    let volume = heketi
+        .volume_names()
+        .into_iter()
+        .find(|v| v.ends_with(&suffix))
+        .expect("Heketi made the volume before the crash");
+    assert_eq!(heketi.volume_gid(&volume), Some(40001));
+
+    // The holder goes while the provisioner is down (its finalizer with it: Retain).
+    s.pvs.delete(&holder, &Default::default()).await.unwrap();
+    let unfinalized = json!({"metadata": {"finalizers": null}});
+    s.pvs
+        .patch(&holder, &PatchParams::default(), &Patch::Merge(unfinalized))
+        .await
+        .unwrap();
+    s.wait_pv_gone(&holder).await;
+
+    s.provisioner = Provisioner::start(&s.provisioner.name).await;
+    let pv = s.bound_pv("c").await;
+    assert_eq!(
+        annotations(&pv)["pv.beta.kubernetes.io/gid"],
+        "40001",
+        "the PV carries the GID volume {volume} has"
+    );
+    s.delete_claim("c").await;
+    s.wait_pv_gone(&pv.name_any()).await;
+    wait_heketi_empty(&heketi, &claim).await;
 }

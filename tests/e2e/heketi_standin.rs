@@ -149,6 +149,11 @@ impl HeketiStandIn {
             .map(|(id, _)| id.clone())
     }
 
+    pub fn volume_gid(&self, name: &str) -> Option<u32> {
+        let volumes = self.state.volumes.lock().unwrap();
+        volumes.values().find(|v| v.name == name).map(|v| v.gid)
+    }
+
     pub fn volume_size(&self, name: &str) -> Option<u64> {
         let volumes = self.state.volumes.lock().unwrap();
         volumes.values().find(|v| v.name == name).map(|v| v.size)

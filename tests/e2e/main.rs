@@ -8,6 +8,7 @@ mod expansion;
 mod heketi;
 mod heketi_standin;
 mod operations;
+mod ownership;
 mod pods;
 mod provision;
 mod scenario;

@@ -430,6 +430,36 @@ async fn crash_mid_provision_and_mid_delete_leaves_one_volume_and_no_orphans() {
     assert_volume_gone(&suffix).await;
 }
 
+/// Fault: the provisioner is killed (crash point) once the volume is made, and the claim is
+/// deleted before it comes back. The claim waits for it, then takes its volume and bricks
+/// along, whatever the reclaim policy: no PV ever named them.
+#[tokio::test]
+async fn a_claim_deleted_before_its_pv_takes_its_volume_with_it() {
+    let crash = [("GLUSTERFS_PROVISIONER_CRASH_AT", "after-volume-create")];
+    let mut s = Scenario::with_env("abandon", &crash).await;
+    let class = s
+        .class(json!({"volumetype": "replicate:3"}), "Retain")
+        .await;
+    let claim = s.claim("c", &class, "1Gi", "ReadWriteOnce").await;
+    s.provisioner.wait_exit(Duration::from_secs(300)).await;
+    let suffix = uid_suffix(&claim);
+    assert!(gluster_volumes().await.contains(&format!("vol_{suffix}")));
+    s.delete_claim("c").await;
+    let held = s.claims.get_opt("c").await.unwrap();
+    assert!(
+        held.is_some_and(|c| c.metadata.deletion_timestamp.is_some()),
+        "the deleted claim waits for the provisioner"
+    );
+    s.provisioner = Provisioner::start(&s.provisioner.name).await;
+    eventually(BIND_WAIT, "claim c gone", || async {
+        s.claims.get_opt("c").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    assert_volume_gone(&suffix).await;
+    let pv = format!("pvc-{}", claim.uid().unwrap());
+    assert!(s.pvs.get_opt(&pv).await.unwrap().is_none());
+}
+
 /// Ten claims created at once, alternating between classes `a` (0) and `b` (1).
 async fn ten_claims(
     s: &Scenario,

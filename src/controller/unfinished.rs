@@ -1,0 +1,146 @@
+//! A claim deleted before its PV exists takes whatever was made for it. A finalizer holds the
+//! claim from before its volume is made until its PV is saved (the external-provisioner holds
+//! the claims it clones from the same way), so a deletion at any moment, even while no
+//! provisioner runs, comes back here.
+
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::{Context, event_note, ignore_not_found, provision::class_of};
+use crate::config::ClassParams;
+use crate::gluster::plan;
+use crate::k8s::cached::CachedPvc;
+use crate::k8s::objects::{self, CLAIM_FINALIZER, Owner};
+use crate::volumes::VolumeBackend;
+use crate::{Error, Result};
+
+fn held(meta: &ObjectMeta) -> bool {
+    meta.finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == CLAIM_FINALIZER)
+}
+
+/// Writes the claim's finalizers as of the version read (a conflict is retried).
+async fn set_finalizers(
+    ctx: &Context,
+    meta: &ObjectMeta,
+    finalizers: Vec<&str>,
+) -> kube::Result<PersistentVolumeClaim> {
+    let api = Api::<PersistentVolumeClaim>::namespaced(
+        ctx.client.clone(),
+        meta.namespace.as_deref().unwrap_or_default(),
+    );
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": meta.resource_version,
+    }});
+    let name = meta.name.as_deref().unwrap_or_default();
+    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+}
+
+/// Puts the finalizer on a claim before anything is made for it; returns the claim as written.
+pub(super) async fn hold(
+    claim: &PersistentVolumeClaim,
+    ctx: &Context,
+) -> Result<PersistentVolumeClaim> {
+    if held(&claim.metadata) {
+        return Ok(claim.clone());
+    }
+    let mut finalizers: Vec<&str> = claim.finalizers().iter().map(String::as_str).collect();
+    finalizers.push(CLAIM_FINALIZER);
+    Ok(set_finalizers(ctx, &claim.metadata, finalizers).await?)
+}
+
+/// Takes the finalizer off: the claim's PV exists, or nothing made for it is left.
+pub(super) async fn let_go(meta: &ObjectMeta, ctx: &Context) -> Result<()> {
+    let finalizers: Vec<&str> = meta
+        .finalizers
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .filter(|f| *f != CLAIM_FINALIZER)
+        .collect();
+    ignore_not_found(set_finalizers(ctx, meta, finalizers).await.map(drop))
+}
+
+/// A claim holding the finalizer: let go once its PV exists; when it was deleted before, remove
+/// what was made for it first. `None`: the claim goes on to be provisioned or expanded.
+pub(super) async fn settle(cached: &CachedPvc, ctx: &Context) -> Result<Option<Action>> {
+    if !held(cached.meta()) {
+        return Ok(None);
+    }
+    let deleting = cached.meta().deletion_timestamp.is_some();
+    let pv = objects::pv_name(&cached.uid().unwrap_or_default());
+    let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
+    if pvs.get_metadata_opt(&pv).await?.is_some() {
+        // The PV's own finalizer and reclaim policy take over.
+        let_go(cached.meta(), ctx).await?;
+        return Ok(deleting.then(Action::await_change));
+    }
+    if !deleting {
+        return Ok(None);
+    }
+    if let Err(e) = abandon(cached, &pv, ctx).await {
+        let note = format!(
+            "the claim was deleted before its volume was bound; what was made for it is kept \
+             until it can be removed: {}",
+            event_note(&e)
+        );
+        ctx.publish(
+            cached,
+            EventType::Warning,
+            "ProvisioningCleanupFailed",
+            "Delete",
+            note,
+        )
+        .await;
+        return Err(e);
+    }
+    let_go(cached.meta(), ctx).await?;
+    Ok(Some(Action::await_change()))
+}
+
+/// Removes the volume, bricks, Endpoints/Service and GID reservation of a claim that has no PV.
+async fn abandon(cached: &CachedPvc, pv: &str, ctx: &Context) -> Result<()> {
+    let class_name = class_of(cached).unwrap_or_default();
+    let class = ctx
+        .classes
+        .get(&ObjectRef::new(&class_name))
+        .ok_or_else(|| Error::ClassNotFound(class_name.clone()))?;
+    let params = ClassParams::parse(&class.parameters.clone().unwrap_or_default())?;
+    let (backend, cluster) = ctx.backend_for(&params).await?;
+    let (namespace, name, uid) = (
+        cached.namespace().unwrap_or_default(),
+        cached.name_any(),
+        cached.uid().unwrap_or_default(),
+    );
+    let volume = plan::volume_name(
+        params.volume_name_prefix.as_deref(),
+        &namespace,
+        &name,
+        &uid,
+    );
+    backend.abandon(&volume, cluster).await?;
+    let owner = Owner {
+        pv,
+        claim_namespace: &namespace,
+        claim_name: &name,
+        claim_uid: &uid,
+    };
+    let endpoints = objects::endpoints_name(&params.endpoint_prefix, &uid);
+    ctx.delete_endpoints(&endpoints, owner).await?;
+    ctx.gids.release(pv);
+    tracing::info!(
+        claim = name,
+        volume,
+        "claim deleted before its PV: its volume is removed"
+    );
+    Ok(())
+}
