@@ -22,14 +22,20 @@ pub enum Error {
     #[error("invalid topology: {0}")]
     TopologyInvalid(String),
 
-    #[error("SSH connection to {host} failed: {source}")]
+    #[error("SSH connection to {host} failed: {}", with_causes(source))]
     SshConnect {
         host: String,
         #[source]
         source: openssh::Error,
     },
 
-    #[error("SSH command on {host} failed: {source}")]
+    #[error(
+        "SSH host key of {host} does not match {known_hosts}: refused (strict host key \
+         checking); if the node was reinstalled, replace its line there"
+    )]
+    SshHostKey { host: String, known_hosts: String },
+
+    #[error("SSH command on {host} failed: {}", with_causes(source))]
     SshCommand {
         host: String,
         #[source]
@@ -117,16 +123,27 @@ pub enum Error {
 impl Error {
     /// glusterd serialises conflicting operations with cluster-wide locks, and under load a
     /// node can fail its part of a commit (a brick slow to start); such refusals pass, and every
-    /// step is safe to repeat.
+    /// step is safe to repeat. A node that is down passes too: the retry goes to another.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Gluster { message, .. } => {
+            Error::Gluster { message, .. } if !self.is_node_down() => {
                 message.contains("Another transaction is in progress")
                     || message.contains("Locking failed")
                     || message.contains("Please try again after some time")
                     || message.contains("Commit failed")
             }
-            Error::SshCommand { .. } | Error::SshConnect { .. } => true,
+            // Host keys do not change back by themselves.
+            Error::SshHostKey { .. } => false,
+            _ => self.is_node_down(),
+        }
+    }
+
+    /// The node a command ran on failed, not the command: its sshd or glusterd is down, or
+    /// its host key is refused. Another node can take the command.
+    pub fn is_node_down(&self) -> bool {
+        match self {
+            Error::Gluster { message, .. } => message.contains("gluster daemon is operational"),
+            Error::SshCommand { .. } | Error::SshConnect { .. } | Error::SshHostKey { .. } => true,
             _ => false,
         }
     }
@@ -149,6 +166,7 @@ impl Error {
             | Error::TopologyParse { .. }
             | Error::TopologyInvalid(_) => "topology",
             Error::SshConnect { .. } | Error::SshCommand { .. } => "unreachable",
+            Error::SshHostKey { .. } => "hostkey",
             Error::RemoteCommand { .. } | Error::GlusterXml { .. } | Error::Gluster { .. } => {
                 "gluster"
             }
@@ -169,6 +187,21 @@ impl Error {
             Error::Lease(_) | Error::LostLease => "lease",
         }
     }
+}
+
+/// An error and its causes: `openssh` keeps ssh's own words ("Connection refused", "Host key
+/// verification failed") in the cause.
+pub fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !text.is_empty() && !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+        cause = c.source();
+    }
+    out
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

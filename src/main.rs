@@ -365,8 +365,11 @@ async fn check_topology(args: &TopologyArgs) -> anyhow::Result<()> {
             (node, peers, space)
         }))
         .await;
+        let health = backend.health(cluster).await;
         for (node, peers, space) in checks {
             let mut status: Vec<String> = Vec::new();
+            let down = health.iter().find(|h| h.node == node.name);
+            status.extend(down.and_then(|h| h.down.clone()));
             let peers = match peers {
                 Ok(peers) => {
                     let up = peers.iter().filter(|p| p.is_connected()).count();

@@ -28,6 +28,8 @@ pub struct Metrics {
     pub gluster_duration: HistogramVec,
     pub gluster_failures: IntCounterVec,
     pub ssh_up: IntGaugeVec,
+    pub ssh_host_key_rejected: IntGaugeVec,
+    pub glusterd_up: IntGaugeVec,
     pub gids_in_use: IntGaugeVec,
     pub gids_free: IntGaugeVec,
     pub volumes: IntGaugeVec,
@@ -131,6 +133,16 @@ impl Metrics {
             ssh_up: gauge(
                 "glusterfs_provisioner_ssh_connection_up",
                 "1 while the SSH connection to a node is open",
+                &["node"],
+            ),
+            ssh_host_key_rejected: gauge(
+                "glusterfs_provisioner_ssh_host_key_rejected",
+                "1 while a node's SSH host key does not match known_hosts (the node is refused)",
+                &["node"],
+            ),
+            glusterd_up: gauge(
+                "glusterfs_provisioner_glusterd_up",
+                "1 while a node's glusterd answers and the other nodes see it connected",
                 &["node"],
             ),
             gids_in_use: gauge(

@@ -76,9 +76,7 @@ pub(super) async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
             m.volumes
                 .with_label_values(&[&cluster.name])
                 .set(count as i64);
-            let Ok(capacity) = ssh.capacity(cluster).await else {
-                continue;
-            };
+            let (capacity, _) = ssh.capacity(cluster).await;
             for node in capacity {
                 for space in node.roots {
                     let root = space.root.display().to_string();

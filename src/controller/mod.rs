@@ -13,6 +13,7 @@ mod backends;
 mod backoff;
 pub mod delete;
 mod endpoints;
+mod events;
 mod expand;
 mod gauges;
 mod names;
@@ -29,7 +30,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
@@ -81,7 +82,7 @@ pub struct Context {
     pub client: Client,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
-    pub recorder: Recorder,
+    events: events::Events,
     /// The SSH backend, when a topology is configured.
     pub ssh: Option<SshBackend>,
     pub heketi: HeketiHttp,
@@ -118,27 +119,6 @@ impl Context {
         pv.annotations()
             .get(objects::ANN_PROVISIONED_BY)
             .is_some_and(|p| self.settings.serves(p))
-    }
-
-    async fn publish<K>(&self, obj: &K, type_: EventType, reason: &str, action: &str, note: String)
-    where
-        K: Resource<DynamicType = ()>,
-    {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        let mut regarding = obj.object_ref(&());
-        // Events about cluster-scoped objects (PVs) live in "default". API servers before 1.22
-        // validate an event before filling in its namespace from the request, and refuse it
-        // unless the reference names that namespace too.
-        regarding.namespace.get_or_insert_with(|| "default".into());
-        if let Err(e) = self.recorder.publish(&event, &regarding).await {
-            tracing::warn!(error = %e, reason, "cannot publish event");
-        }
     }
 }
 
@@ -197,7 +177,7 @@ pub async fn run(
         instance: Some(settings.instance.clone()),
     };
     let ctx = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        events: events::Events::new(client.clone(), reporter),
         client: client.clone(),
         metrics,
         ssh,

@@ -26,23 +26,14 @@ fn held(meta: &ObjectMeta) -> bool {
         .any(|f| f == CLAIM_FINALIZER)
 }
 
-/// Writes the claim's finalizers as of the version read (a conflict is retried).
-async fn set_finalizers(
-    ctx: &Context,
-    meta: &ObjectMeta,
-    finalizers: Vec<&str>,
-) -> kube::Result<PersistentVolumeClaim> {
-    let api = Api::<PersistentVolumeClaim>::namespaced(
-        ctx.client.clone(),
-        meta.namespace.as_deref().unwrap_or_default(),
-    );
-    let patch = json!({"metadata": {
-        "finalizers": finalizers,
-        "resourceVersion": meta.resource_version,
-    }});
-    let name = meta.name.as_deref().unwrap_or_default();
-    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
-        .await
+fn claims(ctx: &Context, namespace: &str) -> Api<PersistentVolumeClaim> {
+    Api::namespaced(ctx.client.clone(), namespace)
+}
+
+/// A JSON patch that first tests what it changes, so it applies to the finalizers as read
+/// whatever else changed on the claim meanwhile (as kube's finalizer helper patches).
+fn json_patch(ops: serde_json::Value) -> Patch<()> {
+    Patch::Json(serde_json::from_value(ops).expect("a well-formed JSON patch"))
 }
 
 /// Puts the finalizer on a claim before anything is made for it; returns the claim as written.
@@ -53,21 +44,47 @@ pub(super) async fn hold(
     if held(&claim.metadata) {
         return Ok(claim.clone());
     }
-    let mut finalizers: Vec<&str> = claim.finalizers().iter().map(String::as_str).collect();
-    finalizers.push(CLAIM_FINALIZER);
-    Ok(set_finalizers(ctx, &claim.metadata, finalizers).await?)
+    let ops = match claim.metadata.finalizers.as_deref() {
+        None | Some([]) => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": claim.metadata.finalizers},
+            {"op": "add", "path": "/metadata/finalizers", "value": [CLAIM_FINALIZER]},
+        ]),
+        Some(finalizers) => json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": CLAIM_FINALIZER},
+        ]),
+    };
+    let namespace = claim.namespace().unwrap_or_default();
+    Ok(claims(ctx, &namespace)
+        .patch(&claim.name_any(), &PatchParams::default(), &json_patch(ops))
+        .await?)
 }
 
-/// Takes the finalizer off: the claim's PV exists, or nothing made for it is left.
+/// Takes the finalizer off: the claim's PV exists, or nothing made for it is left. Read afresh,
+/// since the patch names the finalizer by its position.
 pub(super) async fn let_go(meta: &ObjectMeta, ctx: &Context) -> Result<()> {
-    let finalizers: Vec<&str> = meta
-        .finalizers
+    let api = claims(ctx, meta.namespace.as_deref().unwrap_or_default());
+    let name = meta.name.as_deref().unwrap_or_default();
+    let Some(current) = api.get_metadata_opt(name).await? else {
+        return Ok(());
+    };
+    let Some(i) = current
+        .finalizers()
         .iter()
-        .flatten()
-        .map(String::as_str)
-        .filter(|f| *f != CLAIM_FINALIZER)
-        .collect();
-    ignore_not_found(set_finalizers(ctx, meta, finalizers).await.map(drop))
+        .position(|f| f == CLAIM_FINALIZER)
+    else {
+        return Ok(());
+    };
+    let path = format!("/metadata/finalizers/{i}");
+    let ops = json!([
+        {"op": "test", "path": path, "value": CLAIM_FINALIZER},
+        {"op": "remove", "path": path},
+    ]);
+    let removed = api
+        .patch_metadata(name, &PatchParams::default(), &json_patch(ops))
+        .await
+        .map(drop);
+    ignore_not_found(removed)
 }
 
 /// A claim holding the finalizer: let go once its PV exists; when it was deleted before, remove

@@ -13,6 +13,7 @@ use std::time::Instant;
 use backon::{ExponentialBuilder, Retryable};
 use futures::future::join_all;
 
+use super::health::{self, NodeHealth};
 use super::plan::{self, Brick, NodeCapacity, RootSpace};
 use super::ssh::SshExecutor;
 use super::xml::{self, Peer, Volume};
@@ -37,6 +38,8 @@ pub struct SshBackend {
     /// Gluster commands start on the nodes in turn, spreading glusterd's coordinating work
     /// and the SSH sessions.
     next_node: AtomicUsize,
+    /// The last probe of each cluster's nodes, by cluster name.
+    health: tokio::sync::Mutex<HashMap<String, HealthReading>>,
     /// The last reading of each node's brick roots. Claims of a burst place their bricks from
     /// one reading instead of each asking every node (nothing is reserved by placement, so a
     /// fresher reading would not place them differently).
@@ -45,6 +48,16 @@ pub struct SshBackend {
 
 /// When the brick roots of a node were read, and what they had.
 type SpaceReading = (Instant, Vec<RootSpace>);
+
+/// When a cluster's nodes were probed, and how each stood.
+type HealthReading = (Instant, Arc<Vec<NodeHealth>>);
+
+/// How long a probe of the nodes' glusterd is used; a node found failing is marked down
+/// at once.
+const HEALTH_TTL: Duration = Duration::from_secs(5);
+
+/// A glusterd that has not answered `peer status` in this time is hung.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a reading of brick root space is used.
 const SPACE_TTL: Duration = Duration::from_secs(2);
@@ -63,6 +76,7 @@ impl SshBackend {
             .collect();
         Self {
             space,
+            health: Default::default(),
             topology,
             ssh,
             metrics,
@@ -96,14 +110,29 @@ impl SshBackend {
         let bricks = match &existing {
             Some(volume) => self.bricks_of(cluster, volume)?,
             None => {
-                let capacity = self.capacity(cluster).await?;
+                let (mut capacity, unreadable) = self.capacity(cluster).await;
+                // A node is left out for the first reason found: its glusterd, its roots.
+                let health: Vec<NodeHealth> = self
+                    .health(cluster)
+                    .await
+                    .iter()
+                    .map(|h| match unreadable.iter().find(|u| u.node == h.node) {
+                        Some(u) if h.is_up() => u.clone(),
+                        _ => h.clone(),
+                    })
+                    .collect();
+                capacity.retain(|c| health.iter().any(|h| h.node == c.node.name && h.is_up()));
                 plan::place_bricks(
                     cluster,
                     &capacity,
                     req.durability,
                     req.size_gib << 30,
                     req.name,
-                )?
+                )
+                .map_err(|e| match (e, health::describe_down(&health)) {
+                    (Error::Placement(m), Some(down)) => Error::Placement(format!("{m}; {down}")),
+                    (e, _) => e,
+                })?
             }
         };
         let done = self.build(cluster, req, existing.as_ref(), &bricks).await;
@@ -329,19 +358,26 @@ impl SshBackend {
     }
 
     /// Free bytes of every brick root of every node, asked in parallel. Nodes that do not
-    /// answer are left out; placement then says how many were usable.
-    pub async fn capacity<'c>(&self, cluster: &'c Cluster) -> Result<Vec<NodeCapacity<'c>>> {
+    /// answer are left out, and listed with the reason.
+    pub async fn capacity<'c>(
+        &self,
+        cluster: &'c Cluster,
+    ) -> (Vec<NodeCapacity<'c>>, Vec<NodeHealth>) {
         let asks = cluster.nodes.iter().map(|node| self.node_space(node));
-        let mut out = Vec::new();
+        let (mut out, mut left_out) = (Vec::new(), Vec::new());
         for (node, result) in cluster.nodes.iter().zip(join_all(asks).await) {
             match result {
                 Ok(c) => out.push(c),
                 Err(e) => {
-                    tracing::warn!(node = node.name, error = %e, "node left out of placement")
+                    tracing::warn!(node = node.name, error = %e, "node left out of placement");
+                    left_out.push(NodeHealth {
+                        node: node.name.clone(),
+                        down: Some(format!("brick roots not readable: {e}")),
+                    });
                 }
             }
         }
-        Ok(out)
+        (out, left_out)
     }
 
     /// Space of each brick root of `node`, at most [`SPACE_TTL`] old; an error when a root is
@@ -390,9 +426,51 @@ impl SshBackend {
         Ok(roots)
     }
 
+    /// How each node of the cluster stands, probed at most every [`HEALTH_TTL`]; callers
+    /// arriving during a probe wait for it.
+    pub async fn health(&self, cluster: &Cluster) -> Arc<Vec<NodeHealth>> {
+        let mut readings = self.health.lock().await;
+        if let Some((at, health)) = readings.get(&cluster.name)
+            && at.elapsed() < HEALTH_TTL
+        {
+            return health.clone();
+        }
+        let probes = cluster
+            .nodes
+            .iter()
+            .map(|node| async move { self.peers(node).await.map_err(|e| e.to_string()) });
+        let answers = join_all(probes).await;
+        let health = Arc::new(health::judge(cluster, &answers));
+        for h in health.iter() {
+            self.metrics
+                .glusterd_up
+                .with_label_values(&[&h.node])
+                .set(h.is_up().into());
+            if let Some(why) = &h.down {
+                tracing::warn!(node = h.node, why, "node left out");
+            }
+        }
+        readings.insert(cluster.name.clone(), (Instant::now(), health.clone()));
+        health
+    }
+
+    /// Leaves `node` out until the next probe: a command on it failed as a node that is down
+    /// fails.
+    async fn mark_down(&self, cluster: &Cluster, node: &str, why: &Error) {
+        let mut readings = self.health.lock().await;
+        if let Some((_, health)) = readings.get_mut(&cluster.name) {
+            let health = Arc::make_mut(health);
+            if let Some(h) = health.iter_mut().find(|h| h.node == node) {
+                h.down = Some(why.to_string());
+            }
+        }
+    }
+
     /// The trusted-pool peers `node`'s glusterd knows.
+    /// Gluster's own timeout bounds a hung glusterd; SSH's retries a restarting sshd.
     pub async fn peers(&self, node: &Node) -> Result<Vec<Peer>> {
-        let args = words(&["--mode=script", "peer", "status", "--xml"]);
+        let timeout = format!("--timeout={}", PROBE_TIMEOUT.as_secs());
+        let args = words(&["--mode=script", &timeout, "peer", "status", "--xml"]);
         let out = self.ssh.run_ok(&node.ssh_address, "gluster", &args).await?;
         xml::parse_peer_status(&out)
     }
@@ -417,10 +495,21 @@ impl SshBackend {
         let operation = args.iter().take(2).cloned().collect::<Vec<_>>().join(" ");
         let mut full = words(&["--mode=script", "--xml"]);
         full.extend(args);
-        // Each attempt, a retry included, goes to the next node.
+        // Each attempt, a retry included, goes to the next node that is up.
         let run = || async {
+            let health = self.health(cluster).await;
+            let up: Vec<&Node> = cluster
+                .nodes
+                .iter()
+                .filter(|n| health.iter().any(|h| h.node == n.name && h.is_up()))
+                .collect();
+            let candidates = if up.is_empty() {
+                cluster.nodes.iter().collect()
+            } else {
+                up
+            };
             let i = self.next_node.fetch_add(1, Ordering::Relaxed);
-            let node = &cluster.nodes[i % cluster.nodes.len()];
+            let node = candidates[i % candidates.len()];
             let started = Instant::now();
             let result = async {
                 let out = self.ssh.run(&node.ssh_address, "gluster", &full).await?;
@@ -436,6 +525,11 @@ impl SshBackend {
             .await;
             self.metrics
                 .gluster_op(&operation, &node.name, started, &result);
+            if let Err(e) = &result
+                && e.is_node_down()
+            {
+                self.mark_down(cluster, &node.name, e).await;
+            }
             result
         };
         run.retry(

@@ -10,6 +10,7 @@ use openssh::{KnownHosts, Session, SessionBuilder};
 use tokio::sync::{Mutex, Semaphore};
 
 use crate::config::SshSettings;
+use crate::error::with_causes;
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 
@@ -60,28 +61,46 @@ impl SshExecutor {
     }
 
     /// Runs `program` with `args` on `host`. Every argument is shell-quoted by `openssh`, so
-    /// no argument can change the shell command line the remote side runs.
+    /// no argument can change the shell command line the remote side runs. A connection that
+    /// is refused or breaks (sshd restarting) is reopened and the command run again, with
+    /// backoff: every remote step is idempotent. A connection attempt that times out is not
+    /// repeated here; the caller's own retries come back to an unreachable node later.
     pub async fn run(&self, host: &str, program: &str, args: &[String]) -> Result<RemoteOutput> {
         let slot = self.host(host).await;
         let _session_permit = slot.sessions.acquire().await.expect("never closed");
-        let session = self.session(host, &slot).await?;
         let limit = self.settings.command_timeout();
-        match exec(&session, program, args, limit).await {
-            Ok(out) => Ok(out),
-            // A dead master makes every command fail; reconnect once and try again.
-            Err(first) if session.check().await.is_err() => {
-                tracing::warn!(host, error = %first, "SSH connection broken, reconnecting");
-                self.report(host, false);
-                self.forget(&slot, &session).await;
-                let session = self.session(host, &slot).await?;
-                exec(&session, program, args, limit).await
+        let attempt = || async {
+            let session = self.session(host, &slot).await?;
+            match exec(&session, program, args, limit).await {
+                Ok(out) => Ok(out),
+                Err(source) if session.check().await.is_err() => {
+                    tracing::warn!(host, error = %source, "SSH connection broken, reconnecting");
+                    self.report(host, false);
+                    self.forget(&slot, &session).await;
+                    Err(Error::SshConnect {
+                        host: host.into(),
+                        source,
+                    })
+                }
+                Err(source) => Err(Error::SshCommand {
+                    host: host.into(),
+                    source,
+                }),
             }
-            Err(source) => Err(source),
-        }
-        .map_err(|source| Error::SshCommand {
-            host: host.into(),
-            source,
-        })
+        };
+        attempt
+            .retry(
+                ExponentialBuilder::default()
+                    .with_min_delay(std::time::Duration::from_millis(500))
+                    .with_max_delay(std::time::Duration::from_secs(4))
+                    .with_max_times(5)
+                    .with_jitter(),
+            )
+            .when(
+                |e| matches!(e, Error::SshConnect { source, .. } if !timed_out_connecting(source)),
+            )
+            .notify(|e, after| tracing::info!(host, error = %e, ?after, "SSH retry"))
+            .await
     }
 
     /// Like [`run`](Self::run), but a non-zero exit is an error carrying stderr.
@@ -155,11 +174,29 @@ impl SshExecutor {
             .await
             .unwrap_or_else(|_| Err(timed_out("connecting", limit)));
         tracing::debug!(host, ok = connected.is_ok(), "SSH connection attempt done");
+        let rejected =
+            matches!(&connected, Err(e) if with_causes(e).contains("Host key verification failed"));
+        if let Some(m) = &self.metrics {
+            m.ssh_host_key_rejected
+                .with_label_values(&[host])
+                .set(rejected.into());
+        }
+        if rejected {
+            // Never trusted silently: a changed key is a reinstalled node or an impostor.
+            return Err(Error::SshHostKey {
+                host: host.into(),
+                known_hosts: s.known_hosts.display().to_string(),
+            });
+        }
         connected.map_err(|source| Error::SshConnect {
             host: host.into(),
             source,
         })
     }
+}
+
+fn timed_out_connecting(e: &openssh::Error) -> bool {
+    matches!(e, openssh::Error::Connect(io) if io.kind() == std::io::ErrorKind::TimedOut)
 }
 
 fn timed_out(what: &str, limit: std::time::Duration) -> openssh::Error {

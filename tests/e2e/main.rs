@@ -7,6 +7,7 @@ mod env_smoke;
 mod expansion;
 mod heketi;
 mod heketi_standin;
+mod node_faults;
 mod operations;
 mod ownership;
 mod pods;

@@ -1,0 +1,322 @@
+//! Faults of the gluster nodes themselves: sshd restarting, a host key that changes, glusterd
+//! down on one node. Each breaks a node every other test uses, so `e2e/test` runs this module
+//! on its own, one test at a time, after the others; a guard puts the node back even when a
+//! test fails.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::events::v1::Event;
+use kube::ResourceExt;
+use kube::api::Api;
+use serde_json::json;
+
+use crate::scenario::*;
+use crate::support::{Provisioner, env, eventually, unique};
+
+/// One node of the pool, to break and mend: its daemons run in its own network and mount
+/// namespaces, pinned by a holder process.
+struct GlusterNode {
+    name: String,
+    dir: PathBuf,
+}
+
+impl GlusterNode {
+    fn new(name: &str) -> Self {
+        GlusterNode {
+            name: name.into(),
+            dir: env().state_dir.join("nodes").join(name),
+        }
+    }
+
+    fn holder(&self) -> String {
+        let pid = env()
+            .state_dir
+            .join("pids")
+            .join(format!("{}-ns", self.name));
+        std::fs::read_to_string(pid).unwrap().trim().to_string()
+    }
+
+    /// Processes named `comm` in the node's network namespace.
+    fn pids(&self, comm: &str) -> Vec<String> {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+            })
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn signal(&self, comm: &str, signal: &str) {
+        for pid in self.pids(comm) {
+            std::process::Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap();
+        }
+    }
+
+    /// Runs `program` in the node's namespaces, as the environment started its daemons.
+    fn start(&self, program: &str, args: &[&str]) {
+        let status = std::process::Command::new("nsenter")
+            .args(["-t", &self.holder(), "-n", "-m", program])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "starting {program} on {}", self.name);
+    }
+
+    fn start_sshd(&self) {
+        let config = self.dir.join("etc/sshd_config");
+        let log = env()
+            .state_dir
+            .join("logs")
+            .join(format!("{}-sshd.log", self.name));
+        self.start(
+            "/usr/sbin/sshd",
+            &["-f", config.to_str().unwrap(), "-E", log.to_str().unwrap()],
+        );
+    }
+
+    /// Every sshd of the node, so open connections break too.
+    fn kill_sshd(&self) {
+        self.signal("sshd", "-KILL");
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            self.pids("sshd").is_empty()
+        });
+        assert!(gone, "sshd of {} still running", self.name);
+    }
+
+    fn start_glusterd(&self) {
+        self.start("glusterd", &["--log-file=/var/log/glusterfs/glusterd.log"]);
+    }
+
+    /// The node as the environment made it: sshd and glusterd running, the original host key.
+    fn mend(&self) {
+        let key = self.dir.join("etc/ssh_host_ed25519_key");
+        let saved = key.with_extension("orig");
+        if saved.exists() {
+            std::fs::rename(&saved, &key).unwrap();
+            self.kill_sshd();
+        }
+        if self.pids("sshd").is_empty() {
+            self.start_sshd();
+        }
+        if self.pids("glusterd").is_empty() {
+            self.start_glusterd();
+        }
+    }
+}
+
+impl Drop for GlusterNode {
+    fn drop(&mut self) {
+        self.mend();
+    }
+}
+
+/// Whether the claim got a `ProvisioningFailed` event from the scenario's provisioner.
+async fn failed_events(s: &Space, claim: &PersistentVolumeClaim) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(s.client.clone(), &s.ns);
+    events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.reason.as_deref() == Some("ProvisioningFailed")
+                && e.regarding.as_ref().and_then(|r| r.uid.clone()) == claim.uid()
+        })
+        .map(|e| e.note.unwrap_or_default())
+        .collect()
+}
+
+async fn metrics(port: u16) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args(["-fsS", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The nodes holding a PV's bricks.
+fn brick_nodes(pv: &k8s_openapi::api::core::v1::PersistentVolume) -> Vec<String> {
+    pv_bricks(pv).into_iter().map(|(node, _)| node).collect()
+}
+
+/// Fault: every sshd of a node is killed (open connections included) while a claim needs that
+/// node, and started again 4 s later. The provisioner reconnects and the claim binds, without
+/// a failed attempt.
+#[tokio::test]
+async fn an_sshd_restart_is_ridden_out() {
+    let s = Scenario::new("sshd").await;
+    let class = s
+        .class(json!({"volumetype": "replicate:3"}), "Delete")
+        .await;
+    // Connections to every node are open.
+    s.claim("warm", &class, "1Gi", "ReadWriteOnce").await;
+    let warm = s.bound_pv("warm").await;
+    let node = GlusterNode::new(&nodes()[1].name);
+    node.kill_sshd();
+    let claim = s.claim("c", &class, "1Gi", "ReadWriteOnce").await;
+    tokio::time::sleep(Duration::from_secs(4)).await; // the length of the outage
+    node.start_sshd();
+    let pv = s.bound_pv("c").await;
+    assert_eq!(brick_nodes(&pv).len(), 3);
+    let failed = failed_events(&s, &claim).await;
+    assert!(failed.is_empty(), "failed attempts: {failed:?}");
+
+    // Deletion rides one out too (rm of the bricks over SSH included).
+    node.kill_sshd();
+    s.delete_claim("c").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    node.start_sshd();
+    s.wait_pv_gone(&pv.name_any()).await;
+    let suffix = uid_suffix(&claim);
+    assert!(!brick_dirs().await.iter().any(|d| d.ends_with(&suffix)));
+    s.delete_claim("warm").await;
+    s.wait_pv_gone(&warm.name_any()).await;
+}
+
+/// Fault: a node's SSH host key is replaced and its sshd restarted while the provisioner runs.
+/// The node is refused (strict checking) with an event and a metric, the others serve on, and
+/// once the known key is back the node serves again.
+#[tokio::test]
+async fn a_changed_host_key_is_refused_not_trusted() {
+    let port = 18093;
+    let ns = unique("hostkey");
+    let name = format!("e2e.gluster.org/{ns}");
+    let s = Space::create(ns, &name).await;
+    let _p = Provisioner::start_at(&name, &[], &format!("127.0.0.1:{port}")).await;
+    let three = s
+        .class(json!({"volumetype": "replicate:3"}), "Delete")
+        .await;
+    let two = s
+        .class(json!({"volumetype": "replicate:2"}), "Delete")
+        .await;
+    s.claim("warm", &three, "1Gi", "ReadWriteOnce").await;
+    s.bound_pv("warm").await;
+
+    let victim = &nodes()[2];
+    let node = GlusterNode::new(&victim.name);
+    let key = node.dir.join("etc/ssh_host_ed25519_key");
+    std::fs::copy(&key, key.with_extension("orig")).unwrap();
+    std::fs::remove_file(&key).unwrap();
+    std::fs::remove_file(key.with_extension("pub")).unwrap();
+    let made = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    node.kill_sshd();
+    node.start_sshd();
+
+    let refused = s.claim("three", &three, "1Gi", "ReadWriteOnce").await;
+    let note = eventually(BIND_WAIT, "a failure naming the host key", || async {
+        failed_events(&s, &refused)
+            .await
+            .into_iter()
+            .find(|n| n.contains("host key"))
+    })
+    .await;
+    assert!(
+        note.contains(&format!(
+            "SSH host key of {} does not match",
+            victim.ssh_address
+        )),
+        "{note:?}"
+    );
+    let series = format!(
+        "glusterfs_provisioner_ssh_host_key_rejected{{node=\"{}\"}} 1",
+        victim.ssh_address
+    );
+    assert!(metrics(port).await.contains(&series), "{series}");
+    s.claim("two", &two, "1Gi", "ReadWriteOnce").await;
+    let pv = s.bound_pv("two").await;
+    assert!(!brick_nodes(&pv).contains(&victim.name), "{pv:?}");
+
+    node.mend();
+    s.bound_pv("three").await;
+    let cleared = series.replace("} 1", "} 0");
+    assert!(metrics(port).await.contains(&cleared), "{cleared}");
+    for claim in ["warm", "three", "two"] {
+        s.delete_claim(claim).await;
+    }
+}
+
+/// Fault: glusterd is killed on one node while its sshd stays up. `replicate:2` claims still
+/// provision, on the other nodes, without a failed attempt; `replicate:3` claims fail with an
+/// event naming the node, the metric and the `topology` check report it, and the claim binds
+/// once glusterd is back.
+#[tokio::test]
+async fn glusterd_down_on_one_node() {
+    let port = 18094;
+    let ns = unique("glusterd");
+    let name = format!("e2e.gluster.org/{ns}");
+    let s = Space::create(ns, &name).await;
+    let _p = Provisioner::start_at(&name, &[], &format!("127.0.0.1:{port}")).await;
+    let three = s
+        .class(json!({"volumetype": "replicate:3"}), "Delete")
+        .await;
+    let two = s
+        .class(json!({"volumetype": "replicate:2"}), "Delete")
+        .await;
+    let victim = &nodes()[2];
+    let node = GlusterNode::new(&victim.name);
+    node.signal("glusterd", "-KILL");
+
+    let mut pvs = Vec::new();
+    for i in 0..3 {
+        let claim = s
+            .claim(&format!("two-{i}"), &two, "1Gi", "ReadWriteOnce")
+            .await;
+        let pv = s.bound_pv(&format!("two-{i}")).await;
+        assert!(!brick_nodes(&pv).contains(&victim.name), "{pv:?}");
+        let failed = failed_events(&s, &claim).await;
+        assert!(failed.is_empty(), "failed attempts: {failed:?}");
+        pvs.push(pv);
+    }
+    let refused = s.claim("three", &three, "1Gi", "ReadWriteOnce").await;
+    let note = eventually(BIND_WAIT, "a failure naming the node", || async {
+        failed_events(&s, &refused).await.into_iter().next()
+    })
+    .await;
+    assert!(
+        note.contains(&format!("{} (glusterd does not answer", victim.name)),
+        "{note:?}"
+    );
+    let series = format!(
+        "glusterfs_provisioner_glusterd_up{{node=\"{}\"}} 0",
+        victim.name
+    );
+    assert!(metrics(port).await.contains(&series), "{series}");
+    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
+        .args(["topology", "--topology"])
+        .arg(env().state_dir.join("topology.json"))
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(!check.status.success(), "{report}");
+    let line = report.lines().find(|l| l.contains(&victim.name)).unwrap();
+    assert!(line.contains("glusterd does not answer"), "{line}");
+
+    node.start_glusterd();
+    let pv = s.bound_pv("three").await;
+    assert_eq!(brick_nodes(&pv).len(), 3);
+    for claim in ["two-0", "two-1", "two-2", "three"] {
+        s.delete_claim(claim).await;
+    }
+    pvs.push(pv);
+    for pv in pvs {
+        s.wait_pv_gone(&pv.name_any()).await;
+    }
+}
