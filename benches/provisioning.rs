@@ -2,9 +2,9 @@
 //! scale. Runs against the real environment (`e2e/bench` brings it up) and a release build of
 //! the provisioner under its restricted identity:
 //!
-//! 1. the baseline: the gluster work for N volumes (`SshBackend::build`, the very commands the
-//!    provisioner issues, minus its look-ups) over open SSH connections, serially and in
-//!    parallel; then their stop + delete;
+//! 1. the baseline: N volumes made by gluster's own CLI, run on the nodes by this benchmark
+//!    through the system's `ssh` (no provisioner code), serially and in parallel, with the same
+//!    steps the provisioner takes; then their stop + delete;
 //! 2. a burst of N claims: per-claim latency from creation to Bound, from watch events;
 //! 3. the burst deleted: until every PV, volume and brick directory is gone;
 //! 4. scale: 5,000 PVs of ours (with GIDs, Endpoints and Services) and 5,000 bound claims in
@@ -26,11 +26,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt, stream};
-use glusterfs_provisioner::config::{Cluster, Durability};
-use glusterfs_provisioner::gluster::{Brick, SshBackend, VolumeRequest, plan};
+use futures::{StreamExt, stream};
+use glusterfs_provisioner::config::Cluster;
+use glusterfs_provisioner::gluster::{Brick, plan};
 use glusterfs_provisioner::k8s::objects;
-use glusterfs_provisioner::metrics::Metrics;
 use k8s_openapi::api::core::v1::{
     Endpoints, Namespace, PersistentVolume, PersistentVolumeClaim, Service,
 };
@@ -42,7 +41,7 @@ use plotters::prelude::*;
 use serde_json::{Value, json};
 
 use scenario::{brick_dirs, from_json, gluster_volumes};
-use support::{Provisioner, admin_client, env, eventually, ssh, unique};
+use support::{Provisioner, admin_client, env, eventually, unique};
 
 const TIMEOUT: Duration = Duration::from_secs(900);
 const GID_MIN: u32 = 40000;
@@ -90,6 +89,74 @@ fn percentiles(values: &[f64]) -> (f64, f64, f64) {
 
 // ---- 1. the baseline ------------------------------------------------------------------------
 
+/// The baseline runs gluster's own CLI on the nodes, as an operator's script would: through the
+/// system's `ssh` client (one multiplexed master per node), none of the provisioner's code.
+struct Cli {
+    common: Vec<String>,
+}
+
+/// `gluster` with the retries any script needs under load: glusterd refuses a command while
+/// another holds its cluster-wide lock.
+const GLUSTER_FN: &str = r#"set -e
+g() {
+  while ! out=$(gluster --mode=script "$@" 2>&1); do
+    case "$out" in
+      *"Another transaction"*|*"Locking failed"*|*"try again"*) sleep 0.1 ;;
+      *) echo "gluster $*: $out" >&2; return 1 ;;
+    esac
+  done
+}
+"#;
+
+impl Cli {
+    fn new() -> Self {
+        let ssh = &env().topology.ssh;
+        let dir = env().state_dir.join("test-ssh").join(unique("cli"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let opt = |o: String| ["-o".to_string(), o];
+        let mut common = vec!["-F".into(), "/dev/null".into(), "-i".into()];
+        common.push(ssh.private_key.display().to_string());
+        common.extend([
+            "-l".into(),
+            ssh.user.clone(),
+            "-p".into(),
+            ssh.port.to_string(),
+        ]);
+        for o in [
+            format!("UserKnownHostsFile={}", ssh.known_hosts.display()),
+            "StrictHostKeyChecking=yes".into(),
+            "BatchMode=yes".into(),
+            "ControlMaster=auto".into(),
+            format!("ControlPath={}/%h", dir.display()),
+            "ControlPersist=600".into(),
+        ] {
+            common.extend(opt(o));
+        }
+        Cli { common }
+    }
+
+    /// Runs `script` with bash on `host`.
+    async fn run(&self, host: &str, script: &str) {
+        use tokio::io::AsyncWriteExt;
+        let mut child = tokio::process::Command::new("ssh")
+            .args(&self.common)
+            .args([host, "bash", "-s"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(script.as_bytes()).await.unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "on {host}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 struct Baseline {
     parallel: usize,
     /// Seconds from the start until each volume was started and size-limited.
@@ -98,31 +165,41 @@ struct Baseline {
     delete: f64,
 }
 
-/// Makes `n` replica-3 volumes of 1 GiB, `parallel` at a time, then stops and deletes them.
-async fn baseline(backend: &SshBackend, cluster: &Cluster, n: usize, parallel: usize) -> Baseline {
-    let (capacity, _) = backend.capacity(cluster).await;
+/// Makes `n` replica-3 volumes of 1 GiB with the gluster CLI, `parallel` at a time, as the
+/// provisioner makes them (brick directories owned by the GID, the GID and timeouts set,
+/// started, quota limit); then stops and deletes them. Volume i's commands run on node
+/// i mod 3, as the provisioner spreads them.
+async fn baseline(cli: &Cli, cluster: &Cluster, n: usize, parallel: usize) -> Baseline {
     let tag = unique("base").replace('-', "");
-    let volumes: Vec<(String, Vec<Brick>)> = (0..n)
-        .map(|i| {
-            let name = format!("bench_{tag}_{i}");
-            let bricks =
-                plan::place_bricks(cluster, &capacity, Durability::Replicate(3), 1 << 30, &name)
-                    .unwrap();
-            (name, bricks)
-        })
-        .collect();
+    let nodes = &cluster.nodes;
+    let brick = |node: &glusterfs_provisioner::config::Node, name: &str| {
+        format!("{}/{name}", node.brick_roots[0].display())
+    };
+    let names: Vec<String> = (0..n).map(|i| format!("bench_{tag}_{i}")).collect();
     let start = Instant::now();
-    let mut ready: Vec<f64> = stream::iter(volumes.iter().enumerate())
-        .map(|(i, (name, bricks))| async move {
-            let req = VolumeRequest {
-                name,
-                cluster: Some(&cluster.name),
-                durability: Durability::Replicate(3),
-                size_gib: 1,
-                gid: GID_MIN + i as u32,
-                options: &[],
-            };
-            backend.build(cluster, &req, None, bricks).await.unwrap();
+    let mut ready: Vec<f64> = stream::iter(names.iter().enumerate())
+        .map(|(i, name)| async move {
+            let gid = GID_MIN + i as u32;
+            futures::future::join_all(nodes.iter().map(|node| {
+                let dir = brick(node, name);
+                let script = format!("install -d -m 2775 -g {gid} {dir}/brick\n");
+                async move { cli.run(&node.ssh_address, &script).await }
+            }))
+            .await;
+            let bricks: Vec<String> = nodes
+                .iter()
+                .map(|node| format!("{}:{}/brick", node.storage_address, brick(node, name)))
+                .collect();
+            let script = format!(
+                "{GLUSTER_FN}g volume create {name} replica 3 {bricks}\n\
+                 g volume set {name} storage.owner-gid {gid} features.soft-timeout 0 \
+                 features.hard-timeout 0\n\
+                 g volume start {name} force\n\
+                 g volume quota {name} enable\n\
+                 g volume quota {name} limit-usage / 1GB\n",
+                bricks = bricks.join(" ")
+            );
+            cli.run(&nodes[i % nodes.len()].ssh_address, &script).await;
             secs(start.elapsed())
         })
         .buffer_unordered(parallel)
@@ -131,12 +208,20 @@ async fn baseline(backend: &SshBackend, cluster: &Cluster, n: usize, parallel: u
     let create = secs(start.elapsed());
     ready.sort_by(f64::total_cmp);
     let start = Instant::now();
-    stream::iter(&volumes)
-        .map(|(name, bricks)| backend.destroy(cluster, name, bricks, true))
+    stream::iter(names.iter().enumerate())
+        .map(|(i, name)| async move {
+            let script =
+                format!("{GLUSTER_FN}g volume stop {name} force\ng volume delete {name}\n");
+            cli.run(&nodes[i % nodes.len()].ssh_address, &script).await;
+            futures::future::join_all(nodes.iter().map(|node| {
+                let script = format!("rm -rf --one-file-system {}\n", brick(node, name));
+                async move { cli.run(&node.ssh_address, &script).await }
+            }))
+            .await;
+        })
         .buffer_unordered(parallel)
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+        .collect::<Vec<_>>()
+        .await;
     let delete = secs(start.elapsed());
     log(format!(
         "baseline x{parallel}: {n} volumes made in {create:.1} s, deleted in {delete:.1} s"
@@ -520,16 +605,21 @@ async fn main() {
     let env = env();
     let cluster = env.topology.clusters[0].clone();
     let client = admin_client().await;
-    let backend = SshBackend::new(env.topology.clone(), ssh(), Arc::new(Metrics::new()));
+    let cli = Cli::new();
     // Connections open before any clock starts.
-    backend.capacity(&cluster).await;
+    for node in &cluster.nodes {
+        cli.run(&node.ssh_address, "gluster --version >/dev/null\n")
+            .await;
+    }
     let n = o.claims;
 
-    log(format!("1. baseline: the gluster work for {n} volumes"));
-    let serial = baseline(&backend, &cluster, n, 1).await;
+    log(format!(
+        "1. baseline: {n} volumes made by gluster's CLI over ssh"
+    ));
+    let serial = baseline(&cli, &cluster, n, 1).await;
     let mut parallel = Vec::new();
     for p in [8, n] {
-        parallel.push(baseline(&backend, &cluster, n, p).await);
+        parallel.push(baseline(&cli, &cluster, n, p).await);
     }
     let best = parallel
         .iter()

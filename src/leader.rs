@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
+use kube::api::Api;
 use kube_lease_manager::LeaseManagerBuilder;
 
 use crate::http::Health;
@@ -65,4 +68,47 @@ where
         tracing::warn!(error = %e, "releasing the lease");
     }
     result
+}
+
+/// A leader paused past its lease (SIGSTOP, a frozen VM) wakes with work in flight that a new
+/// leader may have taken over: checked right before each write to gluster or to the API, the
+/// fence stops it there. Client-go's leader election leaves this to the caller too.
+pub struct Fence {
+    api: Api<Lease>,
+    settings: LeaseSettings,
+}
+
+/// Kept back from the lease's end, for the write that follows the check.
+const FENCE_MARGIN: SignedDuration = SignedDuration::from_secs(1);
+
+impl Fence {
+    pub fn new(client: Client, settings: LeaseSettings) -> Self {
+        Self {
+            api: Api::namespaced(client, &settings.namespace),
+            settings,
+        }
+    }
+
+    /// Ok while the lease names this replica and its last renewal still holds.
+    pub async fn check(&self) -> Result<()> {
+        let lease = self.api.get(&self.settings.name).await?;
+        let spec = lease.spec.unwrap_or_default();
+        let ours = spec.holder_identity.as_deref() == Some(self.settings.identity.as_str());
+        let duration = SignedDuration::from_secs(
+            spec.lease_duration_seconds
+                .map_or(self.settings.duration_seconds as i64, i64::from),
+        );
+        let current = spec
+            .renew_time
+            .is_some_and(|t| t.0 + duration - FENCE_MARGIN > Timestamp::now());
+        if ours && current {
+            Ok(())
+        } else {
+            tracing::warn!(
+                holder = spec.holder_identity,
+                "the lease is not ours (any more): stopping before a write"
+            );
+            Err(Error::LostLease)
+        }
+    }
 }

@@ -233,9 +233,11 @@ fn default_instance() -> String {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // Logs go to stderr: stdout is for what a command reports (the topology table).
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level)?)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
         .init();
     match cli.command {
         Command::Run(args) => run(*args).await,
@@ -315,6 +317,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let heketi = HeketiHttp::new(Duration::from_secs(args.heketi_timeout_seconds));
     let client = client(args.kubeconfig.as_deref()).await?;
+    let lease = lease.leader_election.then(|| LeaseSettings {
+        name: lease.lease_name.clone(),
+        namespace: lease.lease_namespace.clone(),
+        identity: args.instance.clone(),
+        duration_seconds: lease.lease_duration_seconds,
+        renew_before_seconds: lease.lease_renew_before_seconds,
+    });
     let settings = Settings {
         provisioner: args.provisioner_name,
         workers: args.workers.max(1),
@@ -325,6 +334,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         migrate_in_tree: args.migrate_in_tree,
         pv_type: pv_type(args.pv_type, &client).await?,
         csi_driver: args.csi_driver_name,
+        lease: lease.clone(),
     };
     let work = controller::run(
         client.clone(),
@@ -334,17 +344,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.clone(),
         health.clone(),
     );
-    if !lease.leader_election {
-        return Ok(work.await?);
+    match lease {
+        Some(lease) => Ok(leader::run_as_leader(client, lease, metrics, health, work).await?),
+        None => Ok(work.await?),
     }
-    let lease = LeaseSettings {
-        name: lease.lease_name.clone(),
-        namespace: lease.lease_namespace.clone(),
-        identity: args.instance,
-        duration_seconds: lease.lease_duration_seconds,
-        renew_before_seconds: lease.lease_renew_before_seconds,
-    };
-    Ok(leader::run_as_leader(client, lease, metrics, health, work).await?)
 }
 
 /// One row per node: SSH and host key (any command needs both), peers, brick roots and their

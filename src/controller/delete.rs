@@ -149,6 +149,7 @@ fn invalid(pv: &CachedPv, message: impl Into<String>) -> Error {
 /// GID is free once the PV is gone). Everything the PV names is checked before anything goes.
 async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
     let (volume, owner) = checked(pv, ctx)?;
+    ctx.fenced().await?;
     if let Some(ep) = pv.spec.glusterfs.as_ref() {
         ctx.delete_endpoints(&ep.endpoints, owner).await?;
     }
@@ -157,7 +158,9 @@ async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
         volume,
         annotations: pv.annotations(),
     };
-    ctx.backend_of(pv).await?.delete(recorded).await?;
+    let backend = ctx.backend_of(pv).await?;
+    ctx.fenced().await?;
+    backend.delete(recorded).await?;
     crate::failpoint::crash_point("after-volume-delete");
     tracing::info!("volume deleted");
     Ok(())

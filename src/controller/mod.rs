@@ -42,6 +42,7 @@ use crate::heketi::HeketiHttp;
 use crate::http::Health;
 use crate::k8s::cached::{CachedPv, CachedPvc};
 use crate::k8s::objects::{self, LABEL_PV};
+use crate::leader::{Fence, LeaseSettings};
 use crate::metrics::Metrics;
 use crate::{Error, Result};
 use names::Names;
@@ -69,6 +70,8 @@ pub struct Settings {
     pub pv_type: PvType,
     /// The CSI driver named by CSI PVs.
     pub csi_driver: String,
+    /// The leader lease every write is fenced by, with leader election on.
+    pub lease: Option<LeaseSettings>,
 }
 
 impl Settings {
@@ -94,9 +97,18 @@ pub struct Context {
     /// Opened once every cache holds its first full list; reconciles wait behind it.
     synced: tokio::sync::watch::Sender<bool>,
     backoff: backoff::Backoff,
+    fence: Option<Fence>,
 }
 
 impl Context {
+    /// Ok while this replica may write: see [`Fence`].
+    async fn fenced(&self) -> Result<()> {
+        match &self.fence {
+            Some(fence) => fence.check().await,
+            None => Ok(()),
+        }
+    }
+
     /// GIDs of the PVs this provisioner made, whatever their class.
     fn gids_in_use(&self) -> Vec<(String, u32)> {
         self.volumes
@@ -189,6 +201,10 @@ pub async fn run(
         services,
         synced: tokio::sync::watch::Sender::new(false),
         backoff: backoff::Backoff::new(settings.retry_min, settings.retry_max),
+        fence: settings
+            .lease
+            .clone()
+            .map(|lease| Fence::new(client.clone(), lease)),
         settings,
     });
 

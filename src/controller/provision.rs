@@ -210,6 +210,7 @@ async fn provision(
     ctx.publish(claim, EventType::Normal, "Provisioning", "Provision", note)
         .await;
 
+    ctx.fenced().await?;
     let gid = ctx
         .gids
         .allocate(&pv_name, params.gid_min, params.gid_max, ctx.gids_in_use())?;
@@ -265,6 +266,10 @@ async fn provision(
             size_gib,
         },
     );
+    crate::failpoint::pause_point("before-pv-create");
+    // A leader paused past its lease stops here: the new one may have bound the claim to this
+    // very volume, which must then stay.
+    ctx.fenced().await?;
     let owner = objects::Owner {
         pv: &pv_name,
         claim_namespace: &namespace,
@@ -301,7 +306,9 @@ async fn provision(
                 return Err(e);
             }
         }
-        // Without its PV the volume would be orphaned if the claim went away: undo it all.
+        // Without its PV the volume would be orphaned if the claim went away: undo it all
+        // (the claim's finalizer removes it anyway, should this fail).
+        ctx.fenced().await?;
         let recorded = Recorded {
             pv: &pv_name,
             volume: &made.volume,

@@ -144,6 +144,7 @@ async fn abandon(cached: &CachedPvc, pv: &str, ctx: &Context) -> Result<()> {
         &name,
         &uid,
     );
+    ctx.fenced().await?;
     backend.abandon(&volume, cluster).await?;
     let owner = Owner {
         pv,

@@ -435,19 +435,30 @@ impl SshBackend {
         {
             return health.clone();
         }
-        let probes = cluster
-            .nodes
-            .iter()
-            .map(|node| async move { self.peers(node).await.map_err(|e| e.to_string()) });
+        let probes = cluster.nodes.iter().map(|node| async move {
+            self.peers(node).await.map_err(|e| match e {
+                Error::SshConnect { .. } | Error::SshCommand { .. } | Error::SshHostKey { .. } => {
+                    e.to_string()
+                }
+                _ => format!("glusterd does not answer: {e}"),
+            })
+        });
         let answers = join_all(probes).await;
         let health = Arc::new(health::judge(cluster, &answers));
+        let before = readings.get(&cluster.name).map(|(_, h)| h.clone());
         for h in health.iter() {
             self.metrics
                 .glusterd_up
                 .with_label_values(&[&h.node])
                 .set(h.is_up().into());
-            if let Some(why) = &h.down {
-                tracing::warn!(node = h.node, why, "node left out");
+            let was = before
+                .as_ref()
+                .and_then(|b| b.iter().find(|p| p.node == h.node));
+            if was.is_none_or(|w| w.is_up() != h.is_up()) {
+                match &h.down {
+                    Some(why) => tracing::warn!(node = h.node, why, "node left out"),
+                    None => tracing::info!(node = h.node, "node up"),
+                }
             }
         }
         readings.insert(cluster.name.clone(), (Instant::now(), health.clone()));

@@ -25,8 +25,8 @@ fn names(peer: &Peer, node: &Node) -> bool {
         || peer.hostname == node.name
 }
 
-/// Judges every node from what each one's glusterd said of its peers (`Err`: the reason it
-/// did not answer).
+/// Judges every node from what each one's glusterd said of its peers (`Err`: why it did not
+/// answer).
 pub fn judge(cluster: &Cluster, answers: &[Result<Vec<Peer>, String>]) -> Vec<NodeHealth> {
     cluster
         .nodes
@@ -34,7 +34,7 @@ pub fn judge(cluster: &Cluster, answers: &[Result<Vec<Peer>, String>]) -> Vec<No
         .zip(answers)
         .map(|(node, answer)| {
             let down = match answer {
-                Err(why) => Some(format!("glusterd does not answer: {why}")),
+                Err(why) => Some(why.clone()),
                 Ok(_) => cluster
                     .nodes
                     .iter()
@@ -98,7 +98,7 @@ mod tests {
         let answers = vec![
             Ok(vec![peer("10.0.0.2", 1), peer("10.0.0.3", 0)]),
             Ok(vec![peer("10.0.0.1", 1), peer("10.0.0.3", 0)]),
-            Err("Connection failed".into()),
+            Err("glusterd does not answer: Connection failed".into()),
         ];
         let health = judge(&cluster, &answers);
         assert!(health[0].is_up() && health[1].is_up());

@@ -11,7 +11,7 @@ use kube::api::Api;
 use serde_json::{Value, json};
 
 use crate::scenario::*;
-use crate::support::{Prometheus, Provisioner, env, eventually, unique};
+use crate::support::{Prometheus, Provisioner, env, eventually, local, unique};
 
 async fn lease_holder(s: &Scenario) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), "glusterfs-provisioner");
@@ -297,4 +297,87 @@ async fn gauges_of_a_deleted_class_go_away() {
     )
     .await;
     drop(p);
+}
+
+/// Fault: the leader stops (SIGSTOP, from a pause point just before it saves a PV) for longer
+/// than its lease. The standby takes over and binds that claim and more; the old leader,
+/// resumed (SIGCONT), writes nothing more and steps down: one volume per claim, no GID twice.
+#[tokio::test]
+async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
+    let pause = [("GLUSTERFS_PROVISIONER_PAUSE_AT", "before-pv-create")];
+    let mut s = Scenario::with_env("paused", &pause).await;
+    let paused_id = s.provisioner.identity();
+    eventually(
+        Duration::from_secs(30),
+        "the first replica leading",
+        || async { (lease_holder(&s).await? == paused_id).then_some(()) },
+    )
+    .await;
+    let standby = Provisioner::start(&s.provisioner.name).await;
+    let class = s
+        .class(
+            json!({"volumetype": "none", "gidMin": "3000", "gidMax": "3100"}),
+            "Delete",
+        )
+        .await;
+    let first = s.claim("first", &class, "1Gi", "ReadWriteOnce").await;
+    let pid = s.provisioner.pid().unwrap();
+    eventually(Duration::from_secs(120), "the leader stopped", || async {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .next()?
+            .to_string();
+        (state == "T").then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(30), "the standby leading", || async {
+        (lease_holder(&s).await? == standby.identity()).then_some(())
+    })
+    .await;
+    let mut claims = vec![first];
+    for i in 0..2 {
+        claims.push(
+            s.claim(&format!("more-{i}"), &class, "1Gi", "ReadWriteOnce")
+                .await,
+        );
+    }
+    let mut pvs = Vec::new();
+    for claim in &claims {
+        pvs.push(s.bound_pv(&claim.name_any()).await);
+    }
+
+    local("kill", &["-CONT", &pid.to_string()]).await;
+    s.provisioner.wait_exit(Duration::from_secs(60)).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(s.client.clone(), &s.ns);
+    let from_paused: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.reporting_instance.as_deref() == Some(&paused_id))
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(
+        !from_paused.iter().any(|r| r == "ProvisioningSucceeded"),
+        "the paused leader went on after waking: {from_paused:?}"
+    );
+    let volumes = gluster_volumes().await;
+    let mut gids = std::collections::HashSet::new();
+    for (claim, pv) in claims.iter().zip(&pvs) {
+        let suffix = uid_suffix(claim);
+        assert_eq!(volumes.iter().filter(|v| v.ends_with(&suffix)).count(), 1);
+        let gid = annotations(pv)["pv.beta.kubernetes.io/gid"].clone();
+        assert!(gids.insert(gid.clone()), "GID {gid} twice");
+    }
+    for claim in &claims {
+        s.delete_claim(&claim.name_any()).await;
+    }
+    for pv in &pvs {
+        s.wait_pv_gone(&pv.name_any()).await;
+    }
+    drop(standby);
 }
