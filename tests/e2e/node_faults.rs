@@ -13,7 +13,7 @@ use kube::api::Api;
 use serde_json::json;
 
 use crate::scenario::*;
-use crate::support::{Provisioner, env, eventually, unique};
+use crate::support::{Provisioner, env, eventually, metrics, unique};
 
 /// One node of the pool, to break and mend: its daemons run in its own network and mount
 /// namespaces, pinned by a holder process.
@@ -138,13 +138,20 @@ async fn failed_events(s: &Space, claim: &PersistentVolumeClaim) -> Vec<String> 
         .collect()
 }
 
-async fn metrics(port: u16) -> String {
-    let out = tokio::process::Command::new("curl")
-        .args(["-fsS", &format!("http://127.0.0.1:{port}/metrics")])
-        .output()
-        .await
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// A namespace, a provisioner with its metrics on `port`, and its `replicate:3` and
+/// `replicate:2` classes.
+async fn with_metrics(tag: &str, port: u16) -> (Space, Provisioner, String, String) {
+    let ns = unique(tag);
+    let name = format!("e2e.gluster.org/{ns}");
+    let s = Space::create(ns, &name).await;
+    let p = Provisioner::start_at(&name, &[], &format!("127.0.0.1:{port}")).await;
+    let three = s
+        .class(json!({"volumetype": "replicate:3"}), "Delete")
+        .await;
+    let two = s
+        .class(json!({"volumetype": "replicate:2"}), "Delete")
+        .await;
+    (s, p, three, two)
 }
 
 /// The nodes holding a PV's bricks.
@@ -192,16 +199,7 @@ async fn an_sshd_restart_is_ridden_out() {
 #[tokio::test]
 async fn a_changed_host_key_is_refused_not_trusted() {
     let port = 18093;
-    let ns = unique("hostkey");
-    let name = format!("e2e.gluster.org/{ns}");
-    let s = Space::create(ns, &name).await;
-    let _p = Provisioner::start_at(&name, &[], &format!("127.0.0.1:{port}")).await;
-    let three = s
-        .class(json!({"volumetype": "replicate:3"}), "Delete")
-        .await;
-    let two = s
-        .class(json!({"volumetype": "replicate:2"}), "Delete")
-        .await;
+    let (s, _p, three, two) = with_metrics("hostkey", port).await;
     s.claim("warm", &three, "1Gi", "ReadWriteOnce").await;
     s.bound_pv("warm").await;
 
@@ -259,16 +257,7 @@ async fn a_changed_host_key_is_refused_not_trusted() {
 #[tokio::test]
 async fn glusterd_down_on_one_node() {
     let port = 18094;
-    let ns = unique("glusterd");
-    let name = format!("e2e.gluster.org/{ns}");
-    let s = Space::create(ns, &name).await;
-    let _p = Provisioner::start_at(&name, &[], &format!("127.0.0.1:{port}")).await;
-    let three = s
-        .class(json!({"volumetype": "replicate:3"}), "Delete")
-        .await;
-    let two = s
-        .class(json!({"volumetype": "replicate:2"}), "Delete")
-        .await;
+    let (s, _p, three, two) = with_metrics("glusterd", port).await;
     let victim = &nodes()[2];
     let node = GlusterNode::new(&victim.name);
     node.signal("glusterd", "-KILL");

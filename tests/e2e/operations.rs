@@ -11,7 +11,7 @@ use kube::api::Api;
 use serde_json::{Value, json};
 
 use crate::scenario::*;
-use crate::support::{Prometheus, Provisioner, env, eventually, local, unique};
+use crate::support::{Prometheus, Provisioner, env, eventually, local, metrics, unique};
 
 async fn lease_holder(s: &Scenario) -> Option<String> {
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), "glusterfs-provisioner");
@@ -277,14 +277,7 @@ async fn gauges_of_a_deleted_class_go_away() {
         .await
         .unwrap();
     let series = format!("glusterfs_provisioner_gids_free{{class=\"{name}\"}}");
-    let metrics = || async {
-        let out = tokio::process::Command::new("curl")
-            .args(["-fsS", &format!("http://127.0.0.1:{port}/metrics")])
-            .output()
-            .await
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let metrics = || metrics(port);
     eventually(Duration::from_secs(60), "the class's gauge", || async {
         metrics().await.contains(&series).then_some(())
     })

@@ -76,6 +76,17 @@ where
     }
 }
 
+/// What a provisioner with its HTTP server on `port` serves at `/metrics`.
+#[allow(dead_code)] // not the benchmark's
+pub async fn metrics(port: u16) -> String {
+    let out = tokio::process::Command::new("curl")
+        .args(["-fsS", &format!("http://127.0.0.1:{port}/metrics")])
+        .output()
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs a local program (mount, umount, ...) and returns its stdout; fails the test on error.
 pub async fn local(program: &str, args: &[&str]) -> String {
     let out = tokio::process::Command::new(program)
