@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use crate::Result;
 use crate::config::Durability;
 use crate::gluster::SshBackend;
+use crate::gluster::plan::Promise;
 use crate::heketi::HeketiVolumes;
 
 /// What the provisioner asks for.
@@ -22,6 +23,8 @@ pub struct VolumeRequest<'a> {
     pub size_gib: u64,
     pub gid: u32,
     pub options: &'a [(String, String)],
+    /// The space the PVs of the cluster hold on their bricks (the SSH backend places by it).
+    pub promised: &'a [Promise],
 }
 
 /// A volume that exists, is started and is size-limited.
@@ -61,12 +64,13 @@ pub trait VolumeBackend: Sync {
     /// The addresses clients mount the volume from, for Endpoints recreated later.
     fn addresses(&self, volume: Recorded<'_>) -> impl Future<Output = Result<Vec<IpAddr>>> + Send;
 
-    /// Grows the volume from `from_gib` to `to_gib`.
+    /// Grows the volume from `from_gib` to `to_gib`; `promised` as in [`VolumeRequest`].
     fn expand(
         &self,
         volume: Recorded<'_>,
         from_gib: u64,
         to_gib: u64,
+        promised: &[Promise],
     ) -> impl Future<Output = Result<()>> + Send;
 }
 
@@ -105,10 +109,16 @@ impl VolumeBackend for Backend<'_> {
         }
     }
 
-    async fn expand(&self, volume: Recorded<'_>, from_gib: u64, to_gib: u64) -> Result<()> {
+    async fn expand(
+        &self,
+        volume: Recorded<'_>,
+        from_gib: u64,
+        to_gib: u64,
+        promised: &[Promise],
+    ) -> Result<()> {
         match self {
-            Backend::Ssh(b) => b.expand(volume, from_gib, to_gib).await,
-            Backend::Heketi(b) => b.expand(volume, from_gib, to_gib).await,
+            Backend::Ssh(b) => b.expand(volume, from_gib, to_gib, promised).await,
+            Backend::Heketi(b) => b.expand(volume, from_gib, to_gib, promised).await,
         }
     }
 }

@@ -38,6 +38,7 @@ use kube::{Client, Resource, ResourceExt};
 use crate::config::PvType;
 use crate::gid::GidAllocator;
 use crate::gluster::SshBackend;
+use crate::gluster::plan::Promise;
 use crate::heketi::HeketiHttp;
 use crate::http::Health;
 use crate::k8s::cached::{CachedPv, CachedPvc};
@@ -118,6 +119,27 @@ impl Context {
             .filter_map(|pv| {
                 let gid = pv.annotations().get(objects::ANN_GID)?.parse().ok()?;
                 Some((pv.name_any(), gid))
+            })
+            .collect()
+    }
+
+    /// What the PVs this provisioner made with the SSH backend hold on their brick roots.
+    fn promises(&self) -> Vec<Promise> {
+        self.volumes
+            .state()
+            .iter()
+            .filter(|pv| self.made_here(pv))
+            .filter_map(|pv| {
+                let bricks = pv.annotations().get(objects::ANN_BRICKS)?;
+                let gib = objects::storage_gib(pv.spec.capacity.storage.as_ref()).ok()?;
+                Some(Promise {
+                    volume: pv
+                        .spec
+                        .gluster_volume(&self.settings.csi_driver)?
+                        .to_string(),
+                    bricks: objects::parse_brick_record(bricks),
+                    bytes: gib << 30,
+                })
             })
             .collect()
     }

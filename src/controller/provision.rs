@@ -221,6 +221,7 @@ async fn provision(
         size_gib,
         gid,
         options: &params.volume_options,
+        promised: &ctx.promises(),
     };
     let made = match backend.create(&req).await {
         Ok(made) => made,

@@ -14,7 +14,7 @@ use backon::{ExponentialBuilder, Retryable};
 use futures::future::join_all;
 
 use super::health::{self, NodeHealth};
-use super::plan::{self, Brick, NodeCapacity, RootSpace};
+use super::plan::{self, Brick, NodeCapacity, Promise, RootSpace};
 use super::ssh::SshExecutor;
 use super::xml::{self, Peer, Volume};
 use crate::config::{Cluster, Node, Topology};
@@ -38,8 +38,13 @@ pub struct SshBackend {
     /// Gluster commands start on the nodes in turn, spreading glusterd's coordinating work
     /// and the SSH sessions.
     next_node: AtomicUsize,
+    /// Volumes placed whose PV is not in the caller's promises yet, by name: a burst's claims
+    /// count each other's bricks.
+    placing: std::sync::Mutex<HashMap<String, Promise>>,
     /// The last probe of each cluster's nodes, by cluster name.
-    health: tokio::sync::Mutex<HashMap<String, HealthReading>>,
+    health: std::sync::Mutex<HashMap<String, HealthReading>>,
+    /// Held by the one caller probing; the others go on with the last reading meanwhile.
+    probing: tokio::sync::Mutex<()>,
     /// The last reading of each node's brick roots. Claims of a burst place their bricks from
     /// one reading instead of each asking every node (nothing is reserved by placement, so a
     /// fresher reading would not place them differently).
@@ -77,6 +82,8 @@ impl SshBackend {
         Self {
             space,
             health: Default::default(),
+            probing: Default::default(),
+            placing: Default::default(),
             topology,
             ssh,
             metrics,
@@ -122,17 +129,27 @@ impl SshBackend {
                     })
                     .collect();
                 capacity.retain(|c| health.iter().any(|h| h.node == c.node.name && h.is_up()));
-                plan::place_bricks(
-                    cluster,
-                    &capacity,
-                    req.durability,
-                    req.size_gib << 30,
-                    req.name,
-                )
-                .map_err(|e| match (e, health::describe_down(&health)) {
-                    (Error::Placement(m), Some(down)) => Error::Placement(format!("{m}; {down}")),
-                    (e, _) => e,
-                })?
+                // Counting and placing under one lock: claims of a burst see each other.
+                let mut placing = self.placing.lock().expect("placing lock");
+                placing.retain(|name, _| !req.promised.iter().any(|p| p.volume == *name));
+                plan::count_promises(&mut capacity, req.promised.iter().chain(placing.values()));
+                let bytes = req.size_gib << 30;
+                let bricks =
+                    plan::place_bricks(cluster, &capacity, req.durability, bytes, req.name)
+                        .map_err(|e| match (e, health::describe_down(&health)) {
+                            (Error::Placement(m), Some(down)) => {
+                                Error::Placement(format!("{m}; {down}"))
+                            }
+                            (e, _) => e,
+                        })?;
+                let held = bricks.iter().map(|b| (b.node.clone(), b.path.clone()));
+                let promise = Promise {
+                    volume: req.name.to_string(),
+                    bricks: held.collect(),
+                    bytes,
+                };
+                placing.insert(req.name.to_string(), promise);
+                bricks
             }
         };
         let done = self.build(cluster, req, existing.as_ref(), &bricks).await;
@@ -233,6 +250,7 @@ impl SshBackend {
         bricks: &[Brick],
         exists: bool,
     ) -> Result<()> {
+        self.placing.lock().expect("placing lock").remove(name);
         if exists {
             self.gluster_tolerant(
                 cluster,
@@ -420,20 +438,40 @@ impl SshBackend {
                     root: root.clone(),
                     free: bytes(avail),
                     total: bytes(blocks),
+                    promised: 0,
                 }
             })
             .collect();
         Ok(roots)
     }
 
-    /// How each node of the cluster stands, probed at most every [`HEALTH_TTL`]; callers
-    /// arriving during a probe wait for it.
+    /// How each node of the cluster stands, probed at most every [`HEALTH_TTL`]. While one
+    /// caller probes (an unreachable node can take its connect timeout), the others go on with
+    /// the last reading; only the very first reading is waited for.
     pub async fn health(&self, cluster: &Cluster) -> Arc<Vec<NodeHealth>> {
-        let mut readings = self.health.lock().await;
-        if let Some((at, health)) = readings.get(&cluster.name)
-            && at.elapsed() < HEALTH_TTL
-        {
-            return health.clone();
+        let last = || {
+            self.health
+                .lock()
+                .expect("health lock")
+                .get(&cluster.name)
+                .cloned()
+        };
+        let fresh = |r: &Option<HealthReading>| match r {
+            Some((at, h)) if at.elapsed() < HEALTH_TTL => Some(h.clone()),
+            _ => None,
+        };
+        let reading = last();
+        if let Some(health) = fresh(&reading) {
+            return health;
+        }
+        let _probing = match (self.probing.try_lock(), &reading) {
+            (Ok(guard), _) => guard,
+            (Err(_), Some((_, health))) => return health.clone(),
+            (Err(_), None) => self.probing.lock().await,
+        };
+        // Probed by another caller while this one waited.
+        if let Some(health) = fresh(&last()) {
+            return health;
         }
         let probes = cluster.nodes.iter().map(|node| async move {
             self.peers(node).await.map_err(|e| match e {
@@ -445,7 +483,7 @@ impl SshBackend {
         });
         let answers = join_all(probes).await;
         let health = Arc::new(health::judge(cluster, &answers));
-        let before = readings.get(&cluster.name).map(|(_, h)| h.clone());
+        let before = reading.map(|(_, h)| h);
         for h in health.iter() {
             self.metrics
                 .glusterd_up
@@ -461,14 +499,17 @@ impl SshBackend {
                 }
             }
         }
-        readings.insert(cluster.name.clone(), (Instant::now(), health.clone()));
+        self.health
+            .lock()
+            .expect("health lock")
+            .insert(cluster.name.clone(), (Instant::now(), health.clone()));
         health
     }
 
     /// Leaves `node` out until the next probe: a command on it failed as a node that is down
     /// fails.
-    async fn mark_down(&self, cluster: &Cluster, node: &str, why: &Error) {
-        let mut readings = self.health.lock().await;
+    fn mark_down(&self, cluster: &Cluster, node: &str, why: &Error) {
+        let mut readings = self.health.lock().expect("health lock");
         if let Some((_, health)) = readings.get_mut(&cluster.name) {
             let health = Arc::make_mut(health);
             if let Some(h) = health.iter_mut().find(|h| h.node == node) {
@@ -539,7 +580,7 @@ impl SshBackend {
             if let Err(e) = &result
                 && e.is_node_down()
             {
-                self.mark_down(cluster, &node.name, e).await;
+                self.mark_down(cluster, &node.name, e);
             }
             result
         };
@@ -605,27 +646,43 @@ impl VolumeBackend for SshBackend {
         Ok(())
     }
 
-    /// Raises the enforced size. The bricks must have the room: growing by adding bricks is
-    /// not done yet, so a brick root short of space is an error naming it.
-    async fn expand(&self, volume: Recorded<'_>, from_gib: u64, to_gib: u64) -> Result<()> {
+    /// Raises the enforced size. Each brick root must have the room: free bytes, and beyond
+    /// what its volumes (this one at its present size included) are promised. Growing by
+    /// adding bricks is not done yet, so a root short of room is an error naming it.
+    async fn expand(
+        &self,
+        volume: Recorded<'_>,
+        from_gib: u64,
+        to_gib: u64,
+        promised: &[Promise],
+    ) -> Result<()> {
         let (cluster, bricks) = self.recorded_bricks(volume)?;
         let nodes = &self.cluster(Some(cluster))?.nodes;
         let more = to_gib.saturating_sub(from_gib) << 30;
+        let mut capacity = Vec::new();
         // Recorded bricks are checked against the topology, so their nodes are in it.
-        for (brick, node) in bricks
+        for node in nodes
             .iter()
-            .filter_map(|b| Some((b, nodes.iter().find(|n| n.name == b.node)?)))
+            .filter(|n| bricks.iter().any(|b| b.node == n.name))
         {
-            let space = self.node_space(node).await?;
-            let root = space.roots.iter().find(|r| brick.path.starts_with(&r.root));
-            if let Some(root) = root.filter(|r| r.free < more) {
+            capacity.push(self.node_space(node).await?);
+        }
+        plan::count_promises(&mut capacity, promised);
+        for brick in &bricks {
+            let roots = capacity
+                .iter()
+                .filter(|c| c.node.name == brick.node)
+                .flat_map(|c| &c.roots);
+            let root = roots.filter(|r| brick.path.starts_with(&r.root)).next();
+            if let Some(root) = root.filter(|r| r.room() < more) {
                 return Err(Error::Placement(format!(
-                    "cannot grow {} by {} GiB: brick root {}:{} has {} GiB free",
+                    "cannot grow {} by {} GiB: brick root {}:{} has room for {} GiB (free, less \
+                     what its volumes are promised)",
                     volume.volume,
                     to_gib - from_gib,
                     brick.node,
                     root.root.display(),
-                    root.free >> 30
+                    root.room() >> 30
                 )));
             }
         }

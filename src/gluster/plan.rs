@@ -92,6 +92,43 @@ pub struct RootSpace {
     pub root: PathBuf,
     pub free: u64,
     pub total: u64,
+    /// The enforced sizes of the volumes with a brick here: what they may still write.
+    pub promised: u64,
+}
+
+impl RootSpace {
+    /// What a new brick may count on: free bytes, but never more than the root holds beyond
+    /// what its volumes were promised (they are mostly empty when a burst places bricks).
+    pub fn room(&self) -> u64 {
+        self.free.min(self.total.saturating_sub(self.promised))
+    }
+}
+
+/// A volume's hold on its brick roots: its enforced size on each of its bricks.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Promise {
+    pub volume: String,
+    /// `(node name, brick path)`.
+    pub bricks: Vec<(String, PathBuf)>,
+    pub bytes: u64,
+}
+
+/// Counts each promise on the brick root its bricks are under.
+pub fn count_promises<'p>(
+    capacity: &mut [NodeCapacity<'_>],
+    promises: impl IntoIterator<Item = &'p Promise>,
+) {
+    for promise in promises {
+        for (node, path) in &promise.bricks {
+            let roots = capacity
+                .iter_mut()
+                .filter(|c| c.node.name == *node)
+                .flat_map(|c| c.roots.iter_mut());
+            if let Some(root) = roots.filter(|r| path.starts_with(&r.root)).next() {
+                root.promised += promise.bytes;
+            }
+        }
+    }
 }
 
 /// What a node offers for placement: the space of each brick root.
@@ -103,8 +140,12 @@ pub struct NodeCapacity<'a> {
 
 impl NodeCapacity<'_> {
     fn best_root(&self) -> Option<&RootSpace> {
-        self.roots.iter().max_by_key(|r| r.free)
+        self.roots.iter().max_by_key(|r| r.room())
     }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1 << 30))
 }
 
 /// Chooses one brick per node for `durability`: distinct nodes always, distinct zones whenever
@@ -120,22 +161,36 @@ pub fn place_bricks(
     let mut candidates: Vec<(&NodeCapacity, &RootSpace)> = capacity
         .iter()
         .filter_map(|c| c.best_root().map(|root| (c, root)))
-        .filter(|(_, root)| root.free >= size_bytes)
+        .filter(|(_, root)| root.room() >= size_bytes)
         .collect();
     if candidates.len() < wanted {
+        let rooms: Vec<String> = capacity
+            .iter()
+            .flat_map(|c| {
+                c.roots
+                    .iter()
+                    .map(move |r| format!("{}:{} {}", c.node.name, r.root.display(), gib(r.room())))
+            })
+            .collect();
         return Err(Error::Placement(format!(
-            "volumetype {durability} needs {wanted} bricks on distinct nodes, but cluster {:?} \
-             has {} node(s) with {} GiB free ({} node(s) in the topology)",
+            "volumetype {durability} needs {wanted} bricks of {} on distinct nodes, but cluster \
+             {:?} has {} node(s) with the room ({} node(s) in the topology); room by brick root \
+             (free, less what its volumes are promised): {}",
+            gib(size_bytes),
             cluster.name,
             candidates.len(),
-            size_bytes >> 30,
-            cluster.nodes.len()
+            cluster.nodes.len(),
+            if rooms.is_empty() {
+                "none readable".into()
+            } else {
+                rooms.join(", ")
+            }
         )));
     }
-    // Most free space first; the node name breaks ties so placement is deterministic.
+    // Most room first; the node name breaks ties so placement is deterministic.
     candidates.sort_by(|a, b| {
-        b.1.free
-            .cmp(&a.1.free)
+        b.1.room()
+            .cmp(&a.1.room())
             .then(a.0.node.name.cmp(&b.0.node.name))
     });
     let mut chosen: Vec<(&NodeCapacity, &RootSpace)> = Vec::with_capacity(wanted);
@@ -273,6 +328,7 @@ mod tests {
                         root: root.into(),
                         free: gib << 30,
                         total: 10 << 30,
+                        promised: 0,
                     })
                     .to_vec(),
             })
@@ -347,6 +403,42 @@ mod tests {
         );
         assert_eq!(bricks[0].spec(), "10.0.0.2:/b1/v/brick");
         assert_eq!(bricks[0].volume_dir(), Path::new("/b1/v"));
+    }
+
+    #[test]
+    fn promised_space_counts_though_the_volumes_are_empty() {
+        let nodes = [node("n1", "a", 1), node("n2", "b", 2)];
+        // Both roots look empty: 10 GiB free of 10.
+        let mut cap = capacity(&nodes, &[(10, 10), (10, 10)]);
+        let promise = |volume: &str, root: &str| Promise {
+            volume: volume.into(),
+            bricks: vec![
+                ("n1".into(), format!("{root}/{volume}/brick").into()),
+                ("n2".into(), format!("{root}/{volume}/brick").into()),
+            ],
+            bytes: 6 << 30,
+        };
+        count_promises(&mut cap, &[promise("v1", "/b1"), promise("v2", "/b2")]);
+        assert_eq!(cap[0].roots[0].promised, 6 << 30);
+        assert_eq!(cap[0].roots[0].room(), 4 << 30);
+        let err = place_bricks(
+            &cluster(&nodes),
+            &cap,
+            Durability::Replicate(2),
+            6 << 30,
+            "v3",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("n1:/b1 4.0 GiB, n1:/b2 4.0 GiB"), "{err}");
+        let fits = place_bricks(
+            &cluster(&nodes),
+            &cap,
+            Durability::Replicate(2),
+            4 << 30,
+            "v3",
+        );
+        assert_eq!(fits.unwrap().len(), 2);
     }
 
     #[test]

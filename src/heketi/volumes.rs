@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use super::api::{CreateVolume, Snapshot, VolumeInfo};
 use super::client::HeketiClient;
 use crate::config::{HeketiParams, SecretRef};
+use crate::gluster::plan::Promise;
 use crate::volumes::{Made, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
 
@@ -157,7 +158,13 @@ impl VolumeBackend for HeketiVolumes {
 
     /// Grows by what Heketi's own size lacks: a retry after an expansion whose PV update
     /// failed does not grow the volume again.
-    async fn expand(&self, volume: Recorded<'_>, _from_gib: u64, to_gib: u64) -> Result<()> {
+    async fn expand(
+        &self,
+        volume: Recorded<'_>,
+        _from_gib: u64,
+        to_gib: u64,
+        _promised: &[Promise],
+    ) -> Result<()> {
         let info = self.info(volume).await?;
         if info.size < to_gib {
             self.client

@@ -285,6 +285,15 @@ pub fn brick_record(bricks: &[Brick]) -> String {
         .join(",")
 }
 
+/// Bricks as a PV records them, as `(node, path)`.
+pub fn parse_brick_record(record: &str) -> Vec<(String, std::path::PathBuf)> {
+    record
+        .split(',')
+        .filter_map(|r| r.split_once(':'))
+        .map(|(node, path)| (node.to_string(), path.into()))
+        .collect()
+}
+
 pub fn persistent_volume(
     claim: &PersistentVolumeClaim,
     class: &StorageClass,

@@ -328,7 +328,36 @@ async fn migration_takes_over_in_tree_classes_and_volumes() {
         .await
         .unwrap();
 
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Signs that the provisioner has seen both: a claim of its own class made after them gets
+    // its PV, and a PV of its own made after them gets its finalizer.
+    let own = s.class(json!({"volumetype": "none"}), "Delete").await;
+    let sign = s.claim("sign", &own, "1Gi", "ReadWriteOnce").await;
+    let sign_pv = format!("pvc-{}", sign.uid().unwrap());
+    let marker = format!("{}-marker", s.ns);
+    let marker_pv: PersistentVolume = from_json(json!({
+        "metadata": {"name": marker, "annotations": {
+            "pv.kubernetes.io/provisioned-by": s.provisioner.name}},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "none",
+                 "glusterfs": {"endpoints": "ep", "path": "vol_marker"}},
+    }));
+    s.pvs
+        .create(&PostParams::default(), &marker_pv)
+        .await
+        .unwrap();
+    eventually(BIND_WAIT, "the provisioner caught up", || async {
+        let made = s.pvs.get_opt(&sign_pv).await.unwrap().is_some();
+        let marked = s
+            .pvs
+            .get(&marker)
+            .await
+            .unwrap()
+            .finalizers()
+            .iter()
+            .any(|f| f == "gluster.org/volume-protection");
+        (made && marked).then_some(())
+    })
+    .await;
     assert!(
         s.pvs.get_opt(&pv_of_claim).await.unwrap().is_none(),
         "flag off: claim ignored"
@@ -378,6 +407,15 @@ async fn migration_takes_over_in_tree_classes_and_volumes() {
     s.delete_claim("legacy").await;
     set_phase(&s, &pv_of_claim, "Released").await;
     s.wait_pv_gone(&pv_of_claim).await;
+    s.delete_claim("sign").await;
+    set_phase(&s, &sign_pv, "Released").await;
+    s.wait_pv_gone(&sign_pv).await;
+    s.pvs.delete(&marker, &Default::default()).await.unwrap();
+    let unfinalized = json!({"metadata": {"finalizers": null}});
+    s.pvs
+        .patch(&marker, &PatchParams::default(), &Patch::Merge(unfinalized))
+        .await
+        .unwrap();
     wait_heketi_empty(&heketi, &claim).await;
     drop(migrating);
 }

@@ -198,6 +198,7 @@ async fn make(
         size_gib: size,
         gid,
         options,
+        promised: &[],
     };
     let made = state.backend.make(&req).await.map_err(|e| e.to_string())?;
     state.volumes.lock().unwrap().insert(

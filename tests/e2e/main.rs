@@ -3,11 +3,11 @@
 //! Run them with `e2e/test`.
 
 mod csi;
+mod disruptive;
 mod env_smoke;
 mod expansion;
 mod heketi;
 mod heketi_standin;
-mod node_faults;
 mod operations;
 mod ownership;
 mod pods;

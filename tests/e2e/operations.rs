@@ -166,14 +166,22 @@ async fn prometheus_reads_every_dashboard_and_alert_expression() {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Rates need a second scrape after the work: each panel is asked until it has data.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let mut empty = HashMap::new();
-    for (panel, expr) in dashboard_expressions() {
-        let r = prometheus.query(&expr).await;
-        assert_eq!(r["status"], "success", "{panel}: {expr}: {r}");
-        if r["data"]["result"].as_array().is_none_or(|a| a.is_empty()) {
-            empty.insert(panel, expr);
+    loop {
+        empty.clear();
+        for (panel, expr) in dashboard_expressions() {
+            let r = prometheus.query(&expr).await;
+            assert_eq!(r["status"], "success", "{panel}: {expr}: {r}");
+            if r["data"]["result"].as_array().is_none_or(|a| a.is_empty()) {
+                empty.insert(panel, expr);
+            }
         }
+        if empty.is_empty() || tokio::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert!(
         empty.is_empty(),

@@ -460,6 +460,67 @@ async fn a_claim_deleted_before_its_pv_takes_its_volume_with_it() {
     assert!(s.pvs.get_opt(&pv).await.unwrap().is_none());
 }
 
+/// Fault: a burst that would fill the brick roots. Volumes are empty when placed, so free bytes
+/// alone would let every claim in; placement counts what each root's volumes are promised (their
+/// enforced sizes), so the burst gets what the disks hold, the claim too many fails naming the
+/// roots and their room, and binds once room is freed.
+#[tokio::test]
+async fn a_burst_never_overcommits_a_brick_root() {
+    let s = Scenario::new("full").await;
+    let class = s
+        .class(json!({"volumetype": "replicate:3"}), "Delete")
+        .await;
+    // Every node has brick roots of 10 and 8 GiB: room for one 6 GiB brick on each.
+    let names: Vec<String> = (0..3).map(|i| format!("big-{i}")).collect();
+    let claims = join_all(
+        names
+            .iter()
+            .map(|n| s.claim(n, &class, "6Gi", "ReadWriteOnce")),
+    )
+    .await;
+    let phase = |c: &PersistentVolumeClaim| {
+        c.status
+            .as_ref()
+            .and_then(|st| st.phase.clone())
+            .unwrap_or_default()
+    };
+    let (bound, left) = eventually(BIND_WAIT, "two claims Bound, one left", || async {
+        let mut bound = Vec::new();
+        let mut left = Vec::new();
+        for name in &names {
+            let c = s.claims.get(name).await.unwrap();
+            if phase(&c) == "Bound" {
+                bound.push(c);
+            } else {
+                left.push(c);
+            }
+        }
+        (bound.len() == 2).then_some((bound, left))
+    })
+    .await;
+    let left = &left[0];
+    let note = s.event(left, "ProvisioningFailed").await;
+    assert!(
+        note.contains("room by brick root")
+            && note.contains(&format!("{}:/srv/gluster/brick1", nodes()[0].name)),
+        "{note:?}"
+    );
+    assert_eq!(
+        phase(&s.claims.get(&left.name_any()).await.unwrap()),
+        "Pending"
+    );
+
+    let freed = s.bound_pv(&bound[0].name_any()).await;
+    s.delete_claim(&bound[0].name_any()).await;
+    s.wait_pv_gone(&freed.name_any()).await;
+    let last = s.bound_pv(&left.name_any()).await;
+    for claim in [&bound[1], left] {
+        s.delete_claim(&claim.name_any()).await;
+    }
+    s.wait_pv_gone(&last.name_any()).await;
+    drop(claims);
+}
+
 /// Ten claims created at once, alternating between classes `a` (0) and `b` (1).
 async fn ten_claims(
     s: &Scenario,

@@ -1,7 +1,7 @@
-//! Faults of the gluster nodes themselves: sshd restarting, a host key that changes, glusterd
-//! down on one node. Each breaks a node every other test uses, so `e2e/test` runs this module
-//! on its own, one test at a time, after the others; a guard puts the node back even when a
-//! test fails.
+//! Faults of shared parts: sshd restarting, a host key that changes, glusterd down on one node,
+//! the API server and etcd restarting. Each breaks what every other test uses, so `e2e/test`
+//! runs this module on its own, one test at a time, after the others; a guard puts a node back
+//! even when a test fails.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -306,6 +306,109 @@ async fn glusterd_down_on_one_node() {
     }
     pvs.push(pv);
     for pv in pvs {
+        s.wait_pv_gone(&pv.name_any()).await;
+    }
+}
+
+/// Kills the environment's daemons `names` (`kill -9`, in order) and starts them again as the
+/// environment did: the same command line, detached, logging to the same file.
+fn restart_daemons(names: &[&str]) {
+    let state = &env().state_dir;
+    let mut commands = Vec::new();
+    for name in names {
+        let pid_file = state.join("pids").join(name);
+        let pid = std::fs::read_to_string(&pid_file)
+            .unwrap()
+            .trim()
+            .to_string();
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+        let argv: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        std::process::Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap();
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+                s.rsplit_once(')')
+                    .is_some_and(|(_, r)| r.trim_start().starts_with('Z'))
+            })
+        });
+        assert!(gone, "{name} ({pid}) still running");
+        commands.push((name, pid_file, argv));
+    }
+    for (name, pid_file, argv) in commands.into_iter().rev() {
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(state.join("logs").join(format!("{name}.log")))
+            .unwrap();
+        let child = std::process::Command::new("setsid")
+            .args(&argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        std::fs::write(pid_file, child.id().to_string()).unwrap();
+    }
+}
+
+/// Fault: the API server and etcd are killed (`kill -9`) in the middle of a burst of 20 claims
+/// and started again. Every claim is Bound exactly once, every volume has its PV, no GID twice.
+#[tokio::test]
+async fn the_api_server_restarting_mid_burst_loses_and_doubles_nothing() {
+    let s = Scenario::new("apirestart").await;
+    let class = s.class(json!({"volumetype": "none"}), "Delete").await;
+    let names: Vec<String> = (0..20).map(|i| format!("c{i}")).collect();
+    let claims = futures::future::join_all(
+        names
+            .iter()
+            .map(|n| s.claim(n, &class, "1Gi", "ReadWriteOnce")),
+    )
+    .await;
+    // Mid-burst: some bound, most not yet.
+    eventually(BIND_WAIT, "the first claims Bound", || async {
+        let list = s.claims.list(&Default::default()).await.ok()?;
+        let bound = list
+            .items
+            .iter()
+            .filter(|c| c.status.as_ref().and_then(|st| st.phase.as_deref()) == Some("Bound"))
+            .count();
+        (bound >= 2).then_some(())
+    })
+    .await;
+    restart_daemons(&["kube-apiserver", "etcd"]);
+    eventually(
+        Duration::from_secs(60),
+        "the API server answering",
+        || async { s.claims.list(&Default::default()).await.ok() },
+    )
+    .await;
+
+    let mut pvs = Vec::new();
+    for name in &names {
+        pvs.push(s.bound_pv(name).await);
+    }
+    let volumes = gluster_volumes().await;
+    let bricks = brick_dirs().await;
+    let mut gids = std::collections::HashSet::new();
+    for (claim, pv) in claims.iter().zip(&pvs) {
+        let suffix = uid_suffix(claim);
+        assert_eq!(pv.name_any(), format!("pvc-{}", claim.uid().unwrap()));
+        assert_eq!(glusterfs_path(pv), format!("vol_{suffix}"));
+        assert_eq!(volumes.iter().filter(|v| v.ends_with(&suffix)).count(), 1);
+        assert_eq!(bricks.iter().filter(|b| b.ends_with(&suffix)).count(), 1);
+        let gid = annotations(pv)["pv.beta.kubernetes.io/gid"].clone();
+        assert!(gids.insert(gid.clone()), "GID {gid} twice");
+    }
+    for name in &names {
+        s.delete_claim(name).await;
+    }
+    for pv in &pvs {
         s.wait_pv_gone(&pv.name_any()).await;
     }
 }
