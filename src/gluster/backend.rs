@@ -673,7 +673,7 @@ impl VolumeBackend for SshBackend {
                 .iter()
                 .filter(|c| c.node.name == brick.node)
                 .flat_map(|c| &c.roots);
-            let root = roots.filter(|r| brick.path.starts_with(&r.root)).next();
+            let root = roots.clone().find(|r| brick.path.starts_with(&r.root));
             if let Some(root) = root.filter(|r| r.room() < more) {
                 return Err(Error::Placement(format!(
                     "cannot grow {} by {} GiB: brick root {}:{} has room for {} GiB (free, less \

@@ -120,11 +120,11 @@ pub fn count_promises<'p>(
 ) {
     for promise in promises {
         for (node, path) in &promise.bricks {
-            let roots = capacity
+            let mut roots = capacity
                 .iter_mut()
                 .filter(|c| c.node.name == *node)
                 .flat_map(|c| c.roots.iter_mut());
-            if let Some(root) = roots.filter(|r| path.starts_with(&r.root)).next() {
+            if let Some(root) = roots.find(|r| path.starts_with(&r.root)) {
                 root.promised += promise.bytes;
             }
         }
@@ -455,7 +455,7 @@ mod tests {
         .unwrap_err();
         assert!(
             err.to_string()
-                .contains("replicate:4 needs 4 bricks on distinct nodes"),
+                .contains("replicate:4 needs 4 bricks of 1.0 GiB on distinct nodes"),
             "{err}"
         );
         // A node whose roots are too small for the volume does not count.

@@ -311,7 +311,9 @@ async fn glusterd_down_on_one_node() {
 }
 
 /// Kills the environment's daemons `names` (`kill -9`, in order) and starts them again as the
-/// environment did: the same command line, detached, logging to the same file.
+/// environment did: the same command line, detached, logging to the same file. They outlive
+/// the test, as the environment's own do; `e2e/env down` ends them.
+#[allow(clippy::zombie_processes)]
 fn restart_daemons(names: &[&str]) {
     let state = &env().state_dir;
     let mut commands = Vec::new();
