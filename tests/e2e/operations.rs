@@ -382,3 +382,47 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
     }
     drop(standby);
 }
+
+/// The fence itself, against Leases in the API server: a replica may write only while the lease
+/// names it and its last renewal still holds (a replica paused past it must not).
+#[tokio::test]
+async fn the_fence_passes_only_a_current_lease_of_ours() {
+    use glusterfs_provisioner::leader::{Fence, LeaseSettings};
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+
+    let s = Space::create(unique("fence"), "unused").await;
+    let leases: Api<Lease> = Api::namespaced(s.client.clone(), &s.ns);
+    let settings = LeaseSettings {
+        name: "fenced".into(),
+        namespace: s.ns.clone(),
+        identity: "me".into(),
+        duration_seconds: 15,
+        renew_before_seconds: 5,
+    };
+    let fence = Fence::new(s.client.clone(), settings);
+    let cases = [
+        ("me", SignedDuration::from_secs(0), true),
+        ("me", SignedDuration::from_secs(-20), false),
+        ("someone-else", SignedDuration::from_secs(0), false),
+    ];
+    for (holder, age, passes) in cases {
+        let renewed = Timestamp::now() + age;
+        let lease: Lease = from_json(json!({
+            "metadata": {"name": "fenced"},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 15,
+                     "renewTime": MicroTime(renewed)},
+        }));
+        leases.delete("fenced", &Default::default()).await.ok();
+        eventually(Duration::from_secs(10), "the old lease gone", || async {
+            leases.get_opt("fenced").await.unwrap().is_none().then_some(())
+        })
+        .await;
+        leases.create(&Default::default(), &lease).await.unwrap();
+        assert_eq!(
+            fence.check().await.is_ok(),
+            passes,
+            "holder {holder}, renewed {age} ago"
+        );
+    }
+}
