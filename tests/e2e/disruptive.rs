@@ -414,3 +414,100 @@ async fn the_api_server_restarting_mid_burst_loses_and_doubles_nothing() {
         s.wait_pv_gone(&pv.name_any()).await;
     }
 }
+
+/// A node's link on the environment's bridge (its veth), put back up when dropped.
+struct Link(String);
+
+impl Link {
+    fn down(node_index: usize) -> Self {
+        let link = Link(format!("gpveth{node_index}"));
+        link.set("down");
+        link
+    }
+
+    fn set(&self, state: &str) {
+        let ok = std::process::Command::new("ip")
+            .args(["link", "set", &self.0, state])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ip link set {} {state}", self.0);
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.set("up");
+    }
+}
+
+/// Whether the PV got a `VolumeFailedDelete` event from the scenario's provisioner.
+async fn delete_failed(s: &Space, pv: &str) -> bool {
+    let events: Api<Event> = Api::all(s.client.clone());
+    events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("VolumeFailedDelete")
+                && e.reporting_controller.as_deref() == Some(&s.provisioner_name)
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pv)
+        })
+}
+
+/// Fault: a node's link goes down during a provision and during a delete. Its glusterd peers
+/// still count it connected, so gluster's cluster-wide commands wait out their timeout: the
+/// claim fails cleanly (an event) and the delete is retried, until the link is back; then the
+/// claim binds, the delete finishes, and no volume or brick directory of either is left.
+#[tokio::test]
+async fn a_node_cut_off_during_provision_and_delete() {
+    let s = Scenario::new("linkdown").await;
+    let three = s
+        .class(json!({"volumetype": "replicate:3"}), "Delete")
+        .await;
+    let two = s
+        .class(json!({"volumetype": "replicate:2"}), "Delete")
+        .await;
+    let before = s.claim("before", &three, "1Gi", "ReadWriteOnce").await;
+    let before_pv = s.bound_pv("before").await;
+
+    let link = Link::down(2);
+    let during = s.claim("during", &two, "1Gi", "ReadWriteOnce").await;
+    s.delete_claim("before").await;
+    let outage = Duration::from_secs(400);
+    eventually(outage, "the provision failing or binding", || async {
+        let bound = s.claims.get("during").await.unwrap().status?.phase? == "Bound";
+        (bound || !failed_events(&s, &during).await.is_empty()).then_some(())
+    })
+    .await;
+    eventually(outage, "the delete failing", || async {
+        delete_failed(&s, &before_pv.name_any()).await.then_some(())
+    })
+    .await;
+    assert!(s.pvs.get_opt(&before_pv.name_any()).await.unwrap().is_some());
+    drop(link);
+
+    let wait = Duration::from_secs(600);
+    let during_pv = eventually(wait, "claim during Bound", || async {
+        let c = s.claims.get("during").await.unwrap();
+        (c.status?.phase? == "Bound").then_some(c.spec?.volume_name?)
+    })
+    .await;
+    eventually(wait, "PV of claim before deleted", || async {
+        s.pvs
+            .get_opt(&before_pv.name_any())
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    let suffix = uid_suffix(&before);
+    assert!(!gluster_volumes().await.iter().any(|v| v.ends_with(&suffix)));
+    assert!(!brick_dirs().await.iter().any(|d| d.ends_with(&suffix)));
+    s.delete_claim("during").await;
+    s.wait_pv_gone(&during_pv).await;
+    let suffix = uid_suffix(&during);
+    assert!(!brick_dirs().await.iter().any(|d| d.ends_with(&suffix)));
+}
