@@ -485,7 +485,13 @@ async fn a_node_cut_off_during_provision_and_delete() {
         delete_failed(&s, &before_pv.name_any()).await.then_some(())
     })
     .await;
-    assert!(s.pvs.get_opt(&before_pv.name_any()).await.unwrap().is_some());
+    assert!(
+        s.pvs
+            .get_opt(&before_pv.name_any())
+            .await
+            .unwrap()
+            .is_some()
+    );
     drop(link);
 
     let wait = Duration::from_secs(600);

@@ -388,8 +388,8 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
 #[tokio::test]
 async fn the_fence_passes_only_a_current_lease_of_ours() {
     use glusterfs_provisioner::leader::{Fence, LeaseSettings};
-    use k8s_openapi::jiff::{SignedDuration, Timestamp};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+    use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
     let s = Space::create(unique("fence"), "unused").await;
     let leases: Api<Lease> = Api::namespaced(s.client.clone(), &s.ns);
@@ -415,7 +415,12 @@ async fn the_fence_passes_only_a_current_lease_of_ours() {
         }));
         leases.delete("fenced", &Default::default()).await.ok();
         eventually(Duration::from_secs(10), "the old lease gone", || async {
-            leases.get_opt("fenced").await.unwrap().is_none().then_some(())
+            leases
+                .get_opt("fenced")
+                .await
+                .unwrap()
+                .is_none()
+                .then_some(())
         })
         .await;
         leases.create(&Default::default(), &lease).await.unwrap();
