@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use glusterfs_provisioner::config::csi as csi_names;
 use glusterfs_provisioner::config::{PvType, Topology};
 use glusterfs_provisioner::controller::{self, Settings};
+use glusterfs_provisioner::gluster::check;
 use glusterfs_provisioner::gluster::{SshBackend, SshExecutor};
 use glusterfs_provisioner::heketi::HeketiHttp;
 use glusterfs_provisioner::http::{self, Health};
@@ -350,86 +351,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-/// One row per node: SSH and host key (any command needs both), peers, brick roots and their
-/// free space; then each cluster's zones. Fails when any node has a problem.
+/// The `topology` command: fails when any node has a problem.
 async fn check_topology(args: &TopologyArgs) -> anyhow::Result<()> {
     let path = args.path.as_deref().context("--topology is required")?;
     let (topology, ssh) = executor(args, path)?;
     let backend = SshBackend::new(topology.clone(), ssh, Arc::new(Metrics::new()));
-    let mut problems = 0;
-    println!(
-        "{:<10} {:<14} {:<16} {:<8} {:<12} {:<40} STATUS",
-        "CLUSTER", "NODE", "SSH", "ZONE", "PEERS", "BRICK ROOTS (free / size)"
-    );
-    for cluster in &topology.clusters {
-        let backend = &backend;
-        let checks = futures::future::join_all(cluster.nodes.iter().map(|node| async move {
-            let (peers, space) = tokio::join!(backend.peers(node), backend.node_space(node));
-            (node, peers, space)
-        }))
-        .await;
-        let health = backend.health(cluster).await;
-        for (node, peers, space) in checks {
-            let mut status: Vec<String> = Vec::new();
-            let down = health.iter().find(|h| h.node == node.name);
-            status.extend(down.and_then(|h| h.down.clone()));
-            let peers = match peers {
-                Ok(peers) => {
-                    let up = peers.iter().filter(|p| p.is_connected()).count();
-                    if up + 1 < cluster.nodes.len() {
-                        status.push(format!(
-                            "{up} peers connected, the cluster has {} other nodes",
-                            cluster.nodes.len() - 1
-                        ));
-                    }
-                    format!("{up}/{} up", peers.len())
-                }
-                Err(e) => {
-                    status.push(e.to_string());
-                    "-".into()
-                }
-            };
-            let roots = match space {
-                Ok(space) => space
-                    .roots
-                    .iter()
-                    .map(|r| format!("{} {}/{}", r.root.display(), gib(r.free), gib(r.total)))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                Err(e) => {
-                    status.push(e.to_string());
-                    "-".into()
-                }
-            };
-            status.dedup();
-            problems += usize::from(!status.is_empty());
-            let status = if status.is_empty() {
-                "ok".to_string()
-            } else {
-                status.join("; ")
-            };
-            println!(
-                "{:<10} {:<14} {:<16} {:<8} {:<12} {:<40} {status}",
-                cluster.name, node.name, node.ssh_address, node.zone, peers, roots
-            );
-        }
-        let zones: std::collections::BTreeSet<_> = cluster.nodes.iter().map(|n| &n.zone).collect();
-        let spread = if zones.len() > 1 {
-            "replicas are spread over zones"
-        } else {
-            "one zone: replicas cannot be spread over zones"
-        };
-        println!(
-            "cluster {}: {} nodes in {} zone(s); {spread}",
-            cluster.name,
-            cluster.nodes.len(),
-            zones.len()
-        );
-    }
+    let problems = check::report(&backend, &topology).await;
     anyhow::ensure!(problems == 0, "{problems} node(s) with problems");
     Ok(())
-}
-
-fn gib(bytes: u64) -> String {
-    format!("{:.1}G", bytes as f64 / f64::from(1 << 30))
 }

@@ -2,6 +2,7 @@
 //! planning (names, placement, CLI arguments) and the backend that puts them together.
 
 pub mod backend;
+pub mod check;
 pub mod health;
 pub mod plan;
 pub mod ssh;
