@@ -109,6 +109,7 @@ impl GlusterNode {
         if self.pids("sshd").is_empty() {
             self.start_sshd();
         }
+        self.signal("glusterd", "-CONT");
         if self.pids("glusterd").is_empty() {
             self.start_glusterd();
         }
@@ -308,6 +309,56 @@ async fn glusterd_down_on_one_node() {
     for pv in pvs {
         s.wait_pv_gone(&pv.name_any()).await;
     }
+}
+
+/// Gluster commands a provisioner (metrics on `port`) ran on `node`.
+async fn commands_on(port: u16, node: &str) -> u64 {
+    let label = format!("node=\"{node}\"");
+    metrics(port)
+        .await
+        .lines()
+        .filter(|l| {
+            l.starts_with("glusterfs_provisioner_gluster_operation_duration_seconds_count{")
+                && l.contains(&label)
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// Fault: glusterd on one node is hung (SIGSTOP) while its sshd answers. The probe finds it
+/// (gluster's own timeout), so no command is sent there to wait out the full timeout, while the
+/// other nodes serve; a `replicate:3` claim fails naming the node, and binds once it resumes.
+#[tokio::test]
+async fn a_hung_glusterd_gets_no_commands() {
+    let port = 18095;
+    let (s, _p, three, _two) = with_metrics("hung", port).await;
+    let victim = &nodes()[2];
+    let node = GlusterNode::new(&victim.name);
+    node.signal("glusterd", "-STOP");
+    let claim = s.claim("three", &three, "1Gi", "ReadWriteOnce").await;
+    let note = eventually(BIND_WAIT, "a failure naming the node", || async {
+        failed_events(&s, &claim).await.into_iter().next()
+    })
+    .await;
+    assert!(
+        note.contains(&format!("{} (glusterd does not answer", victim.name)),
+        "{note:?}"
+    );
+    // The retries run their commands on the other nodes, never on the hung one.
+    eventually(BIND_WAIT, "commands on the other nodes", || async {
+        let mut others = 0;
+        for n in nodes().iter().filter(|n| n.name != victim.name) {
+            others += commands_on(port, &n.name).await;
+        }
+        (others >= 4).then_some(())
+    })
+    .await;
+    assert_eq!(commands_on(port, &victim.name).await, 0);
+
+    node.signal("glusterd", "-CONT");
+    let pv = s.bound_pv("three").await;
+    s.delete_claim("three").await;
+    s.wait_pv_gone(&pv.name_any()).await;
 }
 
 /// Kills the environment's daemons `names` (`kill -9`, in order) and starts them again as the
