@@ -122,9 +122,14 @@ impl Drop for GlusterNode {
     }
 }
 
-/// Whether the claim got a `ProvisioningFailed` event from the scenario's provisioner.
-async fn failed_events(s: &Space, claim: &PersistentVolumeClaim) -> Vec<String> {
-    let events: Api<Event> = Api::namespaced(s.client.clone(), &s.ns);
+/// Notes of the `reason` events the space's provisioner reported about objects `regarding`
+/// accepts.
+async fn notes(
+    s: &Space,
+    reason: &str,
+    regarding: impl Fn(&k8s_openapi::api::core::v1::ObjectReference) -> bool,
+) -> Vec<String> {
+    let events: Api<Event> = Api::all(s.client.clone());
     events
         .list(&Default::default())
         .await
@@ -132,11 +137,29 @@ async fn failed_events(s: &Space, claim: &PersistentVolumeClaim) -> Vec<String> 
         .items
         .into_iter()
         .filter(|e| {
-            e.reason.as_deref() == Some("ProvisioningFailed")
-                && e.regarding.as_ref().and_then(|r| r.uid.clone()) == claim.uid()
+            e.reason.as_deref() == Some(reason)
+                && e.reporting_controller.as_deref() == Some(&s.provisioner_name)
+                && e.regarding.as_ref().is_some_and(&regarding)
         })
         .map(|e| e.note.unwrap_or_default())
         .collect()
+}
+
+/// Waits for the claim to fail naming `node` as one whose glusterd does not answer.
+async fn refused_naming(s: &Space, claim: &PersistentVolumeClaim, node: &str) {
+    let note = eventually(BIND_WAIT, "a failure naming the node", || async {
+        failed_events(s, claim).await.into_iter().next()
+    })
+    .await;
+    assert!(
+        note.contains(&format!("{node} (glusterd does not answer")),
+        "{note:?}"
+    );
+}
+
+/// The claim's `ProvisioningFailed` notes.
+async fn failed_events(s: &Space, claim: &PersistentVolumeClaim) -> Vec<String> {
+    notes(s, "ProvisioningFailed", |r| r.uid == claim.uid()).await
 }
 
 /// A namespace, a provisioner with its metrics on `port`, and its `replicate:3` and
@@ -275,14 +298,7 @@ async fn glusterd_down_on_one_node() {
         pvs.push(pv);
     }
     let refused = s.claim("three", &three, "1Gi", "ReadWriteOnce").await;
-    let note = eventually(BIND_WAIT, "a failure naming the node", || async {
-        failed_events(&s, &refused).await.into_iter().next()
-    })
-    .await;
-    assert!(
-        note.contains(&format!("{} (glusterd does not answer", victim.name)),
-        "{note:?}"
-    );
+    refused_naming(&s, &refused, &victim.name).await;
     let series = format!(
         "glusterfs_provisioner_glusterd_up{{node=\"{}\"}} 0",
         victim.name
@@ -336,14 +352,7 @@ async fn a_hung_glusterd_gets_no_commands() {
     let node = GlusterNode::new(&victim.name);
     node.signal("glusterd", "-STOP");
     let claim = s.claim("three", &three, "1Gi", "ReadWriteOnce").await;
-    let note = eventually(BIND_WAIT, "a failure naming the node", || async {
-        failed_events(&s, &claim).await.into_iter().next()
-    })
-    .await;
-    assert!(
-        note.contains(&format!("{} (glusterd does not answer", victim.name)),
-        "{note:?}"
-    );
+    refused_naming(&s, &claim, &victim.name).await;
     // The retries run their commands on the other nodes, never on the hung one.
     eventually(BIND_WAIT, "commands on the other nodes", || async {
         let mut others = 0;
@@ -491,20 +500,11 @@ impl Drop for Link {
     }
 }
 
-/// Whether the PV got a `VolumeFailedDelete` event from the scenario's provisioner.
+/// Whether the PV got a `VolumeFailedDelete` event.
 async fn delete_failed(s: &Space, pv: &str) -> bool {
-    let events: Api<Event> = Api::all(s.client.clone());
-    events
-        .list(&Default::default())
+    !notes(s, "VolumeFailedDelete", |r| r.name.as_deref() == Some(pv))
         .await
-        .unwrap()
-        .items
-        .iter()
-        .any(|e| {
-            e.reason.as_deref() == Some("VolumeFailedDelete")
-                && e.reporting_controller.as_deref() == Some(&s.provisioner_name)
-                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pv)
-        })
+        .is_empty()
 }
 
 /// Fault: a node's link goes down during a provision and during a delete. Its glusterd peers
