@@ -22,7 +22,7 @@ mod support;
 mod scenario;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,17 +45,23 @@ use support::{Provisioner, admin_client, env, eventually, unique};
 
 const TIMEOUT: Duration = Duration::from_secs(900);
 const GID_MIN: u32 = 40000;
+const PRELOADED_ROOT: &str = "/srv/gluster/preloaded";
 
 struct Options {
     claims: usize,
+    one_by_one: usize,
     scale: usize,
+    /// `GLUSTER_COMMANDS` settings to compare bursts at, besides the default.
+    commands: Vec<u16>,
     out: PathBuf,
 }
 
 fn options() -> Options {
     let mut o = Options {
         claims: 30,
-        scale: 5000,
+        one_by_one: 10,
+        scale: 20000,
+        commands: Vec::new(),
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench"),
     };
     let mut args = std::env::args().skip(1);
@@ -64,6 +70,13 @@ fn options() -> Options {
         match a.as_str() {
             "--claims" => o.claims = value().parse().expect("--claims N"),
             "--scale" => o.scale = value().parse().expect("--scale N"),
+            "--one-by-one" => o.one_by_one = value().parse().expect("--one-by-one N"),
+            "--commands" => {
+                o.commands = value()
+                    .split(',')
+                    .map(|k| k.parse().expect("--commands K,K,..."))
+                    .collect()
+            }
             "--out" => o.out = value().into(),
             _ => {} // cargo bench adds --bench
         }
@@ -161,6 +174,8 @@ struct Baseline {
     parallel: usize,
     /// Seconds from the start until each volume was started and size-limited.
     ready: Vec<f64>,
+    /// Seconds each volume took from its first command.
+    each: Vec<f64>,
     create: f64,
     delete: f64,
 }
@@ -177,8 +192,9 @@ async fn baseline(cli: &Cli, cluster: &Cluster, n: usize, parallel: usize) -> Ba
     };
     let names: Vec<String> = (0..n).map(|i| format!("bench_{tag}_{i}")).collect();
     let start = Instant::now();
-    let mut ready: Vec<f64> = stream::iter(names.iter().enumerate())
+    let timings: Vec<(f64, f64)> = stream::iter(names.iter().enumerate())
         .map(|(i, name)| async move {
+            let began = Instant::now();
             let gid = GID_MIN + i as u32;
             futures::future::join_all(nodes.iter().map(|node| {
                 let dir = brick(node, name);
@@ -200,12 +216,13 @@ async fn baseline(cli: &Cli, cluster: &Cluster, n: usize, parallel: usize) -> Ba
                 bricks = bricks.join(" ")
             );
             cli.run(&nodes[i % nodes.len()].ssh_address, &script).await;
-            secs(start.elapsed())
+            (secs(start.elapsed()), secs(began.elapsed()))
         })
         .buffer_unordered(parallel)
         .collect()
         .await;
     let create = secs(start.elapsed());
+    let (mut ready, each): (Vec<f64>, Vec<f64>) = timings.into_iter().unzip();
     ready.sort_by(f64::total_cmp);
     let start = Instant::now();
     stream::iter(names.iter().enumerate())
@@ -229,6 +246,7 @@ async fn baseline(cli: &Cli, cluster: &Cluster, n: usize, parallel: usize) -> Ba
     Baseline {
         parallel,
         ready,
+        each,
         create,
         delete,
     }
@@ -392,7 +410,7 @@ async fn preload(client: &Client, provisioner: &str, cluster: &Cluster, n: usize
     let svcs = Api::<Service>::namespaced(client.clone(), &ns);
     let started = Instant::now();
     stream::iter(0..n)
-        .for_each_concurrent(32, |i| {
+        .for_each_concurrent(64, |i| {
             let (class, class_name) = (&class, &class_name);
             let (claims, pvs, eps, svcs, ns) = (&claims, &pvs, &eps, &svcs, &ns);
             async move {
@@ -418,7 +436,9 @@ async fn preload(client: &Client, provisioner: &str, cluster: &Cluster, n: usize
                 let bricks: Vec<Brick> = cluster
                     .nodes
                     .iter()
-                    .map(|node| Brick::new(node, &node.brick_roots[0], &volume))
+                    // A root outside the topology: these volumes hold no real space, so they
+                    // must not fill the real roots' promises.
+                    .map(|node| Brick::new(node, Path::new(PRELOADED_ROOT), &volume))
                     .collect();
                 let ep_name = objects::endpoints_name("glusterfs-dynamic", &uid);
                 let recorded = BTreeMap::from([
@@ -461,22 +481,18 @@ async fn preload(client: &Client, provisioner: &str, cluster: &Cluster, n: usize
         secs(started.elapsed())
     ));
     // A claim the PV controller saw before its PV existed is Lost until its next sync.
-    eventually(
-        Duration::from_secs(120),
-        "preloaded claims Bound",
-        || async {
-            let list = claims.list(&ListParams::default()).await.unwrap();
-            let bound = list
-                .items
-                .iter()
-                .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
-                .count();
-            if bound < n {
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
-            (bound == n).then_some(())
-        },
-    )
+    eventually(TIMEOUT, "preloaded claims Bound", || async {
+        let list = claims.list(&ListParams::default()).await.unwrap();
+        let bound = list
+            .items
+            .iter()
+            .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound"))
+            .count();
+        if bound < n {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        (bound == n).then_some(())
+    })
     .await;
     class_name
 }
@@ -532,9 +548,23 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// The provisioner as deployed: defaults, release build, restricted identity.
-fn start_provisioner(name: &str, port: u16) -> Provisioner {
-    Provisioner::spawn(name, &[], &format!("127.0.0.1:{port}"), "info")
+/// The provisioner as deployed (release build, restricted identity), with its defaults or
+/// `commands` gluster commands at once; and the seconds it took to be ready for `class`.
+async fn start_provisioner(
+    name: &str,
+    class: &str,
+    commands: Option<u16>,
+) -> (Provisioner, u16, f64) {
+    let port = free_port();
+    let started = Instant::now();
+    let commands = commands.map(|k| k.to_string());
+    let vars: Vec<(&str, &str)> = commands
+        .iter()
+        .map(|k| ("GLUSTER_COMMANDS", k.as_str()))
+        .collect();
+    let provisioner = Provisioner::spawn(name, &vars, &format!("127.0.0.1:{port}"), "info");
+    let ready = time_to_ready(port, class, started).await;
+    (provisioner, port, ready)
 }
 
 // ---- the report -----------------------------------------------------------------------------
@@ -569,7 +599,16 @@ fn chart(path: &std::path::Path, series: &[(String, Vec<f64>)]) {
         .label_style(("sans-serif", 14))
         .draw()
         .unwrap();
-    let colors = [RED, BLUE, GREEN, MAGENTA, BLACK];
+    let colors = [
+        RED,
+        BLUE,
+        GREEN,
+        MAGENTA,
+        BLACK,
+        CYAN,
+        RGBColor(230, 140, 0),
+        RGBColor(120, 60, 20),
+    ];
     for ((label, values), color) in series.iter().zip(colors) {
         let mut v = values.clone();
         v.sort_by(f64::total_cmp);
@@ -596,6 +635,62 @@ fn chart(path: &std::path::Path, series: &[(String, Vec<f64>)]) {
         .draw()
         .unwrap();
     root.present().unwrap();
+}
+
+/// A burst at one setting: its claims' latencies and total, and the delete's total.
+struct BurstRun {
+    commands: Option<u16>,
+    latencies: Vec<f64>,
+    total: f64,
+    delete: f64,
+}
+
+impl BurstRun {
+    fn median_share(&self) -> f64 {
+        percentiles(&self.latencies).0 / self.total
+    }
+
+    fn setting(&self) -> String {
+        match self.commands {
+            Some(k) => format!("GLUSTER_COMMANDS={k}"),
+            None => "default".into(),
+        }
+    }
+}
+
+async fn burst_and_delete(burst: &Burst, n: usize, prefix: &str) -> (Vec<f64>, f64, f64) {
+    let (claims, latencies, total) = burst.provision(n, prefix).await;
+    log(format!("{n} claims Bound in {total:.1} s"));
+    let delete = burst.delete(&claims).await;
+    log(format!("{n} deleted in {delete:.1} s"));
+    (latencies, total, delete)
+}
+
+/// `n` claims, each made once the one before is Bound: an `OrderedReady` StatefulSet. One
+/// claim before them, not counted, opens the provisioner's SSH connections (the baseline's
+/// are open before its clock starts).
+async fn one_by_one(burst: &Burst, n: usize) -> Vec<f64> {
+    let (mut claims, _, _) = burst.provision(1, "warm").await;
+    let mut latencies = Vec::new();
+    for i in 0..n {
+        let (made, latency, _) = burst.provision(1, &format!("one{i}")).await;
+        latencies.extend(latency);
+        claims.extend(made);
+    }
+    burst.delete(&claims).await;
+    latencies
+}
+
+/// 10 claims at once, twice: the latencies and total of the faster run (glusterd's pace
+/// varies by a few seconds from run to run).
+async fn best_of_two(burst: &Burst, prefix: &str) -> (Vec<f64>, f64) {
+    let (l1, t1, _) = burst_and_delete(burst, 10, &format!("{prefix}a")).await;
+    let (l2, t2, _) = burst_and_delete(burst, 10, &format!("{prefix}b")).await;
+    if t1 <= t2 { (l1, t1) } else { (l2, t2) }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
 }
 
 #[tokio::main]
@@ -629,104 +724,175 @@ async fn main() {
         .iter()
         .map(|b| b.delete)
         .fold(serial.delete, f64::min);
+    let (alone, _, _) = percentiles(&serial.each);
 
-    log(format!("2. burst: {n} claims at once"));
     let name = format!("bench.gluster.org/{}", unique("p"));
-    let port = free_port();
-    let started = Instant::now();
-    let mut provisioner = start_provisioner(&name, port);
     let burst = Burst::new(&client, &name).await;
-    let ready_small = time_to_ready(port, &burst.class, started).await;
-    let (claims, latencies, burst_total) = burst.provision(n, "burst").await;
-    let (p50, p95, max) = percentiles(&latencies);
-    log(format!("{n} claims Bound in {burst_total:.1} s"));
-
-    log("3. burst delete");
-    let delete_total = burst.delete(&claims).await;
-    // Stopped as a pod is, so the next start does not wait out a dead leader's lease.
+    let mut runs = Vec::new();
+    for k in o.commands.iter().copied() {
+        log(format!(
+            "2. burst of {n} with GLUSTER_COMMANDS={k}, then its delete"
+        ));
+        let (mut provisioner, _, _) = start_provisioner(&name, &burst.class, Some(k)).await;
+        let (latencies, total, delete) = burst_and_delete(&burst, n, &format!("k{k}")).await;
+        // Stopped as a pod is, so the next start does not wait out a dead leader's lease.
+        provisioner.stop().await;
+        runs.push(BurstRun {
+            commands: Some(k),
+            latencies,
+            total,
+            delete,
+        });
+    }
+    let (mut provisioner, _, ready_small) = start_provisioner(&name, &burst.class, None).await;
+    log(format!("3. {} claims one at a time", o.one_by_one));
+    let single = one_by_one(&burst, o.one_by_one).await;
+    log(format!("2. burst of {n} at the defaults, then its delete"));
+    let (latencies, total, delete) = burst_and_delete(&burst, n, "burst").await;
+    let main = BurstRun {
+        commands: None,
+        latencies,
+        total,
+        delete,
+    };
+    log("4. 10 claims at once on an empty cluster, the better of two");
+    let (empty_latencies, empty_total) = best_of_two(&burst, "empty").await;
     provisioner.stop().await;
 
-    log(format!("4. scale: {} PVs and bound claims", o.scale));
+    log(format!("5. scale: {} PVs and bound claims", o.scale));
     let scale_class = preload(&client, &name, &cluster, o.scale).await;
-    let port = free_port();
-    let started = Instant::now();
-    let mut provisioner = start_provisioner(&name, port);
+    let (mut provisioner, _, ready_scale) = start_provisioner(&name, &scale_class, None).await;
     let pid = provisioner.pid().unwrap();
-    let ready_scale = time_to_ready(port, &scale_class, started).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (rss_steady, _) = memory(pid);
     let cpu_before = cpu_seconds(pid);
     tokio::time::sleep(Duration::from_secs(60)).await;
     let idle_cpu = cpu_seconds(pid) - cpu_before;
-    let (scale_claims, scale_latencies, scale_total) = burst.provision(10, "scale").await;
-    let (s50, s95, smax) = percentiles(&scale_latencies);
+    let (scale_latencies, scale_total) = best_of_two(&burst, "scale").await;
     let (_, rss_peak) = memory(pid);
-    burst.delete(&scale_claims).await;
     provisioner.kill().await;
 
-    let ratio = burst_total / best.create;
-    let delete_ratio = delete_total / best_delete;
+    let (p50, p95, max) = percentiles(&main.latencies);
+    let (o50, _, omax) = percentiles(&single);
+    let (e50, _, _) = percentiles(&empty_latencies);
+    let (s50, _, _) = percentiles(&scale_latencies);
+    let ratio = main.total / best.create;
+    let delete_ratio = main.delete / best_delete;
+    let scale_ratio = scale_total / empty_total;
     let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    let rows = [
-        ("burst claims", format!("{n}")),
-        ("burst: all Bound (s)", format!("{burst_total:.2}")),
+    let mut rows: Vec<(String, String, String)> = vec![
         (
-            "burst: per-claim p50 / p95 / max (s)",
-            format!("{p50:.2} / {p95:.2} / {max:.2}"),
-        ),
-        (
-            "burst: claims per minute",
-            format!("{:.1}", n as f64 * 60.0 / burst_total),
-        ),
-        (
-            "baseline serial: create / delete (s)",
+            "baseline serial: create / delete (s)".into(),
             format!("{:.2} / {:.2}", serial.create, serial.delete),
+            String::new(),
         ),
         (
-            "baseline parallel: create / delete (s)",
+            "baseline parallel: create / delete (s)".into(),
             parallel
                 .iter()
                 .map(|b| format!("x{}: {:.2} / {:.2}", b.parallel, b.create, b.delete))
                 .collect::<Vec<_>>()
                 .join(", "),
-        ),
-        ("ratio burst / best baseline", format!("{ratio:.2}")),
-        ("burst delete: all gone (s)", format!("{delete_total:.2}")),
-        (
-            "ratio delete / best delete baseline",
-            format!("{delete_ratio:.2}"),
-        ),
-        ("ready, empty cluster (s)", format!("{ready_small:.2}")),
-        (
-            "scale: ready with PVs + claims (s)",
-            format!("{ready_scale:.2} ({} + {})", o.scale, o.scale),
+            String::new(),
         ),
         (
-            "scale: RSS steady / peak (MiB)",
-            format!("{:.1} / {:.1}", mib(rss_steady), mib(rss_peak)),
+            "baseline: one volume alone, p50 (s)".into(),
+            format!("{alone:.2}"),
+            String::new(),
         ),
-        ("scale: CPU over 60 idle s (s)", format!("{idle_cpu:.3}")),
         (
-            "scale: 10 claims p50 / p95 / max, all (s)",
-            format!("{s50:.2} / {s95:.2} / {smax:.2}, {scale_total:.2}"),
+            format!("burst of {n}: all Bound (s), / best baseline"),
+            format!("{:.2}, {ratio:.2}", main.total),
+            format!("<= 1.05: {}", verdict(ratio <= 1.05)),
+        ),
+        (
+            "burst: per-claim p50 / p95 / max (s)".into(),
+            format!("{p50:.2} / {p95:.2} / {max:.2}"),
+            String::new(),
+        ),
+        (
+            "burst: p50 / all Bound".into(),
+            format!("{:.2}", main.median_share()),
+            format!("<= 0.60: {}", verdict(main.median_share() <= 0.6)),
         ),
     ];
-    println!();
-    for (k, v) in &rows {
-        println!("{k:<42} {v}");
+    for run in &runs {
+        rows.push((
+            format!("burst at {}: all Bound, p50 / all (s)", run.setting()),
+            format!(
+                "{:.2} ({:.2}x best), {:.2}; delete {:.2}",
+                run.total,
+                run.total / best.create,
+                run.median_share(),
+                run.delete
+            ),
+            String::new(),
+        ));
     }
+    rows.extend([
+        (
+            "burst delete: all gone (s), / best baseline".into(),
+            format!("{:.2}, {delete_ratio:.2}", main.delete),
+            format!("<= 1.10: {}", verdict(delete_ratio <= 1.10)),
+        ),
+        (
+            format!("{} one at a time: p50 / max (s)", o.one_by_one),
+            format!("{o50:.2} / {omax:.2}"),
+            format!(
+                "max <= {:.2}: {}",
+                alone + 1.0,
+                verdict(omax <= alone + 1.0)
+            ),
+        ),
+        (
+            "ready, empty cluster (s)".into(),
+            format!("{ready_small:.2}"),
+            String::new(),
+        ),
+        (
+            format!("scale: ready with {0} PVs + {0} claims (s)", o.scale),
+            format!("{ready_scale:.2}"),
+            format!("< 3: {}", verdict(ready_scale < 3.0)),
+        ),
+        (
+            "scale: RSS steady / peak (MiB)".into(),
+            format!("{:.1} / {:.1}", mib(rss_steady), mib(rss_peak)),
+            format!("< 80 MB: {}", verdict(rss_peak < 80_000_000)),
+        ),
+        (
+            "scale: CPU over 60 idle s (s)".into(),
+            format!("{idle_cpu:.3}"),
+            String::new(),
+        ),
+        (
+            "10 claims: all Bound empty / at scale (s)".into(),
+            format!("{empty_total:.2} / {scale_total:.2} (p50 {e50:.2} / {s50:.2})"),
+            format!("<= 1.10x: {}", verdict(scale_ratio <= 1.10)),
+        ),
+    ]);
+    println!();
+    for (k, v, target) in &rows {
+        println!("{k:<46} {v:<40} {target}");
+    }
+    let run_json = |r: &BurstRun| {
+        json!({"setting": r.setting(), "total_seconds": r.total, "latencies": r.latencies,
+               "median_share": r.median_share(), "delete_seconds": r.delete})
+    };
     let results = json!({
         "claims": n,
-        "burst": {"total_seconds": burst_total, "latencies": latencies, "p50": p50, "p95": p95,
-                  "max": max, "claims_per_minute": n as f64 * 60.0 / burst_total},
+        "burst": run_json(&main),
+        "settings": runs.iter().map(run_json).collect::<Vec<_>>(),
         "baseline": {
-            "serial": {"create_seconds": serial.create, "delete_seconds": serial.delete, "ready": serial.ready},
+            "serial": {"create_seconds": serial.create, "delete_seconds": serial.delete,
+                       "ready": serial.ready, "each": serial.each},
             "parallel": parallel.iter().map(|b| json!({"parallelism": b.parallel,
                 "create_seconds": b.create, "delete_seconds": b.delete, "ready": b.ready})).collect::<Vec<_>>(),
         },
         "ratio_burst_to_best_baseline": ratio,
-        "delete": {"total_seconds": delete_total, "ratio_to_best_baseline": delete_ratio},
+        "delete": {"total_seconds": main.delete, "ratio_to_best_baseline": delete_ratio},
+        "one_by_one": {"latencies": single, "baseline_alone_p50": alone},
         "ready_seconds_empty": ready_small,
+        "empty_10": {"latencies": empty_latencies, "total_seconds": empty_total},
         "scale": {"pvs": o.scale, "claims": o.scale, "ready_seconds": ready_scale,
                   "rss_steady_bytes": rss_steady, "rss_peak_bytes": rss_peak,
                   "idle_cpu_seconds_per_60s": idle_cpu, "latencies": scale_latencies,
@@ -735,27 +901,25 @@ async fn main() {
     let json_path = o.out.join("results.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
     let png = o.out.join("latency.png");
-    chart(
-        &png,
-        &[
-            (
-                format!("provisioner, burst of {n}: created → Bound"),
-                latencies,
-            ),
-            (
-                format!("gluster baseline x{}: volume ready", best.parallel),
-                best.ready.clone(),
-            ),
-            (
-                "gluster baseline, serial: volume ready".into(),
-                serial.ready,
-            ),
-            (
-                format!("provisioner with {} PVs: 10 claims", o.scale),
-                scale_latencies,
-            ),
-        ],
+    let mut series = vec![
+        (
+            format!("provisioner, burst of {n}: created → Bound"),
+            main.latencies.clone(),
+        ),
+        (
+            format!("gluster CLI x{}: volume ready", best.parallel),
+            best.ready.clone(),
+        ),
+        (
+            "gluster CLI, serial: volume ready".into(),
+            serial.ready.clone(),
+        ),
+    ];
+    series.extend(
+        runs.iter()
+            .map(|r| (format!("provisioner, {}", r.setting()), r.latencies.clone())),
     );
+    chart(&png, &series);
     println!(
         "\nresults: {}\nchart:   {}",
         json_path.display(),

@@ -137,6 +137,11 @@ struct RunArgs {
     /// Claims provisioned, and volumes deleted, in parallel.
     #[arg(long, env = "WORKERS", default_value_t = 32)]
     workers: u16,
+    /// Gluster commands making volumes sent at once; the rest wait, the volumes started
+    /// first going first. Fewer: a burst's first claims are Bound sooner; more: its last
+    /// ones (the README's benchmark shows the trade-off).
+    #[arg(long, env = "GLUSTER_COMMANDS", default_value_t = 8)]
+    gluster_commands: u16,
     /// First retry delay after a failure, in seconds; it doubles on each further failure.
     #[arg(long, env = "RETRY_MIN_SECONDS", default_value_t = 15.0)]
     retry_min_seconds: f64,
@@ -312,7 +317,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => {
             let (topology, ssh) = executor(&args.topology, path)?;
             let ssh = ssh.with_metrics(metrics.clone());
-            Some(SshBackend::new(topology, ssh, metrics.clone()))
+            Some(SshBackend::new(
+                topology,
+                ssh,
+                metrics.clone(),
+                args.gluster_commands.max(1).into(),
+            ))
         }
         None => None,
     };
@@ -355,7 +365,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 async fn check_topology(args: &TopologyArgs) -> anyhow::Result<()> {
     let path = args.path.as_deref().context("--topology is required")?;
     let (topology, ssh) = executor(args, path)?;
-    let backend = SshBackend::new(topology.clone(), ssh, Arc::new(Metrics::new()));
+    let backend = SshBackend::new(topology.clone(), ssh, Arc::new(Metrics::new()), 1);
     let problems = check::report(&backend, &topology).await;
     anyhow::ensure!(problems == 0, "{problems} node(s) with problems");
     Ok(())

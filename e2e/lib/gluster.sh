@@ -7,7 +7,8 @@ SSH_DIR=$STATE_DIR/ssh
 TOPOLOGY=$STATE_DIR/topology.json
 # Every node sees its brick roots at the same paths, as real servers usually do.
 BRICK_ROOTS=(/srv/gluster/brick1 /srv/gluster/brick2)
-BRICK_SIZES=(10G 8G)
+# The benchmark asks for more room (GP_BRICK_SIZES): a burst of 30 1 GiB replica-3 volumes.
+read -r -a BRICK_SIZES <<< "${GP_BRICK_SIZES:-10G 8G}"
 
 node_dir() { echo "$STATE_DIR/nodes/${NODES[$1]}"; }
 # Runs a command inside node i's network and mount namespaces.

@@ -16,6 +16,7 @@ use futures::future::join_all;
 use super::health::{self, NodeHealth};
 use super::plan::{self, Brick, NodeCapacity, Promise, RootSpace};
 use super::ssh::SshExecutor;
+use super::turns::{Turn, Turns};
 use super::xml::{self, Peer, Volume};
 use crate::config::{Cluster, Node, Topology};
 use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, brick_record};
@@ -49,6 +50,9 @@ pub struct SshBackend {
     /// one reading instead of each asking every node (nothing is reserved by placement, so a
     /// fresher reading would not place them differently).
     space: HashMap<String, tokio::sync::Mutex<Option<SpaceReading>>>,
+    /// Orders the commands that make volumes: see [`Turns`]. Deletions are not held back:
+    /// nobody waits on one in particular, so they go at glusterd's own pace.
+    turns: Turns,
 }
 
 /// When the brick roots of a node were read, and what they had.
@@ -72,7 +76,13 @@ fn words(ws: &[&str]) -> Vec<String> {
 }
 
 impl SshBackend {
-    pub fn new(topology: Topology, ssh: SshExecutor, metrics: Arc<Metrics>) -> Self {
+    /// At most `commands` gluster commands that change volumes are out at once.
+    pub fn new(
+        topology: Topology,
+        ssh: SshExecutor,
+        metrics: Arc<Metrics>,
+        commands: usize,
+    ) -> Self {
         let space = topology
             .clusters
             .iter()
@@ -88,6 +98,7 @@ impl SshBackend {
             ssh,
             metrics,
             next_node: AtomicUsize::default(),
+            turns: Turns::new(commands),
         }
     }
 
@@ -152,7 +163,10 @@ impl SshBackend {
                 bricks
             }
         };
-        let done = self.build(cluster, req, existing.as_ref(), &bricks).await;
+        let turn = self.turns.take();
+        let done = self
+            .build(cluster, req, existing.as_ref(), &bricks, turn)
+            .await;
         if let Err(e) = done {
             // A volume this attempt created is removed again; one found from an earlier attempt
             // is left for the next retry to finish.
@@ -180,6 +194,7 @@ impl SshBackend {
         req: &VolumeRequest<'_>,
         existing: Option<&Volume>,
         bricks: &[Brick],
+        turn: Turn,
     ) -> Result<()> {
         let gid = req.gid.to_string();
         // Brick directories group-owned by the GID with setgid, so files keep the group.
@@ -202,28 +217,34 @@ impl SshBackend {
         if existing.is_none() {
             // The name is this claim's alone: one that exists is a retried create's own.
             let create = plan::create_args(name, req.durability, bricks);
-            self.gluster_tolerant(cluster, create, "already exists")
+            self.gluster_tolerant(cluster, create, "already exists", Some(turn))
                 .await?;
         }
         for set in plan::options_args(name, req.gid, req.options) {
-            self.gluster(cluster, set).await?;
+            self.gluster(cluster, set, Some(turn)).await?;
         }
         if !existing.is_some_and(Volume::is_started) {
-            self.gluster(cluster, plan::start_args(name)).await?;
+            self.gluster(cluster, plan::start_args(name), Some(turn))
+                .await?;
         }
         // Quota needs a started volume. Enabling it turns quota-deem-statfs on, so df in a
         // mount shows the limit as the size.
-        self.gluster_tolerant(cluster, plan::quota_enable_args(name), "already enabled")
-            .await?;
-        self.gluster(cluster, plan::quota_limit_args(name, req.size_gib))
-            .await?;
+        self.gluster_tolerant(
+            cluster,
+            plan::quota_enable_args(name),
+            "already enabled",
+            Some(turn),
+        )
+        .await?;
+        let limit = plan::quota_limit_args(name, req.size_gib);
+        self.gluster(cluster, limit, Some(turn)).await?;
         Ok(())
     }
 
     /// Sets the size the volume enforces (its quota limit): expansion.
     pub async fn resize(&self, cluster: &str, name: &str, size_gib: u64) -> Result<()> {
         let cluster = self.cluster(Some(cluster))?;
-        self.gluster(cluster, plan::quota_limit_args(name, size_gib))
+        self.gluster(cluster, plan::quota_limit_args(name, size_gib), None)
             .await
             .map(drop)
     }
@@ -256,9 +277,10 @@ impl SshBackend {
                 cluster,
                 plan::stop_args(name),
                 "is not in the started state",
+                None,
             )
             .await?;
-            self.gluster_tolerant(cluster, plan::delete_args(name), "does not exist")
+            self.gluster_tolerant(cluster, plan::delete_args(name), "does not exist", None)
                 .await?;
         }
         let removals = bricks.iter().map(|b| {
@@ -366,7 +388,7 @@ impl SshBackend {
     }
 
     pub async fn volume_info(&self, cluster: &Cluster, name: &str) -> Result<Option<Volume>> {
-        match self.gluster(cluster, plan::info_args(name)).await {
+        match self.gluster(cluster, plan::info_args(name), None).await {
             Ok(out) => Ok(xml::parse_volume_info(&out)?
                 .into_iter()
                 .find(|v| v.name == name)),
@@ -532,16 +554,23 @@ impl SshBackend {
         cluster: &Cluster,
         args: Vec<String>,
         ok_if: &str,
+        turn: Option<Turn>,
     ) -> Result<()> {
-        match self.gluster(cluster, args).await {
+        match self.gluster(cluster, args, turn).await {
             Err(Error::Gluster { message, .. }) if message.contains(ok_if) => Ok(()),
             other => other.map(drop),
         }
     }
 
     /// Runs `gluster --mode=script --xml ARGS` on a node of the cluster and checks its result.
-    /// Lock contention and lost connections are retried with backoff, on the next node.
-    async fn gluster(&self, cluster: &Cluster, args: Vec<String>) -> Result<String> {
+    /// Lock contention and lost connections are retried with backoff, on the next node. A
+    /// command making a volume runs in its `turn`; the others go at once.
+    async fn gluster(
+        &self,
+        cluster: &Cluster,
+        args: Vec<String>,
+        turn: Option<Turn>,
+    ) -> Result<String> {
         let command = args.join(" ");
         // `volume create`, `volume quota`, ...: a fixed set, fit for a metric label.
         let operation = args.iter().take(2).cloned().collect::<Vec<_>>().join(" ");
@@ -562,6 +591,10 @@ impl SshBackend {
             };
             let i = self.next_node.fetch_add(1, Ordering::Relaxed);
             let node = candidates[i % candidates.len()];
+            let _slot = match turn {
+                Some(turn) => Some(self.turns.slot(turn).await),
+                None => None,
+            };
             let started = Instant::now();
             let result = async {
                 let out = self.ssh.run(&node.ssh_address, "gluster", &full).await?;

@@ -97,7 +97,7 @@ impl HeketiStandIn {
     /// A stand-in with authentication on (`admin` / [`ADMIN_KEY`]) or off.
     pub async fn start(auth: bool) -> Self {
         let env = env();
-        let backend = SshBackend::new(env.topology.clone(), ssh(), Arc::new(Metrics::new()));
+        let backend = SshBackend::new(env.topology.clone(), ssh(), Arc::new(Metrics::new()), 4);
         let state = Arc::new(State {
             cluster: env.topology.clusters[0].clone(),
             backend,
