@@ -321,7 +321,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 topology,
                 ssh,
                 metrics.clone(),
-                args.gluster_commands.max(1).into(),
+                args.gluster_commands.into(),
             ))
         }
         None => None,

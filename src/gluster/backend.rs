@@ -76,7 +76,7 @@ fn words(ws: &[&str]) -> Vec<String> {
 }
 
 impl SshBackend {
-    /// At most `commands` gluster commands that change volumes are out at once.
+    /// At most `commands` gluster commands making volumes are out at once.
     pub fn new(
         topology: Topology,
         ssh: SshExecutor,
@@ -578,6 +578,11 @@ impl SshBackend {
         full.extend(args);
         // Each attempt, a retry included, goes to the next node that is up.
         let run = || async {
+            // The wait for a slot can be long: the node is chosen after it, from fresh health.
+            let _slot = match turn {
+                Some(turn) => Some(self.turns.slot(turn).await),
+                None => None,
+            };
             let health = self.health(cluster).await;
             let up: Vec<&Node> = cluster
                 .nodes
@@ -591,10 +596,6 @@ impl SshBackend {
             };
             let i = self.next_node.fetch_add(1, Ordering::Relaxed);
             let node = candidates[i % candidates.len()];
-            let _slot = match turn {
-                Some(turn) => Some(self.turns.slot(turn).await),
-                None => None,
-            };
             let started = Instant::now();
             let result = async {
                 let out = self.ssh.run(&node.ssh_address, "gluster", &full).await?;

@@ -1,7 +1,7 @@
 //! Who gets glusterd next. glusterd runs one transaction at a time per cluster (every node
-//! takes its lock), and `quota enable` or `volume stop` hold it for a second or more while
-//! they restart quotad. Left to itself, glusterd grants its lock to whichever command retries
-//! first, so a burst's volumes interleave step by step and all finish at the end. Here each
+//! takes its lock), and `quota enable` holds it for a second or more while it restarts
+//! quotad. Left to itself, glusterd queues every command sent and grants its lock in no
+//! particular order, so a burst's volumes interleave step by step and all finish at the end. Here each
 //! volume takes a turn number when its work starts; at most `limit` gluster commands are out
 //! at once, and a free slot goes to the waiting command with the lowest turn: a volume further
 //! along goes first, while enough commands stay queued at glusterd to keep its lock busy.
