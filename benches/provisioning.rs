@@ -5,13 +5,18 @@
 //! 1. the baseline: N volumes made by gluster's own CLI, run on the nodes by this benchmark
 //!    through the system's `ssh` (no provisioner code), serially and in parallel, with the same
 //!    steps the provisioner takes; then their stop + delete;
-//! 2. a burst of N claims: per-claim latency from creation to Bound, from watch events;
-//! 3. the burst deleted: until every PV, volume and brick directory is gone;
-//! 4. scale: 5,000 PVs of ours (with GIDs, Endpoints and Services) and 5,000 bound claims in
-//!    the API server; time to ready, memory, idle CPU, and 10 claims on top.
+//! 2. a burst of N claims (at each `--commands` setting, then the defaults): per-claim latency
+//!    from creation to Bound, from watch events; then deleted, until every PV, volume and brick
+//!    directory is gone;
+//! 3. claims one at a time, each waited for;
+//! 4. scale: 10 claims on an empty cluster; then 20,000 PVs of ours (with GIDs, Endpoints and
+//!    Services) and 20,000 bound claims in the API server: time to ready, memory, idle CPU,
+//!    and 10 claims on top.
 //!
 //! Prints a table and writes `results.json` and `latency.png` to `--out`.
-//! Flags: `--claims N` (30), `--scale N` (5000), `--out DIR` (target/bench).
+//! Flags: `--claims N` (30), `--one-by-one N` (10), `--commands K,K,..` (bursts at these
+//! `GLUSTER_COMMANDS` too), `--scale N` (20000), `--only bursts|scale` (phases 1-3 or 4),
+//! `--out DIR` (target/bench).
 
 #[path = "../tests/e2e/support.rs"]
 #[allow(dead_code)]
@@ -45,6 +50,8 @@ use support::{Provisioner, admin_client, env, eventually, unique};
 
 const TIMEOUT: Duration = Duration::from_secs(900);
 const GID_MIN: u32 = 40000;
+/// The preloaded PVs' GIDs: a range of their own, so the bursts' class has all of its own.
+const SCALE_GID_MIN: u32 = 100_000;
 const PRELOADED_ROOT: &str = "/srv/gluster/preloaded";
 
 struct Options {
@@ -53,6 +60,8 @@ struct Options {
     scale: usize,
     /// `GLUSTER_COMMANDS` settings to compare bursts at, besides the default.
     commands: Vec<u16>,
+    /// Only phases 1 to 3 (`bursts`) or only phase 4 (`scale`).
+    only: Option<String>,
     out: PathBuf,
 }
 
@@ -62,6 +71,7 @@ fn options() -> Options {
         one_by_one: 10,
         scale: 20000,
         commands: Vec::new(),
+        only: None,
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench"),
     };
     let mut args = std::env::args().skip(1);
@@ -77,6 +87,7 @@ fn options() -> Options {
                     .map(|k| k.parse().expect("--commands K,K,..."))
                     .collect()
             }
+            "--only" => o.only = Some(value()),
             "--out" => o.out = value().into(),
             _ => {} // cargo bench adds --bench
         }
@@ -254,12 +265,61 @@ async fn baseline(cli: &Cli, cluster: &Cluster, n: usize, parallel: usize) -> Ba
 
 // ---- 2. and 3. bursts of claims -------------------------------------------------------------
 
-/// A namespace, a Delete class of the bench provisioner, and a watch on its claims.
+/// When each object `key` names (a claim) was first seen as `key` picks, as a watch on `api`
+/// shows it; filled in by a task, listed before this returns.
+type Seen = Arc<Mutex<HashMap<String, Instant>>>;
+
+async fn first_seen<K>(api: Api<K>, key: fn(K) -> Option<String>) -> Seen
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+{
+    let seen = Seen::default();
+    let record = seen.clone();
+    let (listed, watching) = tokio::sync::oneshot::channel();
+    let mut watch = watcher(api, watcher::Config::default()).boxed();
+    tokio::spawn(async move {
+        let mut listed = Some(listed);
+        while let Some(Ok(event)) = watch.next().await {
+            let object = match event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => o,
+                watcher::Event::InitDone => {
+                    listed.take().map(|l| l.send(()));
+                    continue;
+                }
+                _ => continue,
+            };
+            if let Some(name) = key(object) {
+                record
+                    .lock()
+                    .unwrap()
+                    .entry(name)
+                    .or_insert_with(Instant::now);
+            }
+        }
+    });
+    watching.await.unwrap();
+    seen
+}
+
+/// A burst's claims: when each was asked for, its PV made (the provisioner's part), and it
+/// was Bound (the PV controller's part added); seconds from the start.
+struct Claims {
+    made: Vec<PersistentVolumeClaim>,
+    /// Per claim, from its creation.
+    to_pv: Vec<f64>,
+    to_bound: Vec<f64>,
+    /// From the first creation to the last PV, and to the last claim Bound.
+    all_pvs: f64,
+    all_bound: f64,
+}
+
+/// A namespace, a Delete class of the bench provisioner, and watches on its claims and PVs.
 struct Burst {
     client: Client,
     claims: Api<PersistentVolumeClaim>,
     class: String,
-    bound: Arc<Mutex<HashMap<String, Instant>>>,
+    bound: Seen,
+    pvs: Seen,
 }
 
 impl Burst {
@@ -268,43 +328,27 @@ impl Burst {
         let (ns, class) = namespace_and_class(client, "bench", provisioner, "Delete", params).await;
         let class = class.name_any();
         let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
-        let bound = Arc::new(Mutex::new(HashMap::new()));
-        let seen = bound.clone();
-        let (listed, watching) = tokio::sync::oneshot::channel();
-        let mut watch = watcher(claims.clone(), watcher::Config::default()).boxed();
-        tokio::spawn(async move {
-            let mut listed = Some(listed);
-            while let Some(Ok(event)) = watch.next().await {
-                let pvc = match event {
-                    watcher::Event::Apply(pvc) | watcher::Event::InitApply(pvc) => pvc,
-                    watcher::Event::InitDone => {
-                        listed.take().map(|l| l.send(()));
-                        continue;
-                    }
-                    _ => continue,
-                };
-                if pvc.status.and_then(|s| s.phase).as_deref() == Some("Bound") {
-                    let mut seen = seen.lock().unwrap();
-                    seen.entry(pvc.metadata.name.unwrap_or_default())
-                        .or_insert_with(Instant::now);
-                }
-            }
-        });
-        watching.await.unwrap();
+        let bound = first_seen(claims.clone(), |pvc| {
+            let bound = pvc.status?.phase? == "Bound";
+            bound.then_some(pvc.metadata.name?)
+        })
+        .await;
+        // PVs of any class: only the burst's claim names are looked up.
+        let pvs = first_seen(Api::<PersistentVolume>::all(client.clone()), |pv| {
+            pv.spec?.claim_ref?.name
+        })
+        .await;
         Burst {
             client: client.clone(),
             claims,
             class,
             bound,
+            pvs,
         }
     }
 
-    /// Creates `n` claims at once; returns each one's latency to Bound and the total time.
-    async fn provision(
-        &self,
-        n: usize,
-        prefix: &str,
-    ) -> (Vec<PersistentVolumeClaim>, Vec<f64>, f64) {
+    /// Creates `n` claims at once and waits until all are Bound.
+    async fn provision(&self, n: usize, prefix: &str) -> Claims {
         let names: Vec<String> = (0..n).map(|i| format!("{prefix}-{i}")).collect();
         let start = Instant::now();
         let made: Vec<(PersistentVolumeClaim, Instant)> =
@@ -323,25 +367,37 @@ impl Burst {
                 (pvc, asked)
             }))
             .await;
-        let bound = eventually(TIMEOUT, &format!("{n} claims Bound"), || async {
-            let bound = self.bound.lock().unwrap();
+        let when = |seen: &Seen| {
+            let seen = seen.lock().unwrap();
             names
                 .iter()
-                .map(|n| bound.get(n).copied())
+                .map(|n| seen.get(n).copied())
                 .collect::<Option<Vec<Instant>>>()
+        };
+        let bound = eventually(TIMEOUT, &format!("{n} claims Bound"), || async {
+            when(&self.bound)
         })
         .await;
-        let latencies = made
-            .iter()
-            .zip(&bound)
-            .map(|((_, asked), at)| secs(*at - *asked))
-            .collect();
-        let total = secs(*bound.iter().max().unwrap() - start);
-        (made.into_iter().map(|(c, _)| c).collect(), latencies, total)
+        let pvs = when(&self.pvs).expect("a bound claim's PV was seen");
+        let since = |at: &[Instant]| -> Vec<f64> {
+            made.iter()
+                .zip(at)
+                .map(|((_, asked), at)| secs(*at - *asked))
+                .collect()
+        };
+        let last = |at: &[Instant]| secs(*at.iter().max().unwrap() - start);
+        Claims {
+            to_pv: since(&pvs),
+            to_bound: since(&bound),
+            all_pvs: last(&pvs),
+            all_bound: last(&bound),
+            made: made.into_iter().map(|(c, _)| c).collect(),
+        }
     }
 
-    /// Deletes the claims at once; seconds until their PVs, volumes and brick directories are gone.
-    async fn delete(&self, claims: &[PersistentVolumeClaim]) -> f64 {
+    /// Deletes the claims at once; seconds until their volumes and brick directories are gone
+    /// (the gluster side, the baseline's measure), and until their PVs are gone too.
+    async fn delete(&self, claims: &[PersistentVolumeClaim]) -> Deleted {
         let start = Instant::now();
         let dp = DeleteParams::default();
         let names: Vec<String> = claims.iter().map(|c| c.name_any()).collect();
@@ -351,23 +407,33 @@ impl Burst {
             .iter()
             .map(|c| objects::pv_name(&c.uid().unwrap()))
             .collect();
-        eventually(TIMEOUT, "PVs deleted", || async {
-            let left = pvs.list_metadata(&ListParams::default()).await.unwrap();
-            (!left.items.iter().any(|pv| names.contains(&pv.name_any()))).then_some(())
-        })
-        .await;
         let suffixes: Vec<String> = claims
             .iter()
             .map(|c| c.uid().unwrap().replace('-', ""))
             .collect();
-        eventually(TIMEOUT, "volumes and bricks removed", || async {
+        let pvs_gone = eventually(TIMEOUT, "PVs deleted", || async {
+            let left = pvs.list_metadata(&ListParams::default()).await.unwrap();
+            let gone = !left.items.iter().any(|pv| names.contains(&pv.name_any()));
+            gone.then(|| secs(start.elapsed()))
+        });
+        let gluster_gone = eventually(TIMEOUT, "volumes and bricks removed", || async {
             let mut left = gluster_volumes().await;
             left.extend(brick_dirs().await);
-            (!left.iter().any(|v| suffixes.iter().any(|s| v.ends_with(s)))).then_some(())
-        })
-        .await;
-        secs(start.elapsed())
+            let gone = !left.iter().any(|v| suffixes.iter().any(|s| v.ends_with(s)));
+            gone.then(|| secs(start.elapsed()))
+        });
+        let (pvs, gluster) = futures::future::join(pvs_gone, gluster_gone).await;
+        Deleted {
+            gluster,
+            all: pvs.max(gluster),
+        }
     }
+}
+
+/// Seconds from a burst's deletion until its volumes and bricks were gone, and everything.
+struct Deleted {
+    gluster: f64,
+    all: f64,
 }
 
 /// A new namespace, and a class of `provisioner` with `reclaim` and `params`.
@@ -397,11 +463,12 @@ async fn namespace_and_class(
 
 // ---- 4. scale -------------------------------------------------------------------------------
 
-/// `n` bound claims with PVs of ours (GIDs from `GID_MIN`), Endpoints and Services, as the
+/// `n` bound claims with PVs of ours (GIDs from `SCALE_GID_MIN`), Endpoints and Services, as the
 /// provisioner and the PV controller would have left them (the bind written here, so the
 /// controller has nothing to do); Retain, so nothing could ever delete a real volume.
 async fn preload(client: &Client, provisioner: &str, cluster: &Cluster, n: usize) -> String {
-    let params = json!({"gidMin": "40000", "gidMax": "50000"});
+    let params = json!({"gidMin": SCALE_GID_MIN.to_string(),
+                        "gidMax": (SCALE_GID_MIN + n as u32).to_string()});
     let (ns, class) = namespace_and_class(client, "scale", provisioner, "Retain", params).await;
     let class_name = class.name_any();
     let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);
@@ -458,7 +525,7 @@ async fn preload(client: &Client, provisioner: &str, cluster: &Cluster, n: usize
                         mounter: objects::Mounter::Glusterfs {
                             endpoints: &ep_name,
                         },
-                        gid: GID_MIN + i as u32,
+                        gid: SCALE_GID_MIN + i as u32,
                         size_gib: 1,
                     },
                 );
@@ -637,17 +704,16 @@ fn chart(path: &std::path::Path, series: &[(String, Vec<f64>)]) {
     root.present().unwrap();
 }
 
-/// A burst at one setting: its claims' latencies and total, and the delete's total.
+/// A burst at one setting and its delete.
 struct BurstRun {
     commands: Option<u16>,
-    latencies: Vec<f64>,
-    total: f64,
-    delete: f64,
+    claims: Claims,
+    delete: Deleted,
 }
 
 impl BurstRun {
     fn median_share(&self) -> f64 {
-        percentiles(&self.latencies).0 / self.total
+        percentiles(&self.claims.to_bound).0 / self.claims.all_bound
     }
 
     fn setting(&self) -> String {
@@ -656,41 +722,317 @@ impl BurstRun {
             None => "default".into(),
         }
     }
+
+    fn json(&self) -> Value {
+        let c = &self.claims;
+        json!({"setting": self.setting(), "total_seconds": c.all_bound,
+               "all_pvs_seconds": c.all_pvs, "latencies": c.to_bound, "to_pv": c.to_pv,
+               "median_share": self.median_share(), "delete_seconds": self.delete.all,
+               "delete_gluster_seconds": self.delete.gluster})
+    }
 }
 
-async fn burst_and_delete(burst: &Burst, n: usize, prefix: &str) -> (Vec<f64>, f64, f64) {
-    let (claims, latencies, total) = burst.provision(n, prefix).await;
-    log(format!("{n} claims Bound in {total:.1} s"));
-    let delete = burst.delete(&claims).await;
-    log(format!("{n} deleted in {delete:.1} s"));
-    (latencies, total, delete)
+async fn burst_and_delete(
+    burst: &Burst,
+    n: usize,
+    prefix: &str,
+    commands: Option<u16>,
+) -> BurstRun {
+    let claims = burst.provision(n, prefix).await;
+    log(format!(
+        "{n} claims: PVs made in {:.1} s, Bound in {:.1} s",
+        claims.all_pvs, claims.all_bound
+    ));
+    let delete = burst.delete(&claims.made).await;
+    log(format!(
+        "{n} deleted: volumes and bricks in {:.1} s, PVs too in {:.1} s",
+        delete.gluster, delete.all
+    ));
+    BurstRun {
+        commands,
+        claims,
+        delete,
+    }
 }
 
 /// `n` claims, each made once the one before is Bound: an `OrderedReady` StatefulSet. One
 /// claim before them, not counted, opens the provisioner's SSH connections (the baseline's
 /// are open before its clock starts).
 async fn one_by_one(burst: &Burst, n: usize) -> Vec<f64> {
-    let (mut claims, _, _) = burst.provision(1, "warm").await;
+    let mut claims = burst.provision(1, "warm").await.made;
     let mut latencies = Vec::new();
     for i in 0..n {
-        let (made, latency, _) = burst.provision(1, &format!("one{i}")).await;
-        latencies.extend(latency);
-        claims.extend(made);
+        let one = burst.provision(1, &format!("one{i}")).await;
+        latencies.extend(one.to_bound);
+        claims.extend(one.made);
     }
     burst.delete(&claims).await;
     latencies
 }
 
-/// 10 claims at once, twice: the latencies and total of the faster run (glusterd's pace
-/// varies by a few seconds from run to run).
-async fn best_of_two(burst: &Burst, prefix: &str) -> (Vec<f64>, f64) {
-    let (l1, t1, _) = burst_and_delete(burst, 10, &format!("{prefix}a")).await;
-    let (l2, t2, _) = burst_and_delete(burst, 10, &format!("{prefix}b")).await;
-    if t1 <= t2 { (l1, t1) } else { (l2, t2) }
+/// 10 claims at once, twice: the faster run (glusterd's pace varies by a few seconds from run
+/// to run).
+async fn best_of_two(burst: &Burst, prefix: &str) -> Claims {
+    let one = burst_and_delete(burst, 10, &format!("{prefix}a"), None).await;
+    let two = burst_and_delete(burst, 10, &format!("{prefix}b"), None).await;
+    [one, two]
+        .into_iter()
+        .map(|r| r.claims)
+        .min_by(|a, b| a.all_bound.total_cmp(&b.all_bound))
+        .unwrap()
 }
 
 fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
+}
+
+/// A line of the table: what was measured, the figure, its target and verdict.
+type Row = (String, String, String);
+
+fn row(what: impl Into<String>, figure: String, target: String) -> Row {
+    (what.into(), figure, target)
+}
+
+/// A line for the chart: its label and the seconds at which each claim or volume was ready.
+type Series = (String, Vec<f64>);
+
+/// Phases 1 to 3: the baseline, a burst at each `--commands` setting and at the defaults with
+/// their deletes, and claims one at a time.
+async fn bursts(
+    o: &Options,
+    cli: &Cli,
+    cluster: &Cluster,
+    burst: &Burst,
+    name: &str,
+) -> (Vec<Row>, Value, Vec<Series>) {
+    let n = o.claims;
+    log(format!(
+        "1. baseline: {n} volumes made by gluster's CLI over ssh"
+    ));
+    let serial = baseline(cli, cluster, n, 1).await;
+    let mut parallel = Vec::new();
+    for p in [8, n] {
+        parallel.push(baseline(cli, cluster, n, p).await);
+    }
+    let best = parallel
+        .iter()
+        .min_by(|a, b| a.create.total_cmp(&b.create))
+        .unwrap();
+    let best_delete = parallel
+        .iter()
+        .map(|b| b.delete)
+        .fold(serial.delete, f64::min);
+    let (alone, _, _) = percentiles(&serial.each);
+
+    let mut runs = Vec::new();
+    for k in o.commands.iter().copied() {
+        log(format!(
+            "2. burst of {n} with GLUSTER_COMMANDS={k}, then its delete"
+        ));
+        let (mut provisioner, _, _) = start_provisioner(name, &burst.class, Some(k)).await;
+        runs.push(burst_and_delete(burst, n, &format!("k{k}"), Some(k)).await);
+        // Stopped as a pod is, so the next start does not wait out a dead leader's lease.
+        provisioner.stop().await;
+    }
+    let (mut provisioner, _, _) = start_provisioner(name, &burst.class, None).await;
+    log(format!("3. {} claims one at a time", o.one_by_one));
+    let single = one_by_one(burst, o.one_by_one).await;
+    log(format!("2. burst of {n} at the defaults, then its delete"));
+    let main = burst_and_delete(burst, n, "burst", None).await;
+    provisioner.stop().await;
+
+    let (p50, p95, max) = percentiles(&main.claims.to_bound);
+    let (o50, _, omax) = percentiles(&single);
+    let ratio = main.claims.all_bound / best.create;
+    let delete_ratio = main.delete.all / best_delete;
+    let mut rows = vec![
+        row(
+            "baseline serial: create / delete (s)",
+            format!("{:.2} / {:.2}", serial.create, serial.delete),
+            String::new(),
+        ),
+        row(
+            "baseline parallel: create / delete (s)",
+            parallel
+                .iter()
+                .map(|b| format!("x{}: {:.2} / {:.2}", b.parallel, b.create, b.delete))
+                .collect::<Vec<_>>()
+                .join(", "),
+            String::new(),
+        ),
+        row(
+            "baseline: one volume alone, p50 (s)",
+            format!("{alone:.2}"),
+            String::new(),
+        ),
+        row(
+            format!("burst of {n}: all Bound (s), / best baseline"),
+            format!("{:.2}, {ratio:.2}", main.claims.all_bound),
+            format!("<= 1.05: {}", verdict(ratio <= 1.05)),
+        ),
+        row(
+            "burst: all PVs made (s), / best baseline",
+            format!(
+                "{:.2}, {:.2}",
+                main.claims.all_pvs,
+                main.claims.all_pvs / best.create
+            ),
+            "(the provisioner's part)".into(),
+        ),
+        row(
+            "burst: per-claim p50 / p95 / max (s)",
+            format!("{p50:.2} / {p95:.2} / {max:.2}"),
+            String::new(),
+        ),
+        row(
+            "burst: p50 / all Bound",
+            format!("{:.2}", main.median_share()),
+            format!("<= 0.60: {}", verdict(main.median_share() <= 0.6)),
+        ),
+    ];
+    for run in &runs {
+        rows.push(row(
+            format!("burst at {}: all Bound, p50 / all (s)", run.setting()),
+            format!(
+                "{:.2} ({:.2}x best), {:.2}; delete {:.2}",
+                run.claims.all_bound,
+                run.claims.all_bound / best.create,
+                run.median_share(),
+                run.delete.all
+            ),
+            String::new(),
+        ));
+    }
+    rows.extend([
+        row(
+            "burst delete: all gone (s), / best baseline",
+            format!("{:.2}, {delete_ratio:.2}", main.delete.all),
+            format!("<= 1.10: {}", verdict(delete_ratio <= 1.10)),
+        ),
+        row(
+            "burst delete: volumes and bricks gone (s), / best",
+            format!(
+                "{:.2}, {:.2}",
+                main.delete.gluster,
+                main.delete.gluster / best_delete
+            ),
+            "(the gluster side)".into(),
+        ),
+        row(
+            format!("{} one at a time: p50 / max (s)", o.one_by_one),
+            format!("{o50:.2} / {omax:.2}"),
+            format!(
+                "max <= {:.2}: {}",
+                alone + 1.0,
+                verdict(omax <= alone + 1.0)
+            ),
+        ),
+    ]);
+    let results = json!({
+        "claims": n,
+        "burst": main.json(),
+        "settings": runs.iter().map(BurstRun::json).collect::<Vec<_>>(),
+        "baseline": {
+            "serial": {"create_seconds": serial.create, "delete_seconds": serial.delete,
+                       "ready": serial.ready, "each": serial.each},
+            "parallel": parallel.iter().map(|b| json!({"parallelism": b.parallel,
+                "create_seconds": b.create, "delete_seconds": b.delete, "ready": b.ready})).collect::<Vec<_>>(),
+        },
+        "ratio_burst_to_best_baseline": ratio,
+        "ratio_delete_to_best_baseline": delete_ratio,
+        "one_by_one": {"latencies": single, "baseline_alone_p50": alone},
+    });
+    let mut series = vec![
+        (
+            format!("provisioner, burst of {n}: created → Bound"),
+            main.claims.to_bound.clone(),
+        ),
+        (
+            format!("gluster CLI x{}: volume ready", best.parallel),
+            best.ready.clone(),
+        ),
+        (
+            "gluster CLI, serial: volume ready".into(),
+            serial.ready.clone(),
+        ),
+    ];
+    series.extend(runs.iter().map(|r| {
+        (
+            format!("provisioner, {}", r.setting()),
+            r.claims.to_bound.clone(),
+        )
+    }));
+    (rows, results, series)
+}
+
+/// Phase 4: 10 claims on an empty cluster; then `--scale` PVs and claims preloaded, the
+/// provisioner started on them (ready, memory, idle CPU) and 10 claims again.
+async fn scale(
+    o: &Options,
+    client: &Client,
+    cluster: &Cluster,
+    burst: &Burst,
+    name: &str,
+) -> (Vec<Row>, Value) {
+    let (mut provisioner, _, ready_small) = start_provisioner(name, &burst.class, None).await;
+    log("4. 10 claims at once on an empty cluster, the better of two");
+    let empty = best_of_two(burst, "empty").await;
+    provisioner.stop().await;
+
+    log(format!("5. scale: {} PVs and bound claims", o.scale));
+    let scale_class = preload(client, name, cluster, o.scale).await;
+    let (mut provisioner, _, ready_scale) = start_provisioner(name, &scale_class, None).await;
+    let pid = provisioner.pid().unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (rss_steady, _) = memory(pid);
+    let cpu_before = cpu_seconds(pid);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let idle_cpu = cpu_seconds(pid) - cpu_before;
+    let at_scale = best_of_two(burst, "scale").await;
+    let (_, rss_peak) = memory(pid);
+    provisioner.kill().await;
+
+    let (e50, _, _) = percentiles(&empty.to_bound);
+    let (s50, _, _) = percentiles(&at_scale.to_bound);
+    let (empty_total, scale_total) = (empty.all_bound, at_scale.all_bound);
+    let scale_ratio = scale_total / empty_total;
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let rows = vec![
+        row(
+            "ready, empty cluster (s)",
+            format!("{ready_small:.2}"),
+            String::new(),
+        ),
+        row(
+            format!("scale: ready with {0} PVs + {0} claims (s)", o.scale),
+            format!("{ready_scale:.2}"),
+            format!("< 3: {}", verdict(ready_scale < 3.0)),
+        ),
+        row(
+            "scale: RSS steady / peak (MiB)",
+            format!("{:.1} / {:.1}", mib(rss_steady), mib(rss_peak)),
+            format!("< 80 MB: {}", verdict(rss_peak < 80_000_000)),
+        ),
+        row(
+            "scale: CPU over 60 idle s (s)",
+            format!("{idle_cpu:.3}"),
+            String::new(),
+        ),
+        row(
+            "10 claims: all Bound empty / at scale (s)",
+            format!("{empty_total:.2} / {scale_total:.2} (p50 {e50:.2} / {s50:.2})"),
+            format!("<= 1.10x: {}", verdict(scale_ratio <= 1.10)),
+        ),
+    ];
+    let results = json!({
+        "ready_seconds_empty": ready_small,
+        "empty_10": {"latencies": empty.to_bound, "total_seconds": empty_total},
+        "scale": {"pvs": o.scale, "claims": o.scale, "ready_seconds": ready_scale,
+                  "rss_steady_bytes": rss_steady, "rss_peak_bytes": rss_peak,
+                  "idle_cpu_seconds_per_60s": idle_cpu, "latencies": at_scale.to_bound,
+                  "total_seconds": scale_total},
+    });
+    (rows, results)
 }
 
 #[tokio::main]
@@ -706,223 +1048,33 @@ async fn main() {
         cli.run(&node.ssh_address, "gluster --version >/dev/null\n")
             .await;
     }
-    let n = o.claims;
-
-    log(format!(
-        "1. baseline: {n} volumes made by gluster's CLI over ssh"
-    ));
-    let serial = baseline(&cli, &cluster, n, 1).await;
-    let mut parallel = Vec::new();
-    for p in [8, n] {
-        parallel.push(baseline(&cli, &cluster, n, p).await);
-    }
-    let best = parallel
-        .iter()
-        .min_by(|a, b| a.create.total_cmp(&b.create))
-        .unwrap();
-    let best_delete = parallel
-        .iter()
-        .map(|b| b.delete)
-        .fold(serial.delete, f64::min);
-    let (alone, _, _) = percentiles(&serial.each);
-
     let name = format!("bench.gluster.org/{}", unique("p"));
     let burst = Burst::new(&client, &name).await;
-    let mut runs = Vec::new();
-    for k in o.commands.iter().copied() {
-        log(format!(
-            "2. burst of {n} with GLUSTER_COMMANDS={k}, then its delete"
-        ));
-        let (mut provisioner, _, _) = start_provisioner(&name, &burst.class, Some(k)).await;
-        let (latencies, total, delete) = burst_and_delete(&burst, n, &format!("k{k}")).await;
-        // Stopped as a pod is, so the next start does not wait out a dead leader's lease.
-        provisioner.stop().await;
-        runs.push(BurstRun {
-            commands: Some(k),
-            latencies,
-            total,
-            delete,
-        });
-    }
-    let (mut provisioner, _, ready_small) = start_provisioner(&name, &burst.class, None).await;
-    log(format!("3. {} claims one at a time", o.one_by_one));
-    let single = one_by_one(&burst, o.one_by_one).await;
-    log(format!("2. burst of {n} at the defaults, then its delete"));
-    let (latencies, total, delete) = burst_and_delete(&burst, n, "burst").await;
-    let main = BurstRun {
-        commands: None,
-        latencies,
-        total,
-        delete,
+    let (mut rows, mut results, mut series) = (Vec::new(), json!({}), Vec::new());
+    let mut add = |(more_rows, more_results): (Vec<Row>, Value)| {
+        rows.extend(more_rows);
+        let more = more_results.as_object().unwrap().clone();
+        results.as_object_mut().unwrap().extend(more);
     };
-    log("4. 10 claims at once on an empty cluster, the better of two");
-    let (empty_latencies, empty_total) = best_of_two(&burst, "empty").await;
-    provisioner.stop().await;
-
-    log(format!("5. scale: {} PVs and bound claims", o.scale));
-    let scale_class = preload(&client, &name, &cluster, o.scale).await;
-    let (mut provisioner, _, ready_scale) = start_provisioner(&name, &scale_class, None).await;
-    let pid = provisioner.pid().unwrap();
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (rss_steady, _) = memory(pid);
-    let cpu_before = cpu_seconds(pid);
-    tokio::time::sleep(Duration::from_secs(60)).await;
-    let idle_cpu = cpu_seconds(pid) - cpu_before;
-    let (scale_latencies, scale_total) = best_of_two(&burst, "scale").await;
-    let (_, rss_peak) = memory(pid);
-    provisioner.kill().await;
-
-    let (p50, p95, max) = percentiles(&main.latencies);
-    let (o50, _, omax) = percentiles(&single);
-    let (e50, _, _) = percentiles(&empty_latencies);
-    let (s50, _, _) = percentiles(&scale_latencies);
-    let ratio = main.total / best.create;
-    let delete_ratio = main.delete / best_delete;
-    let scale_ratio = scale_total / empty_total;
-    let mib = |b: u64| b as f64 / (1 << 20) as f64;
-    let mut rows: Vec<(String, String, String)> = vec![
-        (
-            "baseline serial: create / delete (s)".into(),
-            format!("{:.2} / {:.2}", serial.create, serial.delete),
-            String::new(),
-        ),
-        (
-            "baseline parallel: create / delete (s)".into(),
-            parallel
-                .iter()
-                .map(|b| format!("x{}: {:.2} / {:.2}", b.parallel, b.create, b.delete))
-                .collect::<Vec<_>>()
-                .join(", "),
-            String::new(),
-        ),
-        (
-            "baseline: one volume alone, p50 (s)".into(),
-            format!("{alone:.2}"),
-            String::new(),
-        ),
-        (
-            format!("burst of {n}: all Bound (s), / best baseline"),
-            format!("{:.2}, {ratio:.2}", main.total),
-            format!("<= 1.05: {}", verdict(ratio <= 1.05)),
-        ),
-        (
-            "burst: per-claim p50 / p95 / max (s)".into(),
-            format!("{p50:.2} / {p95:.2} / {max:.2}"),
-            String::new(),
-        ),
-        (
-            "burst: p50 / all Bound".into(),
-            format!("{:.2}", main.median_share()),
-            format!("<= 0.60: {}", verdict(main.median_share() <= 0.6)),
-        ),
-    ];
-    for run in &runs {
-        rows.push((
-            format!("burst at {}: all Bound, p50 / all (s)", run.setting()),
-            format!(
-                "{:.2} ({:.2}x best), {:.2}; delete {:.2}",
-                run.total,
-                run.total / best.create,
-                run.median_share(),
-                run.delete
-            ),
-            String::new(),
-        ));
+    if o.only.as_deref() != Some("scale") {
+        let (rows, results, lines) = bursts(&o, &cli, &cluster, &burst, &name).await;
+        add((rows, results));
+        series = lines;
     }
-    rows.extend([
-        (
-            "burst delete: all gone (s), / best baseline".into(),
-            format!("{:.2}, {delete_ratio:.2}", main.delete),
-            format!("<= 1.10: {}", verdict(delete_ratio <= 1.10)),
-        ),
-        (
-            format!("{} one at a time: p50 / max (s)", o.one_by_one),
-            format!("{o50:.2} / {omax:.2}"),
-            format!(
-                "max <= {:.2}: {}",
-                alone + 1.0,
-                verdict(omax <= alone + 1.0)
-            ),
-        ),
-        (
-            "ready, empty cluster (s)".into(),
-            format!("{ready_small:.2}"),
-            String::new(),
-        ),
-        (
-            format!("scale: ready with {0} PVs + {0} claims (s)", o.scale),
-            format!("{ready_scale:.2}"),
-            format!("< 3: {}", verdict(ready_scale < 3.0)),
-        ),
-        (
-            "scale: RSS steady / peak (MiB)".into(),
-            format!("{:.1} / {:.1}", mib(rss_steady), mib(rss_peak)),
-            format!("< 80 MB: {}", verdict(rss_peak < 80_000_000)),
-        ),
-        (
-            "scale: CPU over 60 idle s (s)".into(),
-            format!("{idle_cpu:.3}"),
-            String::new(),
-        ),
-        (
-            "10 claims: all Bound empty / at scale (s)".into(),
-            format!("{empty_total:.2} / {scale_total:.2} (p50 {e50:.2} / {s50:.2})"),
-            format!("<= 1.10x: {}", verdict(scale_ratio <= 1.10)),
-        ),
-    ]);
+    if o.only.as_deref() != Some("bursts") {
+        add(scale(&o, &client, &cluster, &burst, &name).await);
+    }
+
     println!();
     for (k, v, target) in &rows {
         println!("{k:<46} {v:<40} {target}");
     }
-    let run_json = |r: &BurstRun| {
-        json!({"setting": r.setting(), "total_seconds": r.total, "latencies": r.latencies,
-               "median_share": r.median_share(), "delete_seconds": r.delete})
-    };
-    let results = json!({
-        "claims": n,
-        "burst": run_json(&main),
-        "settings": runs.iter().map(run_json).collect::<Vec<_>>(),
-        "baseline": {
-            "serial": {"create_seconds": serial.create, "delete_seconds": serial.delete,
-                       "ready": serial.ready, "each": serial.each},
-            "parallel": parallel.iter().map(|b| json!({"parallelism": b.parallel,
-                "create_seconds": b.create, "delete_seconds": b.delete, "ready": b.ready})).collect::<Vec<_>>(),
-        },
-        "ratio_burst_to_best_baseline": ratio,
-        "delete": {"total_seconds": main.delete, "ratio_to_best_baseline": delete_ratio},
-        "one_by_one": {"latencies": single, "baseline_alone_p50": alone},
-        "ready_seconds_empty": ready_small,
-        "empty_10": {"latencies": empty_latencies, "total_seconds": empty_total},
-        "scale": {"pvs": o.scale, "claims": o.scale, "ready_seconds": ready_scale,
-                  "rss_steady_bytes": rss_steady, "rss_peak_bytes": rss_peak,
-                  "idle_cpu_seconds_per_60s": idle_cpu, "latencies": scale_latencies,
-                  "total_seconds": scale_total},
-    });
     let json_path = o.out.join("results.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
-    let png = o.out.join("latency.png");
-    let mut series = vec![
-        (
-            format!("provisioner, burst of {n}: created → Bound"),
-            main.latencies.clone(),
-        ),
-        (
-            format!("gluster CLI x{}: volume ready", best.parallel),
-            best.ready.clone(),
-        ),
-        (
-            "gluster CLI, serial: volume ready".into(),
-            serial.ready.clone(),
-        ),
-    ];
-    series.extend(
-        runs.iter()
-            .map(|r| (format!("provisioner, {}", r.setting()), r.latencies.clone())),
-    );
-    chart(&png, &series);
-    println!(
-        "\nresults: {}\nchart:   {}",
-        json_path.display(),
-        png.display()
-    );
+    println!("\nresults: {}", json_path.display());
+    if !series.is_empty() {
+        let png = o.out.join("latency.png");
+        chart(&png, &series);
+        println!("chart:   {}", png.display());
+    }
 }

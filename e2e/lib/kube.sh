@@ -9,7 +9,8 @@ KUBE_DIR=$STATE_DIR/kube
 ADMIN_KUBECONFIG=$STATE_DIR/admin.kubeconfig
 PROVISIONER_KUBECONFIG=$STATE_DIR/provisioner.kubeconfig
 # persistentvolume-binder can be left out (GP_KUBE_CONTROLLERS) for tests that must see the
-# objects exactly as a provisioner wrote them.
+# objects exactly as a provisioner wrote them. GP_BINDER_SYNC: its resync period (2 s, so tests
+# see its retries soon).
 KUBE_CONTROLLERS=${GP_KUBE_CONTROLLERS:-persistentvolume-binder,pvc-protection,pv-protection,endpoint,endpointslice,namespace,garbagecollector,serviceaccount-token,serviceaccount,statefulset,deployment,replicaset,daemonset,nodelifecycle,podgc}
 APISERVER_URL=https://$HOST_IP:$APISERVER_PORT
 
@@ -103,7 +104,7 @@ kube_up() {
     --kubeconfig "$KUBE_DIR/controller-manager.kubeconfig" \
     --controllers "$KUBE_CONTROLLERS" --use-service-account-credentials --leader-elect=false --port 0 --secure-port 0 \
     --service-account-private-key-file "$KUBE_DIR/sa.key" --root-ca-file "$KUBE_DIR/ca.crt" \
-    --pvclaimbinder-sync-period 2s
+    --pvclaimbinder-sync-period "${GP_BINDER_SYNC:-2s}"
   log "starting kube-scheduler"
   start_bg kube-scheduler "$K8S_BIN/kube-scheduler" --kubeconfig "$KUBE_DIR/scheduler.kubeconfig" \
     --leader-elect=false --port 0 --secure-port 0

@@ -7,16 +7,11 @@ use kube::ResourceExt;
 
 use super::Context;
 use crate::config::ClassParams;
-use crate::http::Health;
 use crate::k8s::objects;
 
 /// Keeps the pool gauges (GIDs per class, volumes per cluster, brick capacity) current. Runs
 /// on its own, so slow or unreachable nodes never hold up provisioning.
-pub(super) async fn refresh_gauges(ctx: Arc<Context>, health: Arc<Health>) {
-    if !ctx.sync_caches().await {
-        return;
-    }
-    health.set_ready(true);
+pub(super) async fn refresh_gauges(ctx: Arc<Context>) {
     let mut tick = tokio::time::interval(ctx.settings.gauge_interval);
     // Classes reported last time: a deleted class's series go, so they do not pile up.
     let mut reported = HashSet::new();

@@ -25,7 +25,7 @@ mod unfinished;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, PartialObjectMeta};
@@ -34,6 +34,7 @@ use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::config::PvType;
 use crate::gid::GidAllocator;
@@ -178,6 +179,7 @@ pub async fn run(
         Api::<StorageClass>::all(client.clone()),
         watcher::Config::default(),
         |class| slim::strip(&mut class.metadata),
+        |_| true,
     );
     let (endpoints, ep_stream) = Names::watch(
         Api::<PartialObjectMeta<Endpoints>>::all(client.clone()),
@@ -192,19 +194,27 @@ pub async fn run(
         Api::<CachedPv>::all(client.clone()),
         watcher::Config::default(),
         move |pv| slim::volume(pv, |by| served.serves(by)),
+        slim::volume_needed,
     );
     let (claim_store, claim_stream) = cache(
         Api::<CachedPvc>::all(client.clone()),
         watcher::Config::default(),
         slim::claim,
+        slim::claim_needed,
     );
 
     let workers = settings.workers;
-    let volume_controller = Controller::for_stream(pv_stream.applied_objects(), volumes.clone())
+    let unsettled = pv_stream
+        .applied_objects()
+        .try_filter(|pv| futures::future::ready(slim::volume_unsettled(pv)));
+    // PVs found without Endpoints or Service once the caches are in.
+    let (repairs, repair_requests) = tokio::sync::mpsc::unbounded_channel();
+    let volume_controller = Controller::for_stream(unsettled, volumes.clone())
         // Triggered by the caches' own streams, which yield a change only once the cache has
         // it: a repair then never reads a cache older than its trigger.
         .watches_stream(ep_stream, |ep| pv_of(&ep))
         .watches_stream(svc_stream, |svc| pv_of(&svc))
+        .reconcile_on(UnboundedReceiverStream::new(repair_requests))
         .with_config(controller::Config::default().concurrency(workers));
     let reporter = Reporter {
         controller: settings.provisioner.clone(),
@@ -265,7 +275,18 @@ pub async fn run(
         provisioner = ctx.settings.provisioner,
         "controllers started"
     );
-    let gauges = gauges::refresh_gauges(ctx.clone(), health);
+    let gauges = async {
+        if !ctx.sync_caches().await {
+            return;
+        }
+        for pv in ctx.without_endpoints() {
+            let _ = repairs.send(pv);
+        }
+        health.set_ready(true);
+        // Holds `repairs` open: the controller would stop with its last trigger stream.
+        gauges::refresh_gauges(ctx.clone()).await;
+        drop(repairs);
+    };
     // The reflectors run until the controllers stop; then they are dropped.
     tokio::select! {
         _ = futures::future::join(claims, volumes) => {}
@@ -274,12 +295,14 @@ pub async fn run(
     Ok(())
 }
 
-/// A cache of `api`'s objects as `slim` leaves them, and the stream of watch events that keeps
-/// it current; an event comes out only once the cache has taken it.
+/// A cache of `api`'s objects as `slim` leaves them, those `needed` only, and the stream of
+/// watch events that keeps it current; an event comes out only once the cache has taken it.
+/// An object no longer needed leaves the cache as if deleted, and triggers no reconcile.
 fn cache<K>(
     api: Api<K>,
     config: watcher::Config,
     slim: impl FnMut(&mut K) + Send + 'static,
+    needed: fn(&K) -> bool,
 ) -> (
     Store<K>,
     impl futures::Stream<Item = std::result::Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
@@ -297,6 +320,12 @@ where
     let updates = watcher(api, config)
         .default_backoff()
         .modify(slim)
+        .map_ok(move |event| match event {
+            watcher::Event::Apply(obj) | watcher::Event::InitApply(obj) if !needed(&obj) => {
+                watcher::Event::Delete(obj)
+            }
+            event => event,
+        })
         .reflect(writer);
     (store, updates)
 }

@@ -27,8 +27,8 @@ fn key<K: Resource>(obj: &K) -> String {
 }
 
 impl Names {
-    /// The names `api`'s watch sees, and the stream of the objects it changed or deleted; an
-    /// object comes out once its name is recorded.
+    /// The names `api`'s watch sees, and the stream of the objects it saw deleted (only a
+    /// deletion calls for a repair); an object comes out once its name is forgotten.
     pub fn watch<K>(
         api: Api<K>,
         config: watcher::Config,
@@ -46,11 +46,13 @@ impl Names {
         let writer = names.clone();
         let stream = watcher(api, config)
             .default_backoff()
-            .map_ok(move |event| {
+            .try_filter_map(move |event| {
                 writer.apply(&event);
-                event
-            })
-            .touched_objects();
+                futures::future::ready(Ok(match event {
+                    watcher::Event::Delete(obj) => Some(obj),
+                    _ => None,
+                }))
+            });
         (names, stream)
     }
 

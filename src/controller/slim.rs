@@ -4,11 +4,14 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 
 use crate::heketi::volumes as heketi;
 use crate::k8s::cached::{CachedPv, CachedPvc};
-use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, ANN_GID, ANN_PROVISIONED_BY, CLAIM_FINALIZER};
+use crate::k8s::objects::{
+    ANN_BRICKS, ANN_CLUSTER, ANN_GID, ANN_PROVISIONED_BY, CLAIM_FINALIZER, FINALIZER, storage_gib,
+};
 
 /// The identity of an object: enough to find it, key it and order its versions; and the
 /// finalizer that is ours.
@@ -39,6 +42,52 @@ fn only(map: &Option<BTreeMap<String, String>>, keys: &[&str]) -> Option<BTreeMa
     (!kept.is_empty()).then_some(kept)
 }
 
+/// Whether a claim may still need this provisioner: not bound yet, held by its finalizer,
+/// being deleted, or asking for more than it has (an expansion). The others are left out of
+/// the cache: nothing is done for a settled claim until it changes, and thousands of bound
+/// claims would be most of the provisioner's memory.
+pub fn claim_needed(claim: &CachedPvc) -> bool {
+    let bound = claim
+        .spec
+        .volume_name
+        .as_deref()
+        .is_some_and(|v| !v.is_empty());
+    let gib = |q: Option<&Quantity>| q.map(|q| storage_gib(Some(q)).ok());
+    let asks_more = match (
+        gib(claim.spec.resources.requests.storage.as_ref()),
+        gib(claim.status.capacity.storage.as_ref()),
+    ) {
+        (Some(Some(want)), Some(Some(has))) => want > has,
+        _ => true,
+    };
+    !bound
+        || asks_more
+        || claim.metadata.deletion_timestamp.is_some()
+        || claim.metadata.finalizers.is_some()
+}
+
+/// Whether a PV of ours needs a reconcile for what it is: without our finalizer yet, being
+/// deleted, or released. The others are not triggered by their own events (in a cluster of
+/// thousands, the queue would hold every one at start-up, and keep its size for good): a
+/// live PV's Endpoints and Service are checked once the first lists are in, and again when
+/// either is deleted.
+pub fn volume_unsettled(pv: &CachedPv) -> bool {
+    let held = pv
+        .metadata
+        .finalizers
+        .iter()
+        .flatten()
+        .any(|f| f == FINALIZER);
+    !held
+        || pv.metadata.deletion_timestamp.is_some()
+        || pv.status.phase.as_deref() == Some("Released")
+}
+
+/// Someone else's PV is left out of the cache: nothing is ever done with it.
+pub fn volume_needed(pv: &CachedPv) -> bool {
+    pv.metadata.annotations.is_some()
+}
+
 /// A claim bound to a volume is never provisioned again: its identity, volume name and request
 /// (for expansion) do.
 /// Unbound claims keep their annotations, which say who provisions them.
@@ -56,7 +105,7 @@ pub fn claim(claim: &mut CachedPvc) {
     }
 }
 
-/// Someone else's PV: only that it is not ours. Ours (made by a provisioner `serves` accepts):
+/// Someone else's PV: nothing (see [`volume_needed`]). Ours (made by a provisioner `serves` accepts):
 /// the annotations deletion, GIDs and gauges read (the spec is cached in its compact form
 /// already).
 pub fn volume(pv: &mut CachedPv, serves: impl Fn(&str) -> bool) {
@@ -68,7 +117,6 @@ pub fn volume(pv: &mut CachedPv, serves: impl Fn(&str) -> bool) {
         .is_some_and(|by| serves(by));
     let mut metadata = identity(&pv.metadata);
     if !ours {
-        metadata.annotations = only(&pv.metadata.annotations, &[ANN_PROVISIONED_BY]);
         *pv = CachedPv {
             metadata,
             ..Default::default()
@@ -103,7 +151,7 @@ pub fn strip(meta: &mut ObjectMeta) {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
 
@@ -186,10 +234,39 @@ mod tests {
         );
         let mut theirs = pv("someone-else");
         volume(&mut theirs, |by| by == "me");
-        assert_eq!(
-            body(&theirs)["metadata"],
-            json!({"name": "pv", "uid": "u", "annotations": {ANN_PROVISIONED_BY: "someone-else"}})
+        assert!(volume_needed(&ours));
+        assert!(!volume_needed(&theirs));
+    }
+
+    #[test]
+    fn only_claims_that_may_need_something_are_kept() {
+        let claim = |volume: &str, want: &str, has: &str, finalizers: Value| -> CachedPvc {
+            let mut c: CachedPvc = from(json!({
+                "metadata": {"name": "c", "namespace": "n", "uid": "u", "finalizers": finalizers},
+                "spec": {"volumeName": volume, "resources": {"requests": {"storage": want}}},
+                "status": {"capacity": {"storage": has}},
+            }));
+            super::claim(&mut c);
+            c
+        };
+        let none = json!(["kubernetes.io/pvc-protection"]);
+        assert!(!claim_needed(&claim("pv", "1Gi", "1Gi", none.clone())));
+        assert!(!claim_needed(&claim("pv", "1Gi", "2Gi", none.clone())));
+        assert!(
+            claim_needed(&claim("", "1Gi", "1Gi", none.clone())),
+            "unbound"
         );
-        assert!(theirs.spec.glusterfs.is_none() && theirs.status.phase.is_none());
+        assert!(
+            claim_needed(&claim("pv", "2Gi", "1Gi", none.clone())),
+            "expansion"
+        );
+        assert!(
+            claim_needed(&claim("pv", "1Gi", "", none)),
+            "no capacity yet"
+        );
+        assert!(
+            claim_needed(&claim("pv", "1Gi", "1Gi", json!([CLAIM_FINALIZER]))),
+            "held"
+        );
     }
 }
