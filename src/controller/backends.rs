@@ -1,7 +1,6 @@
 //! Which backend serves a class or a PV, and the Heketi credentials from their Secret.
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::ResourceExt;
 use kube::api::Api;
 use kube::runtime::reflector::ObjectRef;
 
@@ -79,7 +78,7 @@ impl Context {
         let heketi = !self.made_here(pv)
             || [heketi::ANN_VOLUME_ID, heketi::ANN_URL]
                 .iter()
-                .any(|a| pv.annotations().contains_key(*a));
+                .any(|a| pv.annotation(a).is_some());
         Ok(if heketi {
             Backend::Heketi(Box::new(self.heketi_of(pv).await?))
         } else {
@@ -106,7 +105,7 @@ impl Context {
                 ))),
             }
         };
-        let params = match HeketiVolumes::params_from(pv.annotations()) {
+        let params = match HeketiVolumes::params_from(&pv.kept.to_map()) {
             Some(mut params) => {
                 self.check_heketi_named(&params)?;
                 if params.secret.is_none() && !params.user.is_empty() {

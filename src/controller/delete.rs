@@ -156,7 +156,7 @@ async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
     let recorded = Recorded {
         pv: &pv.name_any(),
         volume,
-        annotations: pv.annotations(),
+        annotations: &pv.kept.to_map(),
     };
     let backend = ctx.backend_of(pv).await?;
     ctx.fenced().await?;
@@ -221,7 +221,7 @@ async fn repair_endpoints(pv: &CachedPv, ctx: &Context) -> Result<()> {
     let recorded = Recorded {
         pv: owner.pv,
         volume,
-        annotations: pv.annotations(),
+        annotations: &pv.kept.to_map(),
     };
     let addresses = ctx.backend_of(pv).await?.addresses(recorded).await?;
     ctx.apply_endpoints(&source.endpoints, owner, &addresses)

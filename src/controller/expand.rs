@@ -74,7 +74,7 @@ async fn grow(claim: &CachedPvc, pv: &CachedPv, have: u64, want: u64, ctx: &Cont
     let recorded = Recorded {
         pv: &pv.name_any(),
         volume,
-        annotations: pv.annotations(),
+        annotations: &pv.kept.to_map(),
     };
     ctx.backend_of(pv)
         .await?

@@ -28,7 +28,7 @@ pub(super) async fn refresh_gauges(ctx: Arc<Context>) {
             .collect();
         let gids: Vec<u32> = ours
             .iter()
-            .filter_map(|pv| pv.annotations().get(objects::ANN_GID)?.parse().ok())
+            .filter_map(|pv| pv.annotation(objects::ANN_GID)?.parse().ok())
             .collect();
         let mut current = HashSet::new();
         for class in ctx
@@ -66,7 +66,7 @@ pub(super) async fn refresh_gauges(ctx: Arc<Context>) {
         for cluster in &ssh.topology().clusters {
             let count = ours
                 .iter()
-                .filter(|pv| pv.annotations().get(objects::ANN_CLUSTER) == Some(&cluster.name))
+                .filter(|pv| pv.annotation(objects::ANN_CLUSTER) == Some(&cluster.name))
                 .count();
             m.volumes
                 .with_label_values(&[&cluster.name])

@@ -118,7 +118,7 @@ impl Context {
             .iter()
             .filter(|pv| self.is_ours(pv))
             .filter_map(|pv| {
-                let gid = pv.annotations().get(objects::ANN_GID)?.parse().ok()?;
+                let gid = pv.annotation(objects::ANN_GID)?.parse().ok()?;
                 Some((pv.name_any(), gid))
             })
             .collect()
@@ -131,7 +131,7 @@ impl Context {
             .iter()
             .filter(|pv| self.made_here(pv))
             .filter_map(|pv| {
-                let bricks = pv.annotations().get(objects::ANN_BRICKS)?;
+                let bricks = pv.annotation(objects::ANN_BRICKS)?;
                 let gib = objects::storage_gib(pv.spec.capacity.storage.as_ref()).ok()?;
                 Some(Promise {
                     volume: pv
@@ -147,12 +147,11 @@ impl Context {
 
     /// Made by this provisioner itself, not by the in-tree one it took over from.
     fn made_here(&self, pv: &CachedPv) -> bool {
-        pv.annotations().get(objects::ANN_PROVISIONED_BY) == Some(&self.settings.provisioner)
+        pv.annotation(objects::ANN_PROVISIONED_BY) == Some(self.settings.provisioner.as_str())
     }
 
     fn is_ours(&self, pv: &CachedPv) -> bool {
-        pv.annotations()
-            .get(objects::ANN_PROVISIONED_BY)
+        pv.annotation(objects::ANN_PROVISIONED_BY)
             .is_some_and(|p| self.settings.serves(p))
     }
 }

@@ -2,13 +2,12 @@
 //! of PVs and claims the rest (managedFields above all) would be most of the provisioner's
 //! memory.
 
-use std::collections::BTreeMap;
-
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 
 use crate::heketi::volumes as heketi;
-use crate::k8s::cached::{CachedPv, CachedPvc};
+use crate::k8s::cached::{CachedPv, CachedPvc, Kept};
 use crate::k8s::objects::{
     ANN_BRICKS, ANN_CLUSTER, ANN_GID, ANN_PROVISIONED_BY, CLAIM_FINALIZER, FINALIZER, storage_gib,
 };
@@ -30,16 +29,6 @@ fn identity(meta: &ObjectMeta) -> ObjectMeta {
         finalizers: ours.then(|| vec![CLAIM_FINALIZER.to_string()]),
         ..ObjectMeta::default()
     }
-}
-
-fn only(map: &Option<BTreeMap<String, String>>, keys: &[&str]) -> Option<BTreeMap<String, String>> {
-    let kept: BTreeMap<_, _> = map
-        .iter()
-        .flatten()
-        .filter(|(k, _)| keys.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    (!kept.is_empty()).then_some(kept)
 }
 
 /// Whether a claim may still need this provisioner: not bound yet, held by its finalizer,
@@ -85,7 +74,7 @@ pub fn volume_unsettled(pv: &CachedPv) -> bool {
 
 /// Someone else's PV is left out of the cache: nothing is ever done with it.
 pub fn volume_needed(pv: &CachedPv) -> bool {
-    pv.metadata.annotations.is_some()
+    !pv.kept.is_empty()
 }
 
 /// A claim bound to a volume is never provisioned again: its identity, volume name and request
@@ -123,8 +112,8 @@ pub fn volume(pv: &mut CachedPv, serves: impl Fn(&str) -> bool) {
         };
         return;
     }
-    metadata.annotations = only(
-        &pv.metadata.annotations,
+    pv.kept = Kept::of(
+        pv.metadata.annotations.as_ref(),
         &[
             ANN_PROVISIONED_BY,
             ANN_GID,
@@ -139,6 +128,15 @@ pub fn volume(pv: &mut CachedPv, serves: impl Fn(&str) -> bool) {
     // The finalizer helper patches the list by position.
     metadata.finalizers = pv.metadata.finalizers.clone();
     pv.metadata = metadata;
+    // Which claim: the rest (kind, version) is the same for all.
+    if let Some(claim) = pv.spec.claim_ref.as_mut() {
+        *claim = ObjectReference {
+            name: claim.name.take(),
+            namespace: claim.namespace.take(),
+            uid: claim.uid.take(),
+            ..Default::default()
+        };
+    }
 }
 
 /// Fields no reconcile reads on any object: managedFields and kubectl's copy of the object.
@@ -151,6 +149,8 @@ pub fn strip(meta: &mut ObjectMeta) {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use serde_json::{Value, json};
 
     use super::*;
@@ -212,7 +212,8 @@ mod tests {
                                              ANN_CLUSTER: "c", ANN_BRICKS: "n:/b", "Description": "d"}},
                 "spec": {"capacity": {"storage": "1Gi"}, "persistentVolumeReclaimPolicy": "Delete",
                          "storageClassName": "sc", "mountOptions": ["x"],
-                         "claimRef": {"name": "c", "namespace": "n", "uid": "cu"},
+                         "claimRef": {"name": "c", "namespace": "n", "uid": "cu", "kind": "PersistentVolumeClaim",
+                                      "apiVersion": "v1", "resourceVersion": "9"},
                          "glusterfs": {"endpoints": "ep", "endpointsNamespace": "n", "path": "vol_x"}},
                 "status": {"phase": "Released", "message": "m"},
             }))
@@ -222,9 +223,7 @@ mod tests {
         assert_eq!(
             body(&ours),
             json!({
-                "metadata": {"name": "pv", "uid": "u", "finalizers": ["kubernetes.io/pv-protection"],
-                             "annotations": {ANN_PROVISIONED_BY: "me", ANN_GID: "2000",
-                                             ANN_CLUSTER: "c", ANN_BRICKS: "n:/b"}},
+                "metadata": {"name": "pv", "uid": "u", "finalizers": ["kubernetes.io/pv-protection"]},
                 "spec": {"capacity": {"storage": "1Gi"},
                          "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "sc",
                          "claimRef": {"name": "c", "namespace": "n", "uid": "cu"},
@@ -234,6 +233,16 @@ mod tests {
         );
         let mut theirs = pv("someone-else");
         volume(&mut theirs, |by| by == "me");
+        let kept: BTreeMap<_, _> = [
+            (ANN_PROVISIONED_BY, "me"),
+            (ANN_GID, "2000"),
+            (ANN_CLUSTER, "c"),
+            (ANN_BRICKS, "n:/b"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        assert_eq!(ours.kept.to_map(), kept, "the annotations read, no others");
+        assert_eq!(ours.annotation(ANN_GID), Some("2000"));
         assert!(volume_needed(&ours));
         assert!(!volume_needed(&theirs));
     }

@@ -2,6 +2,8 @@
 //! k8s-openapi's types hold every optional field inline (a PV is 3.4 KB, a claim 1 KB, before
 //! any data), which a cache of thousands of them would pay for each one.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{GlusterfsPersistentVolumeSource, ObjectReference};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
@@ -14,6 +16,50 @@ pub struct CachedPv {
     pub spec: CachedPvSpec,
     #[serde(default)]
     pub status: CachedPvStatus,
+    /// The annotations the cache keeps, moved out of `metadata` (see [`Kept`]).
+    #[serde(skip)]
+    pub kept: Kept,
+}
+
+impl CachedPv {
+    /// A kept annotation (`metadata.annotations` of a cached PV is empty).
+    pub fn annotation(&self, key: &str) -> Option<&str> {
+        self.kept.get(key)
+    }
+}
+
+/// Annotations of known keys, compactly: a map holds a 544-byte node and a copy of each key,
+/// which for a few short values is most of a cached PV.
+#[derive(Clone, Debug, Default)]
+pub struct Kept(Box<[(&'static str, Box<str>)]>);
+
+impl Kept {
+    /// The entries of `keys` that `annotations` has.
+    pub fn of(annotations: Option<&BTreeMap<String, String>>, keys: &[&'static str]) -> Self {
+        let Some(annotations) = annotations else {
+            return Self::default();
+        };
+        let kept = keys
+            .iter()
+            .filter_map(|&k| Some((k, annotations.get(k)?.as_str().into())));
+        Kept(kept.collect())
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| &**v)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// As a map, for code that reads annotations of any PV (deletion, expansion: rare).
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.0
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
