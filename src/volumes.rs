@@ -24,7 +24,25 @@ pub struct VolumeRequest<'a> {
     pub gid: u32,
     pub options: &'a [(String, String)],
     /// The space the PVs of the cluster hold on their bricks (the SSH backend places by it).
-    pub promised: &'a [Promise],
+    pub promised: Promised<'a>,
+}
+
+/// Reads what the PVs hold on their bricks, when a volume is placed and no sooner: with
+/// thousands of PVs, every claim of a burst holding its own copy for its whole provisioning
+/// would be most of the provisioner's peak memory.
+#[derive(Clone, Copy)]
+pub struct Promised<'a>(pub &'a (dyn Fn() -> Vec<Promise> + Sync));
+
+impl Promised<'_> {
+    pub fn read(&self) -> Vec<Promise> {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for Promised<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Promised")
+    }
 }
 
 /// A volume that exists, is started and is size-limited.

@@ -21,7 +21,7 @@ use crate::k8s::objects::{
     self, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA, Mounter,
 };
 use crate::metrics::InFlight;
-use crate::volumes::{Recorded, VolumeBackend, VolumeRequest};
+use crate::volumes::{Promised, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
 
 pub(super) const ANN_CLASS_BETA: &str = "volume.beta.kubernetes.io/storage-class";
@@ -221,7 +221,7 @@ async fn provision(
         size_gib,
         gid,
         options: &params.volume_options,
-        promised: &ctx.promises(),
+        promised: Promised(&|| ctx.promises()),
     };
     let made = match backend.create(&req).await {
         Ok(made) => made,

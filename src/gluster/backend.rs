@@ -142,8 +142,9 @@ impl SshBackend {
                 capacity.retain(|c| health.iter().any(|h| h.node == c.node.name && h.is_up()));
                 // Counting and placing under one lock: claims of a burst see each other.
                 let mut placing = self.placing.lock().expect("placing lock");
-                placing.retain(|name, _| !req.promised.iter().any(|p| p.volume == *name));
-                plan::count_promises(&mut capacity, req.promised.iter().chain(placing.values()));
+                let promised = req.promised.read();
+                placing.retain(|name, _| !promised.iter().any(|p| p.volume == *name));
+                plan::count_promises(&mut capacity, promised.iter().chain(placing.values()));
                 let bytes = req.size_gib << 30;
                 let bricks =
                     plan::place_bricks(cluster, &capacity, req.durability, bytes, req.name)

@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use glusterfs_provisioner::config::{Cluster, Durability};
-use glusterfs_provisioner::gluster::{Brick, SshBackend, VolumeRequest};
+use glusterfs_provisioner::gluster::{Brick, SshBackend};
 use glusterfs_provisioner::metrics::Metrics;
+use glusterfs_provisioner::volumes::{Promised, VolumeRequest};
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -198,7 +199,7 @@ async fn make(
         size_gib: size,
         gid,
         options,
-        promised: &[],
+        promised: Promised(&Vec::new),
     };
     let made = state.backend.make(&req).await.map_err(|e| e.to_string())?;
     state.volumes.lock().unwrap().insert(
