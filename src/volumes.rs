@@ -27,15 +27,18 @@ pub struct VolumeRequest<'a> {
     pub promised: Promised<'a>,
 }
 
-/// Reads what the PVs hold on their bricks, when a volume is placed and no sooner: with
-/// thousands of PVs, every claim of a burst holding its own copy for its whole provisioning
-/// would be most of the provisioner's peak memory.
+/// Hands what each PV holds on its bricks, one at a time, when a volume is placed and no
+/// sooner: with thousands of PVs, a copy of them all for every claim of a burst would be most
+/// of the provisioner's peak memory.
 #[derive(Clone, Copy)]
-pub struct Promised<'a>(pub &'a (dyn Fn() -> Vec<Promise> + Sync));
+pub struct Promised<'a>(pub &'a EachPromise<'a>);
+
+/// Calls its argument with each promise.
+pub type EachPromise<'a> = dyn Fn(&mut dyn FnMut(Promise)) + Sync + 'a;
 
 impl Promised<'_> {
-    pub fn read(&self) -> Vec<Promise> {
-        (self.0)()
+    pub fn each(&self, f: &mut dyn FnMut(Promise)) {
+        (self.0)(f)
     }
 }
 

@@ -78,7 +78,7 @@ async fn grow(claim: &CachedPvc, pv: &CachedPv, have: u64, want: u64, ctx: &Cont
     };
     ctx.backend_of(pv)
         .await?
-        .expand(recorded, have, want, &ctx.promises())
+        .expand(recorded, have, want, &ctx.promises().collect::<Vec<_>>())
         .await?;
     let capacity = json!({"spec": {"capacity": {"storage": format!("{want}Gi")}}});
     Api::<PersistentVolume>::all(ctx.client.clone())

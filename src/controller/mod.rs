@@ -124,11 +124,12 @@ impl Context {
             .collect()
     }
 
-    /// What the PVs this provisioner made with the SSH backend hold on their brick roots.
-    fn promises(&self) -> Vec<Promise> {
+    /// What the PVs this provisioner made with the SSH backend hold on their brick roots, one
+    /// PV at a time.
+    fn promises(&self) -> impl Iterator<Item = Promise> + '_ {
         self.volumes
             .state()
-            .iter()
+            .into_iter()
             .filter(|pv| self.made_here(pv))
             .filter_map(|pv| {
                 let bricks = pv.annotation(objects::ANN_BRICKS)?;
@@ -142,7 +143,6 @@ impl Context {
                     bytes: gib << 30,
                 })
             })
-            .collect()
     }
 
     /// Made by this provisioner itself, not by the in-tree one it took over from.

@@ -221,7 +221,7 @@ async fn provision(
         size_gib,
         gid,
         options: &params.volume_options,
-        promised: Promised(&|| ctx.promises()),
+        promised: Promised(&|each| ctx.promises().for_each(each)),
     };
     let made = match backend.create(&req).await {
         Ok(made) => made,

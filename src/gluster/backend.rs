@@ -142,9 +142,18 @@ impl SshBackend {
                 capacity.retain(|c| health.iter().any(|h| h.node == c.node.name && h.is_up()));
                 // Counting and placing under one lock: claims of a burst see each other.
                 let mut placing = self.placing.lock().expect("placing lock");
-                let promised = req.promised.read();
-                placing.retain(|name, _| !promised.iter().any(|p| p.volume == *name));
-                plan::count_promises(&mut capacity, promised.iter().chain(placing.values()));
+                // A volume placed earlier whose PV now exists is counted from its PV.
+                let mut saved = Vec::new();
+                req.promised.each(&mut |p| {
+                    if placing.contains_key(&p.volume) {
+                        saved.push(p.volume.clone());
+                    }
+                    plan::count_promises(&mut capacity, [&p]);
+                });
+                for name in saved {
+                    placing.remove(&name);
+                }
+                plan::count_promises(&mut capacity, placing.values());
                 let bytes = req.size_gib << 30;
                 let bricks =
                     plan::place_bricks(cluster, &capacity, req.durability, bytes, req.name)

@@ -199,7 +199,7 @@ async fn make(
         size_gib: size,
         gid,
         options,
-        promised: Promised(&Vec::new),
+        promised: Promised(&|_| {}),
     };
     let made = state.backend.make(&req).await.map_err(|e| e.to_string())?;
     state.volumes.lock().unwrap().insert(
