@@ -11,6 +11,9 @@
 //! - `csi`: the CSI node plugin (`node` subcommand) that mounts volumes of CSI PVs.
 //! - `leader`: leader election on a Lease. `metrics`, `http`: Prometheus metrics and probes.
 
+// The deletion reconciler's future nests deeper than the default limit lets rustc lay out.
+#![recursion_limit = "256"]
+
 pub mod config;
 pub mod controller;
 pub mod convert;

@@ -40,10 +40,16 @@ pub struct SshSettings {
     /// Longest a remote command may run; gluster's own CLI timeout is 120 s.
     #[serde(default = "default_command_timeout")]
     pub command_timeout_seconds: u64,
-    /// Commands run at once over one node's connection: sshd refuses sessions past its
+    /// Commands run at once over one connection: sshd refuses sessions past its
     /// `MaxSessions` (10 by default), so keep this below it.
-    #[serde(default = "default_sessions_per_node")]
-    pub sessions_per_node: usize,
+    #[serde(
+        default = "default_sessions_per_connection",
+        alias = "sessions_per_node"
+    )]
+    pub sessions_per_connection: usize,
+    /// Connections a node may have at once, for bursts whose commands wait long on glusterd.
+    #[serde(default = "default_connections_per_node")]
+    pub connections_per_node: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -81,8 +87,11 @@ fn default_connect_timeout() -> u64 {
 fn default_command_timeout() -> u64 {
     150
 }
-fn default_sessions_per_node() -> usize {
+fn default_sessions_per_connection() -> usize {
     6
+}
+fn default_connections_per_node() -> usize {
+    4
 }
 
 impl SshSettings {

@@ -2,7 +2,7 @@
 //! the nodes of the topology. Every step is idempotent, so a retry or a restart after a crash
 //! picks up where the last attempt stopped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -50,6 +50,8 @@ pub struct SshBackend {
     /// one reading instead of each asking every node (nothing is reserved by placement, so a
     /// fresher reading would not place them differently).
     space: HashMap<String, tokio::sync::Mutex<Option<SpaceReading>>>,
+    /// The last `volume list` of each cluster, by cluster name, and when it was begun.
+    listing: HashMap<String, tokio::sync::Mutex<Option<Listing>>>,
     /// Orders the commands that make volumes: see [`Turns`]. Deletions are not held back:
     /// nobody waits on one in particular, so they go at glusterd's own pace.
     turns: Turns,
@@ -57,6 +59,9 @@ pub struct SshBackend {
 
 /// When the brick roots of a node were read, and what they had.
 type SpaceReading = (Instant, Vec<RootSpace>);
+
+/// When a `volume list` was begun, and the names it had.
+type Listing = (Instant, HashSet<String>);
 
 /// When a cluster's nodes were probed, and how each stood.
 type HealthReading = (Instant, Arc<Vec<NodeHealth>>);
@@ -89,8 +94,14 @@ impl SshBackend {
             .flat_map(|c| &c.nodes)
             .map(|n| (n.name.clone(), Default::default()))
             .collect();
+        let listing = topology
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), Default::default()))
+            .collect();
         Self {
             space,
+            listing,
             health: Default::default(),
             probing: Default::default(),
             placing: Default::default(),
@@ -124,7 +135,10 @@ impl SshBackend {
                 cluster.nodes.len()
             )));
         }
-        let existing = self.volume_info(cluster, req.name).await?;
+        let existing = match self.listed(cluster, req.name).await? {
+            true => self.volume_info(cluster, req.name).await?,
+            false => None,
+        };
         let bricks = match &existing {
             Some(volume) => self.bricks_of(cluster, volume)?,
             None => {
@@ -227,7 +241,7 @@ impl SshBackend {
         if existing.is_none() {
             // The name is this claim's alone: one that exists is a retried create's own.
             let create = plan::create_args(name, req.durability, bricks);
-            self.gluster_tolerant(cluster, create, "already exists", Some(turn))
+            self.gluster_tolerant(cluster, create, &["already exists"], Some(turn))
                 .await?;
         }
         for set in plan::options_args(name, req.gid, req.options) {
@@ -242,7 +256,7 @@ impl SshBackend {
         self.gluster_tolerant(
             cluster,
             plan::quota_enable_args(name),
-            "already enabled",
+            &["already enabled"],
             Some(turn),
         )
         .await?;
@@ -263,36 +277,39 @@ impl SshBackend {
     /// directories. When the volume still exists, its own brick list is used.
     pub async fn remove(&self, cluster: &str, name: &str, bricks: &[Brick]) -> Result<()> {
         let cluster = self.cluster(Some(cluster))?;
-        match self.volume_info(cluster, name).await? {
-            Some(volume) => {
-                let bricks = self.bricks_of(cluster, &volume)?;
-                self.destroy(cluster, name, &bricks, true).await
-            }
-            None => self.destroy(cluster, name, bricks, false).await,
-        }
+        let Some(volume) = self.stopped(cluster, name).await? else {
+            return self.remove_bricks(name, bricks).await;
+        };
+        let bricks = self.bricks_of(cluster, &volume)?;
+        self.delete(cluster, name).await?;
+        self.remove_bricks(name, &bricks).await
     }
 
-    /// Stops and deletes the volume when it `exists`, then removes its brick directories; no
-    /// look-ups (the benchmark's baseline for deletion).
-    pub async fn destroy(
-        &self,
-        cluster: &Cluster,
-        name: &str,
-        bricks: &[Brick],
-        exists: bool,
-    ) -> Result<()> {
-        self.placing.lock().expect("placing lock").remove(name);
-        if exists {
-            self.gluster_tolerant(
-                cluster,
-                plan::stop_args(name),
-                "is not in the started state",
-                None,
-            )
-            .await?;
-            self.gluster_tolerant(cluster, plan::delete_args(name), "does not exist", None)
-                .await?;
+    /// Looks the volume up and stops it, both at once: under a burst of deletions each waits
+    /// long on glusterd. `None` when it does not exist.
+    async fn stopped(&self, cluster: &Cluster, name: &str) -> Result<Option<Volume>> {
+        let stop = self.gluster_tolerant(
+            cluster,
+            plan::stop_args(name),
+            &["is not in the started state", "does not exist"],
+            None,
+        );
+        let (info, stopped) = tokio::join!(self.volume_info(cluster, name), stop);
+        let volume = info?;
+        if volume.is_some() {
+            stopped?;
         }
+        Ok(volume)
+    }
+
+    async fn delete(&self, cluster: &Cluster, name: &str) -> Result<()> {
+        let delete = plan::delete_args(name);
+        self.gluster_tolerant(cluster, delete, &["does not exist"], None)
+            .await
+    }
+
+    async fn remove_bricks(&self, name: &str, bricks: &[Brick]) -> Result<()> {
+        self.placing.lock().expect("placing lock").remove(name);
         let removals = bricks.iter().map(|b| {
             let args = vec![
                 "-rf".into(),
@@ -395,6 +412,25 @@ impl SshBackend {
                 self.checked_brick(node, &volume.name, Path::new(path))
             })
             .collect()
+    }
+
+    /// Whether `volume list` has the name, from a listing begun after this call: the claims of
+    /// a burst share one or two listings instead of each asking glusterd.
+    async fn listed(&self, cluster: &Cluster, name: &str) -> Result<bool> {
+        let asked = Instant::now();
+        let slot = &self.listing[&cluster.name];
+        let mut last = slot.lock().await;
+        if let Some((begun, names)) = last.as_ref()
+            && *begun >= asked
+        {
+            return Ok(names.contains(name));
+        }
+        let begun = Instant::now();
+        let out = self.gluster(cluster, plan::list_args(), None).await?;
+        let names: HashSet<String> = xml::parse_volume_list(&out)?.into_iter().collect();
+        let found = names.contains(name);
+        *last = Some((begun, names));
+        Ok(found)
     }
 
     pub async fn volume_info(&self, cluster: &Cluster, name: &str) -> Result<Option<Volume>> {
@@ -563,11 +599,13 @@ impl SshBackend {
         &self,
         cluster: &Cluster,
         args: Vec<String>,
-        ok_if: &str,
+        ok_if: &[&str],
         turn: Option<Turn>,
     ) -> Result<()> {
         match self.gluster(cluster, args, turn).await {
-            Err(Error::Gluster { message, .. }) if message.contains(ok_if) => Ok(()),
+            Err(Error::Gluster { message, .. }) if ok_if.iter().any(|m| message.contains(m)) => {
+                Ok(())
+            }
             other => other.map(drop),
         }
     }
@@ -680,8 +718,11 @@ impl VolumeBackend for SshBackend {
             .iter()
             .flat_map(|n| n.brick_roots.iter().map(move |r| Brick::new(n, r, name)))
             .collect();
-        let exists = self.volume_info(cluster, name).await?.is_some();
-        self.destroy(cluster, name, &everywhere, exists).await?;
+        let exists = self.stopped(cluster, name).await?.is_some();
+        if exists {
+            self.delete(cluster, name).await?;
+        }
+        self.remove_bricks(name, &everywhere).await?;
         tracing::info!(
             volume = name,
             exists,

@@ -269,6 +269,10 @@ pub fn options_args(volume: &str, gid: u32, options: &[(String, String)]) -> Vec
     out
 }
 
+pub fn list_args() -> Vec<String> {
+    args(["volume", "list"])
+}
+
 pub fn info_args(volume: &str) -> Vec<String> {
     args(["volume", "info", volume])
 }

@@ -1,5 +1,5 @@
-//! Runs programs on gluster nodes over SSH: one multiplexed connection per node, opened on
-//! first use, shared by concurrent commands, reopened when it breaks.
+//! Runs programs on gluster nodes over SSH: multiplexed connections per node, opened as
+//! concurrent commands need them, shared by them, reopened when they break.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,10 +23,60 @@ pub struct RemoteOutput {
     pub stderr: String,
 }
 
-/// A host's connection, empty until first use or after it broke, and the sessions it may run.
+/// A host's connections, opened as commands need them: sshd's `MaxSessions` bounds the
+/// commands over one connection, so a burst opens more connections instead of queueing here
+/// while glusterd is slow to answer.
 struct Host {
-    connection: Mutex<Option<Arc<Session>>>,
+    /// Free sessions over all the connections the host may have.
     sessions: Semaphore,
+    connections: Vec<Connection>,
+    /// Commands running over each connection.
+    busy: std::sync::Mutex<Vec<usize>>,
+}
+
+/// Empty until first use or after it broke.
+#[derive(Default)]
+struct Connection(Mutex<Option<Arc<Session>>>);
+
+/// A command's session on one connection of a host, given back on drop.
+struct Seat<'h> {
+    host: &'h Host,
+    connection: usize,
+    _permit: tokio::sync::SemaphorePermit<'h>,
+}
+
+impl Host {
+    fn new(per_connection: usize, connections: usize) -> Self {
+        Self {
+            sessions: Semaphore::new(per_connection * connections),
+            connections: (0..connections).map(|_| Connection::default()).collect(),
+            busy: std::sync::Mutex::new(vec![0; connections]),
+        }
+    }
+
+    /// Waits for a free session, on the first connection with room: a second connection is
+    /// opened only while the first is full.
+    async fn seat(&self, per_connection: usize) -> Seat<'_> {
+        let permit = self.sessions.acquire().await.expect("never closed");
+        let mut busy = self.busy.lock().expect("ssh busy lock");
+        // The permits never exceed the room of all connections, so one has room.
+        let connection = busy
+            .iter()
+            .position(|n| *n < per_connection)
+            .expect("a connection with room");
+        busy[connection] += 1;
+        Seat {
+            host: self,
+            connection,
+            _permit: permit,
+        }
+    }
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        self.host.busy.lock().expect("ssh busy lock")[self.connection] -= 1;
+    }
 }
 
 pub struct SshExecutor {
@@ -67,16 +117,17 @@ impl SshExecutor {
     /// repeated here; the caller's own retries come back to an unreachable node later.
     pub async fn run(&self, host: &str, program: &str, args: &[String]) -> Result<RemoteOutput> {
         let slot = self.host(host).await;
-        let _session_permit = slot.sessions.acquire().await.expect("never closed");
+        let seat = slot.seat(self.per_connection()).await;
+        let connection = &slot.connections[seat.connection];
         let limit = self.settings.command_timeout();
         let attempt = || async {
-            let session = self.session(host, &slot).await?;
+            let session = self.session(host, connection).await?;
             match exec(&session, program, args, limit).await {
                 Ok(out) => Ok(out),
                 Err(source) if session.check().await.is_err() => {
                     tracing::warn!(host, error = %source, "SSH connection broken, reconnecting");
                     self.report(host, false);
-                    self.forget(&slot, &session).await;
+                    self.forget(connection, &session).await;
                     Err(Error::SshConnect {
                         host: host.into(),
                         source,
@@ -117,23 +168,22 @@ impl SshExecutor {
         })
     }
 
+    fn per_connection(&self) -> usize {
+        self.settings.sessions_per_connection.max(1)
+    }
+
     async fn host(&self, host: &str) -> Arc<Host> {
-        let permits = self.settings.sessions_per_node.max(1);
+        let connections = self.settings.connections_per_node.max(1);
         self.hosts
             .lock()
             .await
             .entry(host.to_string())
-            .or_insert_with(|| {
-                Arc::new(Host {
-                    connection: Mutex::default(),
-                    sessions: Semaphore::new(permits),
-                })
-            })
+            .or_insert_with(|| Arc::new(Host::new(self.per_connection(), connections)))
             .clone()
     }
 
-    async fn session(&self, host: &str, slot: &Host) -> Result<Arc<Session>> {
-        let mut slot = slot.connection.lock().await;
+    async fn session(&self, host: &str, connection: &Connection) -> Result<Arc<Session>> {
+        let mut slot = connection.0.lock().await;
         if let Some(session) = slot.as_ref() {
             return Ok(session.clone());
         }
@@ -144,8 +194,8 @@ impl SshExecutor {
         Ok(session)
     }
 
-    async fn forget(&self, slot: &Host, broken: &Arc<Session>) {
-        let mut slot = slot.connection.lock().await;
+    async fn forget(&self, connection: &Connection, broken: &Arc<Session>) {
+        let mut slot = connection.0.lock().await;
         if slot.as_ref().is_some_and(|s| Arc::ptr_eq(s, broken)) {
             *slot = None;
         }
@@ -245,4 +295,31 @@ async fn exec_once(
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_connection_fills_before_the_next_is_used() {
+        let host = Host::new(2, 3);
+        let mut seats = Vec::new();
+        for _ in 0..5 {
+            seats.push(host.seat(2).await);
+        }
+        let on: Vec<usize> = seats.iter().map(|s| s.connection).collect();
+        assert_eq!(on, [0, 0, 1, 1, 2]);
+        // A seat given back on the first connection is the next one taken.
+        seats.remove(1);
+        seats.push(host.seat(2).await);
+        assert_eq!(seats.last().unwrap().connection, 0);
+        seats.push(host.seat(2).await);
+        assert_eq!(seats.last().unwrap().connection, 2);
+        // Every session of every connection is out: the next caller waits.
+        let full = tokio::time::timeout(std::time::Duration::from_millis(20), host.seat(2));
+        assert!(full.await.is_err());
+        drop(seats);
+        assert_eq!(*host.busy.lock().unwrap(), [0, 0, 0]);
+    }
 }

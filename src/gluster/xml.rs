@@ -15,6 +15,14 @@ struct CliOutput {
     peer_status: Option<PeerStatus>,
     #[serde(rename = "volInfo", default)]
     vol_info: Option<VolInfo>,
+    #[serde(rename = "volList", default)]
+    vol_list: Option<VolList>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct VolList {
+    #[serde(rename = "volume", default)]
+    names: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +161,14 @@ pub fn parse_volume_info(xml: &str) -> Result<Vec<Volume>> {
         .volumes)
 }
 
+/// `gluster volume list --xml`: the names of all volumes.
+pub fn parse_volume_list(xml: &str) -> Result<Vec<String>> {
+    Ok(parse("volume list", xml)?
+        .vol_list
+        .unwrap_or_default()
+        .names)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +277,23 @@ mod tests {
                 ("10.213.7.11", "/srv/gluster/brick1/vol_abc/brick"),
                 ("10.213.7.12", "/srv/gluster/brick2/vol_abc/brick")
             ]
+        );
+    }
+
+    #[test]
+    fn volume_list() {
+        let list = |body: &str| {
+            format!(
+                "<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/>\
+                 <volList>{body}</volList></cliOutput>"
+            )
+        };
+        let two = list("<count>2</count><volume>tmpv</volume><volume>tmpw</volume>");
+        assert_eq!(parse_volume_list(&two).unwrap(), ["tmpv", "tmpw"]);
+        assert!(
+            parse_volume_list(&list("<count>0</count>"))
+                .unwrap()
+                .is_empty()
         );
     }
 }
