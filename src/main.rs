@@ -137,10 +137,10 @@ struct RunArgs {
     /// Claims provisioned, and volumes deleted, in parallel.
     #[arg(long, env = "WORKERS", default_value_t = 32)]
     workers: u16,
-    /// Gluster commands making volumes sent at once; the rest wait, the volumes started
-    /// first going first. Fewer: a burst's first claims are Bound sooner; more: its last
-    /// ones (the README's benchmark shows the trade-off).
-    #[arg(long, env = "GLUSTER_COMMANDS", default_value_t = 8)]
+    /// Volumes being made at once (so at most this many gluster commands making volumes are
+    /// out); the rest wait, first come first served. Fewer: a burst's first claims are Bound
+    /// sooner; more: its last ones (the README's benchmark shows the trade-off).
+    #[arg(long, env = "GLUSTER_COMMANDS", default_value_t = 16)]
     gluster_commands: u16,
     /// First retry delay after a failure, in seconds; it doubles on each further failure.
     #[arg(long, env = "RETRY_MIN_SECONDS", default_value_t = 15.0)]

@@ -16,7 +16,6 @@ use futures::future::join_all;
 use super::health::{self, NodeHealth};
 use super::plan::{self, Brick, NodeCapacity, Promise, RootSpace};
 use super::ssh::SshExecutor;
-use super::turns::{Turn, Turns};
 use super::xml::{self, Peer, Volume};
 use crate::config::{Cluster, Node, Topology};
 use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, brick_record};
@@ -52,9 +51,13 @@ pub struct SshBackend {
     space: HashMap<String, tokio::sync::Mutex<Option<SpaceReading>>>,
     /// The last `volume list` of each cluster, by cluster name, and when it was begun.
     listing: HashMap<String, tokio::sync::Mutex<Option<Listing>>>,
-    /// Orders the commands that make volumes: see [`Turns`]. Deletions are not held back:
-    /// nobody waits on one in particular, so they go at glusterd's own pace.
-    turns: Turns,
+    /// Volumes being made at once, from their first brick directory to their size limit; the
+    /// others wait, first come first served (tokio's semaphore is fair). glusterd grants its
+    /// cluster lock to no queued command in particular, so with every volume of a burst in
+    /// flight their steps interleave and all finish at the end; with a few at a time, a volume
+    /// keeps its place from one step to the next and the burst finishes in order. Deletions
+    /// are not held back: nobody waits on one in particular.
+    making: tokio::sync::Semaphore,
 }
 
 /// When the brick roots of a node were read, and what they had.
@@ -81,12 +84,12 @@ fn words(ws: &[&str]) -> Vec<String> {
 }
 
 impl SshBackend {
-    /// At most `commands` gluster commands making volumes are out at once.
+    /// At most `volumes` volumes are being made at once.
     pub fn new(
         topology: Topology,
         ssh: SshExecutor,
         metrics: Arc<Metrics>,
-        commands: usize,
+        volumes: usize,
     ) -> Self {
         let space = topology
             .clusters
@@ -109,7 +112,7 @@ impl SshBackend {
             ssh,
             metrics,
             next_node: AtomicUsize::default(),
-            turns: Turns::new(commands),
+            making: tokio::sync::Semaphore::new(volumes.max(1)),
         }
     }
 
@@ -187,10 +190,9 @@ impl SshBackend {
                 bricks
             }
         };
-        let turn = self.turns.take();
-        let done = self
-            .build(cluster, req, existing.as_ref(), &bricks, turn)
-            .await;
+        let making = self.making.acquire().await.expect("never closed");
+        let done = self.build(cluster, req, existing.as_ref(), &bricks).await;
+        drop(making);
         if let Err(e) = done {
             // A volume this attempt created is removed again; one found from an earlier attempt
             // is left for the next retry to finish.
@@ -218,7 +220,6 @@ impl SshBackend {
         req: &VolumeRequest<'_>,
         existing: Option<&Volume>,
         bricks: &[Brick],
-        turn: Turn,
     ) -> Result<()> {
         let gid = req.gid.to_string();
         // Brick directories group-owned by the GID with setgid, so files keep the group.
@@ -241,34 +242,28 @@ impl SshBackend {
         if existing.is_none() {
             // The name is this claim's alone: one that exists is a retried create's own.
             let create = plan::create_args(name, req.durability, bricks);
-            self.gluster_tolerant(cluster, create, &["already exists"], Some(turn))
+            self.gluster_tolerant(cluster, create, &["already exists"])
                 .await?;
         }
         for set in plan::options_args(name, req.gid, req.options) {
-            self.gluster(cluster, set, Some(turn)).await?;
+            self.gluster(cluster, set).await?;
         }
         if !existing.is_some_and(Volume::is_started) {
-            self.gluster(cluster, plan::start_args(name), Some(turn))
-                .await?;
+            self.gluster(cluster, plan::start_args(name)).await?;
         }
         // Quota needs a started volume. Enabling it turns quota-deem-statfs on, so df in a
         // mount shows the limit as the size.
-        self.gluster_tolerant(
-            cluster,
-            plan::quota_enable_args(name),
-            &["already enabled"],
-            Some(turn),
-        )
-        .await?;
+        self.gluster_tolerant(cluster, plan::quota_enable_args(name), &["already enabled"])
+            .await?;
         let limit = plan::quota_limit_args(name, req.size_gib);
-        self.gluster(cluster, limit, Some(turn)).await?;
+        self.gluster(cluster, limit).await?;
         Ok(())
     }
 
     /// Sets the size the volume enforces (its quota limit): expansion.
     pub async fn resize(&self, cluster: &str, name: &str, size_gib: u64) -> Result<()> {
         let cluster = self.cluster(Some(cluster))?;
-        self.gluster(cluster, plan::quota_limit_args(name, size_gib), None)
+        self.gluster(cluster, plan::quota_limit_args(name, size_gib))
             .await
             .map(drop)
     }
@@ -292,7 +287,6 @@ impl SshBackend {
             cluster,
             plan::stop_args(name),
             &["is not in the started state", "does not exist"],
-            None,
         );
         let (info, stopped) = tokio::join!(self.volume_info(cluster, name), stop);
         let volume = info?;
@@ -304,7 +298,7 @@ impl SshBackend {
 
     async fn delete(&self, cluster: &Cluster, name: &str) -> Result<()> {
         let delete = plan::delete_args(name);
-        self.gluster_tolerant(cluster, delete, &["does not exist"], None)
+        self.gluster_tolerant(cluster, delete, &["does not exist"])
             .await
     }
 
@@ -426,7 +420,7 @@ impl SshBackend {
             return Ok(names.contains(name));
         }
         let begun = Instant::now();
-        let out = self.gluster(cluster, plan::list_args(), None).await?;
+        let out = self.gluster(cluster, plan::list_args()).await?;
         let names: HashSet<String> = xml::parse_volume_list(&out)?.into_iter().collect();
         let found = names.contains(name);
         *last = Some((begun, names));
@@ -434,7 +428,7 @@ impl SshBackend {
     }
 
     pub async fn volume_info(&self, cluster: &Cluster, name: &str) -> Result<Option<Volume>> {
-        match self.gluster(cluster, plan::info_args(name), None).await {
+        match self.gluster(cluster, plan::info_args(name)).await {
             Ok(out) => Ok(xml::parse_volume_info(&out)?
                 .into_iter()
                 .find(|v| v.name == name)),
@@ -600,9 +594,8 @@ impl SshBackend {
         cluster: &Cluster,
         args: Vec<String>,
         ok_if: &[&str],
-        turn: Option<Turn>,
     ) -> Result<()> {
-        match self.gluster(cluster, args, turn).await {
+        match self.gluster(cluster, args).await {
             Err(Error::Gluster { message, .. }) if ok_if.iter().any(|m| message.contains(m)) => {
                 Ok(())
             }
@@ -613,12 +606,7 @@ impl SshBackend {
     /// Runs `gluster --mode=script --xml ARGS` on a node of the cluster and checks its result.
     /// Lock contention and lost connections are retried with backoff, on the next node. A
     /// command making a volume runs in its `turn`; the others go at once.
-    async fn gluster(
-        &self,
-        cluster: &Cluster,
-        args: Vec<String>,
-        turn: Option<Turn>,
-    ) -> Result<String> {
+    async fn gluster(&self, cluster: &Cluster, args: Vec<String>) -> Result<String> {
         let command = args.join(" ");
         // `volume create`, `volume quota`, ...: a fixed set, fit for a metric label.
         let operation = args.iter().take(2).cloned().collect::<Vec<_>>().join(" ");
@@ -626,11 +614,6 @@ impl SshBackend {
         full.extend(args);
         // Each attempt, a retry included, goes to the next node that is up.
         let run = || async {
-            // The wait for a slot can be long: the node is chosen after it, from fresh health.
-            let _slot = match turn {
-                Some(turn) => Some(self.turns.slot(turn).await),
-                None => None,
-            };
             let health = self.health(cluster).await;
             let up: Vec<&Node> = cluster
                 .nodes

@@ -6,7 +6,6 @@ pub mod check;
 pub mod health;
 pub mod plan;
 pub mod ssh;
-pub mod turns;
 pub mod xml;
 
 pub use crate::volumes::VolumeRequest;
