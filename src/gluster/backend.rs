@@ -138,10 +138,10 @@ impl SshBackend {
                 cluster.nodes.len()
             )));
         }
-        let existing = match self.listed(cluster, req.name).await? {
-            true => self.volume_info(cluster, req.name).await?,
-            false => None,
-        };
+        let mut existing = None;
+        if self.listed(cluster, req.name).await? {
+            existing = self.volume_info(cluster, req.name).await?;
+        }
         let bricks = match &existing {
             Some(volume) => self.bricks_of(cluster, volume)?,
             None => {
@@ -604,8 +604,7 @@ impl SshBackend {
     }
 
     /// Runs `gluster --mode=script --xml ARGS` on a node of the cluster and checks its result.
-    /// Lock contention and lost connections are retried with backoff, on the next node. A
-    /// command making a volume runs in its `turn`; the others go at once.
+    /// Lock contention and lost connections are retried with backoff, on the next node.
     async fn gluster(&self, cluster: &Cluster, args: Vec<String>) -> Result<String> {
         let command = args.join(" ");
         // `volume create`, `volume quota`, ...: a fixed set, fit for a metric label.

@@ -30,6 +30,7 @@ struct Host {
     /// Free sessions over all the connections the host may have.
     sessions: Semaphore,
     connections: Vec<Connection>,
+    per_connection: usize,
     /// Commands running over each connection.
     busy: std::sync::Mutex<Vec<usize>>,
 }
@@ -50,19 +51,20 @@ impl Host {
         Self {
             sessions: Semaphore::new(per_connection * connections),
             connections: (0..connections).map(|_| Connection::default()).collect(),
+            per_connection,
             busy: std::sync::Mutex::new(vec![0; connections]),
         }
     }
 
     /// Waits for a free session, on the first connection with room: a second connection is
     /// opened only while the first is full.
-    async fn seat(&self, per_connection: usize) -> Seat<'_> {
+    async fn seat(&self) -> Seat<'_> {
         let permit = self.sessions.acquire().await.expect("never closed");
         let mut busy = self.busy.lock().expect("ssh busy lock");
         // The permits never exceed the room of all connections, so one has room.
         let connection = busy
             .iter()
-            .position(|n| *n < per_connection)
+            .position(|n| *n < self.per_connection)
             .expect("a connection with room");
         busy[connection] += 1;
         Seat {
@@ -117,7 +119,7 @@ impl SshExecutor {
     /// repeated here; the caller's own retries come back to an unreachable node later.
     pub async fn run(&self, host: &str, program: &str, args: &[String]) -> Result<RemoteOutput> {
         let slot = self.host(host).await;
-        let seat = slot.seat(self.per_connection()).await;
+        let seat = slot.seat().await;
         let connection = &slot.connections[seat.connection];
         let limit = self.settings.command_timeout();
         let attempt = || async {
@@ -168,17 +170,14 @@ impl SshExecutor {
         })
     }
 
-    fn per_connection(&self) -> usize {
-        self.settings.sessions_per_connection.max(1)
-    }
-
     async fn host(&self, host: &str) -> Arc<Host> {
+        let per_connection = self.settings.sessions_per_connection.max(1);
         let connections = self.settings.connections_per_node.max(1);
         self.hosts
             .lock()
             .await
             .entry(host.to_string())
-            .or_insert_with(|| Arc::new(Host::new(self.per_connection(), connections)))
+            .or_insert_with(|| Arc::new(Host::new(per_connection, connections)))
             .clone()
     }
 
@@ -306,18 +305,18 @@ mod tests {
         let host = Host::new(2, 3);
         let mut seats = Vec::new();
         for _ in 0..5 {
-            seats.push(host.seat(2).await);
+            seats.push(host.seat().await);
         }
         let on: Vec<usize> = seats.iter().map(|s| s.connection).collect();
         assert_eq!(on, [0, 0, 1, 1, 2]);
         // A seat given back on the first connection is the next one taken.
         seats.remove(1);
-        seats.push(host.seat(2).await);
+        seats.push(host.seat().await);
         assert_eq!(seats.last().unwrap().connection, 0);
-        seats.push(host.seat(2).await);
+        seats.push(host.seat().await);
         assert_eq!(seats.last().unwrap().connection, 2);
         // Every session of every connection is out: the next caller waits.
-        let full = tokio::time::timeout(std::time::Duration::from_millis(20), host.seat(2));
+        let full = tokio::time::timeout(std::time::Duration::from_millis(20), host.seat());
         assert!(full.await.is_err());
         drop(seats);
         assert_eq!(*host.busy.lock().unwrap(), [0, 0, 0]);
