@@ -307,8 +307,12 @@ async fn csi_dead_fuse_client_is_reported_and_mounted_again() {
         },
     )
     .await;
+    // The kernel answers a dead FUSE connection with ENOTCONN, or ECONNABORTED when the
+    // request raced the abort; anything else (a timeout, ENOENT) is not this fault.
     assert!(
-        condition.message.contains("not connected"),
+        ["not connected", "connection abort"]
+            .iter()
+            .any(|e| condition.message.contains(e)),
         "{}",
         condition.message
     );
