@@ -13,7 +13,7 @@ use std::time::Instant;
 use backon::{ExponentialBuilder, Retryable};
 use futures::future::join_all;
 
-use super::health::{self, NodeHealth};
+use super::health::{self, Answer, NodeHealth};
 use super::plan::{self, Brick, NodeCapacity, Promise, RootSpace};
 use super::ssh::SshExecutor;
 use super::xml::{self, Peer, Volume};
@@ -45,6 +45,9 @@ pub struct SshBackend {
     health: std::sync::Mutex<HashMap<String, HealthReading>>,
     /// Held by the one caller probing; the others go on with the last reading meanwhile.
     probing: tokio::sync::Mutex<()>,
+    /// When each node last completed a gluster command, by node name: a probe that times out
+    /// while the node completes others has met a long queue, not a hung glusterd.
+    answered: std::sync::Mutex<HashMap<String, Instant>>,
     /// The last reading of each node's brick roots. Claims of a burst place their bricks from
     /// one reading instead of each asking every node (nothing is reserved by placement, so a
     /// fresher reading would not place them differently).
@@ -107,6 +110,7 @@ impl SshBackend {
             listing,
             health: Default::default(),
             probing: Default::default(),
+            answered: Default::default(),
             placing: Default::default(),
             topology,
             ssh,
@@ -535,13 +539,21 @@ impl SshBackend {
         if let Some(health) = fresh(&last()) {
             return health;
         }
+        let began = Instant::now();
         let probes = cluster.nodes.iter().map(|node| async move {
-            self.peers(node).await.map_err(|e| match e {
-                Error::SshConnect { .. } | Error::SshCommand { .. } | Error::SshHostKey { .. } => {
-                    e.to_string()
+            match self.peers(node).await {
+                Ok(peers) => Answer::Peers(peers),
+                Err(
+                    e @ (Error::SshConnect { .. }
+                    | Error::SshCommand { .. }
+                    | Error::SshHostKey { .. }),
+                ) => Answer::Down(e.to_string()),
+                Err(_) if self.answered_since(&node.name, began) => {
+                    tracing::debug!(node = node.name, "probe timed out while glusterd works");
+                    Answer::Busy
                 }
-                _ => format!("glusterd does not answer: {e}"),
-            })
+                Err(e) => Answer::Down(format!("glusterd does not answer: {e}")),
+            }
         });
         let answers = join_all(probes).await;
         let health = Arc::new(health::judge(cluster, &answers));
@@ -566,6 +578,11 @@ impl SshBackend {
             .expect("health lock")
             .insert(cluster.name.clone(), (Instant::now(), health.clone()));
         health
+    }
+
+    fn answered_since(&self, node: &str, since: Instant) -> bool {
+        let answered = self.answered.lock().expect("answered lock");
+        answered.get(node).is_some_and(|at| *at >= since)
     }
 
     /// Leaves `node` out until the next probe: a command on it failed as a node that is down
@@ -641,6 +658,10 @@ impl SshBackend {
             .await;
             self.metrics
                 .gluster_op(&operation, &node.name, started, &result);
+            if result.is_ok() {
+                let mut answered = self.answered.lock().expect("answered lock");
+                answered.insert(node.name.clone(), Instant::now());
+            }
             if let Err(e) = &result
                 && e.is_node_down()
             {

@@ -25,23 +25,36 @@ fn names(peer: &Peer, node: &Node) -> bool {
         || peer.hostname == node.name
 }
 
-/// Judges every node from what each one's glusterd said of its peers (`Err`: why it did not
-/// answer).
-pub fn judge(cluster: &Cluster, answers: &[Result<Vec<Peer>, String>]) -> Vec<NodeHealth> {
+/// What a node said when probed.
+#[derive(Debug)]
+pub enum Answer {
+    /// The peers its glusterd knows.
+    Peers(Vec<Peer>),
+    /// No answer in time, but it completed other commands meanwhile: busy with a burst (its
+    /// lock queue is long), not hung. It says nothing of its peers.
+    Busy,
+    /// Why it did not answer.
+    Down(String),
+}
+
+/// Judges every node from what each one said of its peers.
+pub fn judge(cluster: &Cluster, answers: &[Answer]) -> Vec<NodeHealth> {
     cluster
         .nodes
         .iter()
         .zip(answers)
         .map(|(node, answer)| {
             let down = match answer {
-                Err(why) => Some(why.clone()),
-                Ok(_) => cluster
+                Answer::Down(why) => Some(why.clone()),
+                Answer::Peers(_) | Answer::Busy => cluster
                     .nodes
                     .iter()
                     .zip(answers)
                     .filter(|(other, _)| other.name != node.name)
                     .find_map(|(other, seen)| {
-                        let peers = seen.as_ref().ok()?;
+                        let Answer::Peers(peers) = seen else {
+                            return None;
+                        };
                         let connected = peers.iter().any(|p| names(p, node) && p.is_connected());
                         (!connected).then(|| format!("not connected to {}'s glusterd", other.name))
                     }),
@@ -84,21 +97,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_node_is_up_when_it_answers_and_the_others_see_it() {
-        let cluster = Cluster {
+    fn three_nodes() -> Cluster {
+        Cluster {
             name: "c".into(),
             nodes: vec![
                 node("a", "10.0.0.1"),
                 node("b", "10.0.0.2"),
                 node("c", "10.0.0.3"),
             ],
-        };
+        }
+    }
+
+    #[test]
+    fn a_node_is_up_when_it_answers_and_the_others_see_it() {
+        let cluster = three_nodes();
         // c's glusterd is down: it does not answer, and a and b see it disconnected.
         let answers = vec![
-            Ok(vec![peer("10.0.0.2", 1), peer("10.0.0.3", 0)]),
-            Ok(vec![peer("10.0.0.1", 1), peer("10.0.0.3", 0)]),
-            Err("glusterd does not answer: Connection failed".into()),
+            Answer::Peers(vec![peer("10.0.0.2", 1), peer("10.0.0.3", 0)]),
+            Answer::Peers(vec![peer("10.0.0.1", 1), peer("10.0.0.3", 0)]),
+            Answer::Down("glusterd does not answer: Connection failed".into()),
         ];
         let health = judge(&cluster, &answers);
         assert!(health[0].is_up() && health[1].is_up());
@@ -108,9 +125,9 @@ mod tests {
         );
         // c answers but a lost it: c is still left out, and says by whom.
         let answers = vec![
-            Ok(vec![peer("10.0.0.2", 1), peer("10.0.0.3", 0)]),
-            Ok(vec![peer("10.0.0.1", 1), peer("10.0.0.3", 1)]),
-            Ok(vec![peer("10.0.0.1", 1), peer("10.0.0.2", 1)]),
+            Answer::Peers(vec![peer("10.0.0.2", 1), peer("10.0.0.3", 0)]),
+            Answer::Peers(vec![peer("10.0.0.1", 1), peer("10.0.0.3", 1)]),
+            Answer::Peers(vec![peer("10.0.0.1", 1), peer("10.0.0.2", 1)]),
         ];
         let health = judge(&cluster, &answers);
         assert_eq!(
@@ -122,11 +139,40 @@ mod tests {
             Some("nodes left out: c (not connected to a's glusterd)")
         );
         let all_up = vec![
-            Ok(vec![peer("10.0.0.2", 1), peer("10.0.0.3", 1)]),
-            Ok(vec![peer("10.0.0.1", 1), peer("10.0.0.3", 1)]),
-            Ok(vec![peer("10.0.0.1", 1), peer("10.0.0.2", 1)]),
+            Answer::Peers(vec![peer("10.0.0.2", 1), peer("10.0.0.3", 1)]),
+            Answer::Peers(vec![peer("10.0.0.1", 1), peer("10.0.0.3", 1)]),
+            Answer::Peers(vec![peer("10.0.0.1", 1), peer("10.0.0.2", 1)]),
         ];
         assert!(judge(&cluster, &all_up).iter().all(NodeHealth::is_up));
         assert_eq!(describe_down(&judge(&cluster, &all_up)), None);
+    }
+
+    #[test]
+    fn a_busy_node_is_up_and_judges_nobody() {
+        let cluster = three_nodes();
+        // b is busy; a sees it, c has lost a.
+        let answers = vec![
+            Answer::Peers(vec![peer("10.0.0.2", 1), peer("10.0.0.3", 1)]),
+            Answer::Busy,
+            Answer::Peers(vec![peer("10.0.0.1", 0), peer("10.0.0.2", 1)]),
+        ];
+        let health = judge(&cluster, &answers);
+        assert!(health[1].is_up() && health[2].is_up());
+        assert_eq!(
+            health[0].down.as_deref(),
+            Some("not connected to c's glusterd")
+        );
+        // A busy node others have lost is still left out.
+        let answers = vec![
+            Answer::Peers(vec![peer("10.0.0.2", 0), peer("10.0.0.3", 1)]),
+            Answer::Busy,
+            Answer::Busy,
+        ];
+        let health = judge(&cluster, &answers);
+        assert_eq!(
+            health[1].down.as_deref(),
+            Some("not connected to a's glusterd")
+        );
+        assert!(health[0].is_up() && health[2].is_up());
     }
 }
