@@ -65,26 +65,34 @@ pub(super) async fn hold(
 pub(super) async fn let_go(meta: &ObjectMeta, ctx: &Context) -> Result<()> {
     let api = claims(ctx, meta.namespace.as_deref().unwrap_or_default());
     let name = meta.name.as_deref().unwrap_or_default();
-    let Some(current) = api.get_metadata_opt(name).await? else {
-        return Ok(());
-    };
-    let Some(i) = current
-        .finalizers()
-        .iter()
-        .position(|f| f == CLAIM_FINALIZER)
-    else {
-        return Ok(());
-    };
-    let path = format!("/metadata/finalizers/{i}");
-    let ops = json!([
-        {"op": "test", "path": path, "value": CLAIM_FINALIZER},
-        {"op": "remove", "path": path},
-    ]);
-    let removed = api
-        .patch_metadata(name, &PatchParams::default(), &json_patch(ops))
-        .await
-        .map(drop);
-    ignore_not_found(removed)
+    // A finalizer that moved between the read and the patch fails the patch's test (422):
+    // read again rather than wait for the next reconcile.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let Some(current) = api.get_metadata_opt(name).await? else {
+            return Ok(());
+        };
+        let Some(i) = current
+            .finalizers()
+            .iter()
+            .position(|f| f == CLAIM_FINALIZER)
+        else {
+            return Ok(());
+        };
+        let path = format!("/metadata/finalizers/{i}");
+        let ops = json!([
+            {"op": "test", "path": path, "value": CLAIM_FINALIZER},
+            {"op": "remove", "path": path},
+        ]);
+        match api
+            .patch_metadata(name, &PatchParams::default(), &json_patch(ops))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 422 && attempts < 3 => {}
+            removed => return ignore_not_found(removed.map(drop)),
+        }
+    }
 }
 
 /// A claim holding the finalizer: let go once its PV exists; when it was deleted before, remove
