@@ -3,6 +3,9 @@
 //! the claims it clones from the same way), so a deletion at any moment, even while no
 //! provisioner runs, comes back here.
 
+use std::time::Duration;
+
+use backon::{ConstantBuilder, Retryable};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -65,11 +68,7 @@ pub(super) async fn hold(
 pub(super) async fn let_go(meta: &ObjectMeta, ctx: &Context) -> Result<()> {
     let api = claims(ctx, meta.namespace.as_deref().unwrap_or_default());
     let name = meta.name.as_deref().unwrap_or_default();
-    // A finalizer that moved between the read and the patch fails the patch's test (422):
-    // read again rather than wait for the next reconcile.
-    let mut attempts = 0;
-    loop {
-        attempts += 1;
+    let remove = || async {
         let Some(current) = api.get_metadata_opt(name).await? else {
             return Ok(());
         };
@@ -85,14 +84,21 @@ pub(super) async fn let_go(meta: &ObjectMeta, ctx: &Context) -> Result<()> {
             {"op": "test", "path": path, "value": CLAIM_FINALIZER},
             {"op": "remove", "path": path},
         ]);
-        match api
-            .patch_metadata(name, &PatchParams::default(), &json_patch(ops))
+        api.patch_metadata(name, &PatchParams::default(), &json_patch(ops))
             .await
-        {
-            Err(kube::Error::Api(e)) if e.code == 422 && attempts < 3 => {}
-            removed => return ignore_not_found(removed.map(drop)),
-        }
-    }
+            .map(drop)
+    };
+    // A finalizer that moved between the read and the patch fails the patch's test (422):
+    // read again rather than wait for the next reconcile.
+    let removed = remove
+        .retry(
+            ConstantBuilder::default()
+                .with_delay(Duration::ZERO)
+                .with_max_times(2),
+        )
+        .when(|e| matches!(e, kube::Error::Api(s) if s.code == 422))
+        .await;
+    ignore_not_found(removed)
 }
 
 /// A claim holding the finalizer: let go once its PV exists; when it was deleted before, remove
