@@ -1,20 +1,25 @@
 //! `glusterfs-provisioner convert`: moves claims from `glusterfs` PVs (which no kubelet from
 //! 1.26 on can mount) to CSI PVs of the same name, capacity, GID and claim, keeping the data.
 //!
-//! Per PV, in an order that can stop anywhere and be run again:
-//! 1. the planned CSI PV and the PV's reclaim policy are recorded on the claim;
+//! Only a Bound PV whose claim, by UID, is Bound to it is converted; the rest (Released PVs, a
+//! claim name reused since) are reported and left alone. Per PV, in an order that can stop
+//! anywhere and be run again:
+//! 1. a record: the old PV's UID, the claim's UID, its reclaim policy and the CSI PV derived
+//!    from the old one, in a ConfigMap of the provisioner's namespace (never on the claim,
+//!    which namespace users may edit); the provisioner keeps the record's GID reserved;
 //! 2. the PV's reclaim policy becomes Retain, so nothing deletes the gluster volume;
 //! 3. the old PV object is deleted, then its finalizers removed (the claim stays);
 //! 4. the CSI PV is created from the record, bound to the same claim;
 //! 5. once the claim is Bound to it again, the reclaim policy is restored and the record goes.
 //!
-//! A run without `--apply` only prints the plan. A claim that a running pod uses is refused.
+//! A run without `--apply` only prints the plan. A claim that a pod uses is refused, when
+//! resuming too; a record that no longer matches its claim or PV is refused, never followed.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    CSIPersistentVolumeSource, Endpoints, PersistentVolume, PersistentVolumeClaim, Pod,
+    CSIPersistentVolumeSource, ConfigMap, Endpoints, PersistentVolume, PersistentVolumeClaim, Pod,
 };
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -22,10 +27,12 @@ use serde_json::json;
 
 use crate::config::csi::{ATTR_SERVERS, ATTR_VOLUME};
 use crate::controller::ignore_not_found;
+use crate::k8s::objects::{ANN_ENDPOINTS, ANN_GID};
 use crate::{Error, Result};
 
-/// On a claim being converted: the CSI PV to make and the reclaim policy to restore.
-pub const ANN_CONVERT: &str = "gluster.org/convert-to-csi";
+/// Labels the ConfigMaps that hold conversions in progress, in the provisioner's namespace.
+pub const LABEL_RECORD: &str = "gluster.org/convert-record";
+const KEY_RECORD: &str = "record";
 
 pub enum Selection {
     Pvs(Vec<String>),
@@ -38,13 +45,37 @@ pub struct Settings {
     pub apply: bool,
     /// Longest wait for a claim to be Bound to its new PV.
     pub bind_timeout: Duration,
+    /// The provisioner's namespace, where the records are kept.
+    pub records_namespace: String,
 }
 
-/// What was recorded on the claim before the old PV went.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Record {
-    pv: PersistentVolume,
+/// What is kept while a PV is replaced: made by this tool from the old PV, and followed only
+/// while the claim and the PV are still the ones it was made from.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+pub struct Record {
+    old_uid: String,
+    claim_uid: String,
     reclaim_policy: String,
+    pv: PersistentVolume,
+}
+
+impl Record {
+    fn claim(&self) -> (String, String) {
+        claim_of(&self.pv).unwrap_or_default()
+    }
+}
+
+/// The ConfigMap a PV's record is kept in.
+fn record_name(pv: &str) -> String {
+    format!("convert-{pv}")
+}
+
+/// The PV name and GID a record holds: the provisioner hands that GID to nobody else while
+/// the PV is being replaced.
+pub fn reserved_gid(cm: &ConfigMap) -> Option<(String, u32)> {
+    let record: Record = serde_json::from_str(cm.data.as_ref()?.get(KEY_RECORD)?).ok()?;
+    let gid = record.pv.annotations().get(ANN_GID)?.parse().ok()?;
+    Some((record.pv.name_any(), gid))
 }
 
 /// One PV's conversion as planned.
@@ -57,8 +88,11 @@ struct Plan {
 
 enum Todo {
     Convert(Box<Record>),
-    /// Interrupted after step 1: go on from the record.
+    /// Interrupted: go on from the record.
     Resume(Box<Record>),
+    /// Not converted, and the run fails: the reason is in the plan's detail.
+    Refuse,
+    /// Not a PV to convert (not Bound to its claim); reported, not a failure.
     Skip,
 }
 
@@ -83,11 +117,14 @@ pub fn csi_pv(
         .clone()
         .ok_or_else(|| fail(format!("PV {} is not bound to a claim", old.name_any())))?;
     claim_ref.resource_version = None;
+    // The Endpoints and Service go with the CSI PV: the provisioner deletes them with it.
+    let mut annotations = old.metadata.annotations.clone().unwrap_or_default();
+    annotations.insert(ANN_ENDPOINTS.into(), source.endpoints.clone());
     let mut pv = PersistentVolume {
         metadata: kube::api::ObjectMeta {
             name: old.metadata.name.clone(),
             labels: old.metadata.labels.clone(),
-            annotations: old.metadata.annotations.clone(),
+            annotations: Some(annotations),
             ..Default::default()
         },
         spec: Some(spec.clone()),
@@ -141,7 +178,7 @@ async fn servers_of(client: &Client, pv: &PersistentVolume, claim_ns: &str) -> R
     Ok(servers)
 }
 
-/// The running pods that mount `claim`.
+/// The pods that mount `claim` and have not finished.
 async fn users(client: &Client, ns: &str, claim: &str) -> Result<Vec<String>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     Ok(pods
@@ -170,120 +207,200 @@ async fn users(client: &Client, ns: &str, claim: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// `(namespace, name)` of the claim a PV is bound to.
 fn claim_of(pv: &PersistentVolume) -> Option<(String, String)> {
     let r = pv.spec.as_ref()?.claim_ref.as_ref()?;
     Some((r.namespace.clone()?, r.name.clone()?))
 }
 
-fn record_of(claim: &PersistentVolumeClaim) -> Result<Option<Record>> {
-    claim
-        .annotations()
-        .get(ANN_CONVERT)
-        .map(|text| {
-            serde_json::from_str(text).map_err(|e| {
-                fail(format!(
-                    "annotation {ANN_CONVERT} of claim {}: {e}",
-                    claim.name_any()
-                ))
-            })
-        })
-        .transpose()
+fn claim_uid_of(pv: &PersistentVolume) -> Option<&str> {
+    pv.spec.as_ref()?.claim_ref.as_ref()?.uid.as_deref()
 }
 
-async fn plan_pv(client: &Client, pv: &PersistentVolume, driver: &str) -> Result<Option<Plan>> {
-    let Some(claim) = claim_of(pv) else {
-        return Ok(None);
-    };
-    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &claim.0);
-    let record = match claims.get_opt(&claim.1).await? {
-        Some(c) => record_of(&c)?,
-        None => None,
-    };
-    let spec = pv.spec.as_ref();
-    let (todo, detail) = match (record, spec.and_then(|s| s.glusterfs.as_ref())) {
-        (Some(record), _) => (
-            Todo::Resume(Box::new(record)),
-            "resume an interrupted conversion".into(),
-        ),
-        (None, None) => return Ok(None),
-        (None, Some(source)) => {
-            let busy = users(client, &claim.0, &claim.1).await?;
-            if !busy.is_empty() {
-                let why = format!(
-                    "refused: claim in use by running pod(s) {}",
-                    busy.join(", ")
-                );
-                (Todo::Skip, why)
-            } else {
-                let servers = servers_of(client, pv, &claim.0).await?;
-                let reclaim_policy = spec
-                    .and_then(|s| s.persistent_volume_reclaim_policy.clone())
-                    .unwrap_or_else(|| "Delete".into());
-                let record = Record {
-                    pv: csi_pv(pv, driver, &servers)?,
-                    reclaim_policy,
-                };
-                let detail = format!(
-                    "convert volume {} (servers {})",
-                    source.path,
-                    servers.join(",")
-                );
-                (Todo::Convert(Box::new(record)), detail)
-            }
-        }
-    };
-    Ok(Some(Plan {
-        pv: pv.name_any(),
-        claim,
-        detail,
-        todo,
-    }))
+fn phase(pv: &PersistentVolume) -> &str {
+    pv.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("without a phase")
 }
 
-/// Interrupted between deleting the old PV and creating the new one: the claim's record is
-/// all that is left.
-async fn orphaned_records(client: &Client, selection: &Selection) -> Result<Vec<Plan>> {
-    let claims: Api<PersistentVolumeClaim> = match selection {
-        Selection::Namespace(ns) => Api::namespaced(client.clone(), ns),
-        _ => Api::all(client.clone()),
-    };
-    let pvs: Api<PersistentVolume> = Api::all(client.clone());
-    let mut out = Vec::new();
-    for claim in claims.list(&ListParams::default()).await?.items {
-        let Some(record) = record_of(&claim)? else {
-            continue;
-        };
-        let name = record.pv.name_any();
-        let chosen = match selection {
-            Selection::Pvs(names) => names.contains(&name),
-            _ => true,
-        };
-        if chosen && pvs.get_opt(&name).await?.is_none() {
-            out.push(Plan {
-                pv: name,
-                claim: (claim.namespace().unwrap_or_default(), claim.name_any()),
-                detail: "resume: create the CSI PV".into(),
-                todo: Todo::Resume(Box::new(record)),
-            });
+/// The records of conversions in progress, by PV name. One that does not parse, or is kept
+/// under another PV's name, is an error: somebody wrote it who should not have.
+async fn records(api: &Api<ConfigMap>) -> Result<BTreeMap<String, Record>> {
+    let listed = api
+        .list(&ListParams::default().labels(LABEL_RECORD))
+        .await?;
+    let mut out = BTreeMap::new();
+    for cm in listed.items {
+        let text = cm.data.as_ref().and_then(|d| d.get(KEY_RECORD));
+        let record: Record = text
+            .and_then(|t| serde_json::from_str(t).ok())
+            .ok_or_else(|| fail(format!("ConfigMap {} holds no record", cm.name_any())))?;
+        let pv = record.pv.name_any();
+        if cm.name_any() != record_name(&pv) {
+            return Err(fail(format!(
+                "ConfigMap {} holds the record of PV {pv}",
+                cm.name_any()
+            )));
         }
+        out.insert(pv, record);
     }
     Ok(out)
 }
 
+impl Plan {
+    fn new(pv: &str, claim: (String, String), todo: Todo, detail: impl Into<String>) -> Self {
+        Plan {
+            pv: pv.into(),
+            claim,
+            detail: detail.into(),
+            todo,
+        }
+    }
+}
+
+/// The plan for a `glusterfs` PV without a record.
+async fn plan_pv(client: &Client, pv: &PersistentVolume, driver: &str) -> Result<Option<Plan>> {
+    let spec = pv.spec.as_ref();
+    let (Some(source), Some(claim)) = (spec.and_then(|s| s.glusterfs.as_ref()), claim_of(pv))
+    else {
+        return Ok(None);
+    };
+    let name = pv.name_any();
+    let skip = |why: String| Ok(Some(Plan::new(&name, claim.clone(), Todo::Skip, why)));
+    if phase(pv) != "Bound" {
+        return skip(format!("skipped: the PV is {}, not Bound", phase(pv)));
+    }
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &claim.0);
+    let found = claims.get_opt(&claim.1).await?;
+    let bound_here = found.as_ref().is_some_and(|c| {
+        c.uid().as_deref() == claim_uid_of(pv)
+            && c.spec.as_ref().and_then(|s| s.volume_name.as_deref()) == Some(name.as_str())
+    });
+    if !bound_here {
+        return skip(format!(
+            "skipped: claim {}/{} (UID {:?}) is not the claim bound to this PV (UID {:?})",
+            claim.0,
+            claim.1,
+            found.and_then(|c| c.uid()),
+            claim_uid_of(pv)
+        ));
+    }
+    if let Some(refused) = in_use(client, &name, &claim).await? {
+        return Ok(Some(refused));
+    }
+    let servers = match servers_of(client, pv, &claim.0).await {
+        Ok(servers) => servers,
+        Err(e) => return Ok(Some(Plan::new(&name, claim, Todo::Refuse, e.to_string()))),
+    };
+    let record = Record {
+        old_uid: pv.uid().unwrap_or_default(),
+        claim_uid: claim_uid_of(pv).unwrap_or_default().into(),
+        reclaim_policy: spec
+            .and_then(|s| s.persistent_volume_reclaim_policy.clone())
+            .unwrap_or_else(|| "Delete".into()),
+        pv: csi_pv(pv, driver, &servers)?,
+    };
+    let detail = format!(
+        "convert volume {} (servers {})",
+        source.path,
+        servers.join(",")
+    );
+    Ok(Some(Plan::new(
+        &name,
+        claim,
+        Todo::Convert(Box::new(record)),
+        detail,
+    )))
+}
+
+/// A refusal when a pod that has not finished uses the claim.
+async fn in_use(client: &Client, pv: &str, claim: &(String, String)) -> Result<Option<Plan>> {
+    let busy = users(client, &claim.0, &claim.1).await?;
+    Ok((!busy.is_empty()).then(|| {
+        let why = format!("refused: claim in use by pod(s) {}", busy.join(", "));
+        Plan::new(pv, claim.clone(), Todo::Refuse, why)
+    }))
+}
+
+/// The plan for a PV with a record: resumed only while the claim is the one the record was
+/// made for and the PV is either the old one or the one the record made.
+async fn plan_resume(
+    client: &Client,
+    record: Record,
+    now: Option<&PersistentVolume>,
+) -> Result<Plan> {
+    let name = record.pv.name_any();
+    let claim = record.claim();
+    let refuse = |why: String| {
+        let why = format!(
+            "refused: {why}; the record was not followed (ConfigMap {})",
+            record_name(&name)
+        );
+        Ok(Plan::new(&name, claim.clone(), Todo::Refuse, why))
+    };
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &claim.0);
+    let found = claims.get_opt(&claim.1).await?.and_then(|c| c.uid());
+    if found.as_deref() != Some(record.claim_uid.as_str()) {
+        return refuse(format!(
+            "claim {}/{} has UID {found:?}, the record was made for {:?}",
+            claim.0, claim.1, record.claim_uid
+        ));
+    }
+    if let Some(pv) = now {
+        let spec = pv.spec.as_ref();
+        let old =
+            spec.is_some_and(|s| s.glusterfs.is_some()) && pv.uid() == Some(record.old_uid.clone());
+        let made = spec.and_then(|s| s.csi.as_ref())
+            == record.pv.spec.as_ref().and_then(|s| s.csi.as_ref())
+            && claim_uid_of(pv) == Some(record.claim_uid.as_str());
+        if !old && !made {
+            return refuse(format!(
+                "PV {name} is neither the one the record was made from nor the one it makes"
+            ));
+        }
+    }
+    if let Some(refused) = in_use(client, &name, &claim).await? {
+        return Ok(refused);
+    }
+    Ok(Plan::new(
+        &name,
+        claim,
+        Todo::Resume(Box::new(record)),
+        "resume an interrupted conversion",
+    ))
+}
+
+fn chosen(selection: &Selection, pv: &str, claim: Option<(String, String)>) -> bool {
+    match selection {
+        Selection::Pvs(names) => names.iter().any(|n| n == pv),
+        Selection::Namespace(ns) => claim.is_some_and(|c| &c.0 == ns),
+        Selection::All => true,
+    }
+}
+
 pub async fn run(client: Client, selection: Selection, settings: &Settings) -> Result<()> {
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
+    let kept: Api<ConfigMap> = Api::namespaced(client.clone(), &settings.records_namespace);
+    let mut records = records(&kept).await?;
     let mut plans = Vec::new();
     for pv in pvs.list(&ListParams::default()).await?.items {
-        let chosen = match &selection {
-            Selection::Pvs(names) => names.contains(&pv.name_any()),
-            Selection::Namespace(ns) => claim_of(&pv).is_some_and(|c| &c.0 == ns),
-            Selection::All => true,
-        };
-        if chosen && let Some(plan) = plan_pv(&client, &pv, &settings.driver).await? {
+        let name = pv.name_any();
+        if !chosen(&selection, &name, claim_of(&pv)) {
+            continue;
+        }
+        if let Some(record) = records.remove(&name) {
+            plans.push(plan_resume(&client, record, Some(&pv)).await?);
+        } else if let Some(plan) = plan_pv(&client, &pv, &settings.driver).await? {
             plans.push(plan);
         }
     }
-    plans.extend(orphaned_records(&client, &selection).await?);
+    // Interrupted between deleting the old PV and creating the new one.
+    for (name, record) in records {
+        if chosen(&selection, &name, Some(record.claim())) {
+            plans.push(plan_resume(&client, record, None).await?);
+        }
+    }
     if let Selection::Pvs(names) = &selection {
         for name in names.iter().filter(|n| !plans.iter().any(|p| &p.pv == *n)) {
             println!("{name}: nothing to do (not found, not bound, or already a CSI PV)");
@@ -295,22 +412,29 @@ pub async fn run(client: Client, selection: Selection, settings: &Settings) -> R
             "{} ({}/{}): {}",
             plan.pv, plan.claim.0, plan.claim.1, plan.detail
         );
-        refused += usize::from(matches!(plan.todo, Todo::Skip));
+        refused += usize::from(matches!(plan.todo, Todo::Refuse));
     }
     if !settings.apply {
         println!("dry run: nothing changed; run again with --apply to convert");
         return ensure_none_refused(refused);
     }
     for plan in plans {
-        let record = match plan.todo {
-            Todo::Convert(r) | Todo::Resume(r) => r,
-            Todo::Skip => continue,
+        let (record, fresh) = match plan.todo {
+            Todo::Convert(r) => (r, true),
+            Todo::Resume(r) => (r, false),
+            Todo::Refuse | Todo::Skip => continue,
         };
-        convert(&client, &plan.claim, *record, settings.bind_timeout).await?;
-        println!(
-            "{}: converted, claim {}/{} Bound",
-            plan.pv, plan.claim.0, plan.claim.1
-        );
+        let converted = convert(&client, &kept, &plan.claim, *record, fresh, settings).await;
+        match converted {
+            Ok(()) => println!(
+                "{}: converted, claim {}/{} Bound",
+                plan.pv, plan.claim.0, plan.claim.1
+            ),
+            Err(e) => {
+                println!("{}: failed: {e}", plan.pv);
+                refused += 1;
+            }
+        }
     }
     ensure_none_refused(refused)
 }
@@ -318,7 +442,7 @@ pub async fn run(client: Client, selection: Selection, settings: &Settings) -> R
 fn ensure_none_refused(refused: usize) -> Result<()> {
     if refused > 0 {
         return Err(fail(format!(
-            "{refused} PV(s) refused; stop the pods named above first"
+            "{refused} PV(s) not converted: see the reasons above"
         )));
     }
     Ok(())
@@ -326,33 +450,47 @@ fn ensure_none_refused(refused: usize) -> Result<()> {
 
 async fn convert(
     client: &Client,
+    kept: &Api<ConfigMap>,
     claim: &(String, String),
     record: Record,
-    timeout: Duration,
+    fresh: bool,
+    settings: &Settings,
 ) -> Result<()> {
     let name = record.pv.name_any();
+    let timeout = settings.bind_timeout;
     let pvs: Api<PersistentVolume> = Api::all(client.clone());
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), &claim.0);
     let params = PatchParams::default();
     // 1. The record first: from here on a rerun knows what to make.
-    let text = serde_json::to_string(&record).map_err(|e| fail(e.to_string()))?;
-    claims
-        .patch(
-            &claim.1,
-            &params,
-            &Patch::Merge(json!({"metadata": {"annotations": {ANN_CONVERT: text}}})),
-        )
-        .await?;
+    if fresh {
+        let text = serde_json::to_string(&record).map_err(|e| fail(e.to_string()))?;
+        let cm: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": record_name(&name), "labels": {LABEL_RECORD: "true"}},
+            "data": {KEY_RECORD: text},
+        }))
+        .map_err(|e| fail(e.to_string()))?;
+        kept.create(&PostParams::default(), &cm).await?;
+        crate::failpoint::crash_point("convert-after-record");
+    }
     let old = pvs.get_opt(&name).await?;
     if old.is_some_and(|pv| pv.spec.is_some_and(|s| s.glusterfs.is_some())) {
-        // 2. Nothing may delete the volume while its PV object is replaced.
-        let retain = json!({"spec": {"persistentVolumeReclaimPolicy": "Retain"}});
+        // 2. Nothing may delete the volume while its PV object is replaced. The UID
+        // precondition: only the PV the record was made from.
+        let retain = json!({"metadata": {"uid": record.old_uid},
+                            "spec": {"persistentVolumeReclaimPolicy": "Retain"}});
         pvs.patch(&name, &params, &Patch::Merge(retain)).await?;
         // 3. The old object goes. Finalizers (pv-protection, the provisioner's) would hold it
         // while the claim is bound; they are removed after the delete, when nobody can add
         // one back.
-        ignore_not_found(pvs.delete(&name, &DeleteParams::default()).await.map(drop))?;
-        let no_finalizers = json!({"metadata": {"finalizers": null}});
+        let only_old = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: Some(record.old_uid.clone()),
+                resource_version: None,
+            }),
+            ..Default::default()
+        };
+        ignore_not_found(pvs.delete(&name, &only_old).await.map(drop))?;
+        let no_finalizers = json!({"metadata": {"uid": record.old_uid, "finalizers": null}});
         let removed = pvs
             .patch(&name, &params, &Patch::Merge(no_finalizers))
             .await;
@@ -381,13 +519,11 @@ async fn convert(
     .await?;
     let policy = json!({"spec": {"persistentVolumeReclaimPolicy": record.reclaim_policy}});
     pvs.patch(&name, &params, &Patch::Merge(policy)).await?;
-    claims
-        .patch(
-            &claim.1,
-            &params,
-            &Patch::Merge(json!({"metadata": {"annotations": {ANN_CONVERT: null}}})),
-        )
-        .await?;
+    ignore_not_found(
+        kept.delete(&record_name(&name), &DeleteParams::default())
+            .await
+            .map(drop),
+    )?;
     Ok(())
 }
 
@@ -433,7 +569,8 @@ mod tests {
         assert_eq!(
             pv["metadata"],
             json!({"name": "pvc-1", "annotations": {"pv.beta.kubernetes.io/gid": "40001",
-                   "gluster.kubernetes.io/heketi-volume-id": "abc"}})
+                   "gluster.kubernetes.io/heketi-volume-id": "abc",
+                   "gluster.org/endpoints": "glusterfs-dynamic-cu"}})
         );
         let spec = &pv["spec"];
         assert_eq!(spec["capacity"]["storage"], "2Gi");

@@ -76,6 +76,14 @@ struct ConvertArgs {
     /// Longest wait for a claim to be Bound to its new PV, in seconds.
     #[arg(long, default_value_t = 120)]
     bind_timeout_seconds: u64,
+    /// The provisioner's namespace: conversions in progress are recorded there, out of
+    /// namespace users' reach, and the provisioner keeps their GIDs reserved.
+    #[arg(
+        long,
+        env = "PROVISIONER_NAMESPACE",
+        default_value = "glusterfs-provisioner"
+    )]
+    provisioner_namespace: String,
 }
 
 #[derive(Args)]
@@ -219,7 +227,7 @@ struct LeaseArgs {
     /// Name of the Lease.
     #[arg(long, env = "LEASE_NAME", default_value = "glusterfs-provisioner")]
     lease_name: String,
-    /// Namespace of the Lease (the provisioner's own).
+    /// The provisioner's own namespace: its Lease, and the records of `convert`.
     #[arg(long, env = "LEASE_NAMESPACE", default_value = "glusterfs-provisioner")]
     lease_namespace: String,
     /// Seconds a lease holds without renewal; a standby takes over after this.
@@ -263,6 +271,7 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<()> {
         driver: args.driver_name,
         apply: args.apply,
         bind_timeout: Duration::from_secs(args.bind_timeout_seconds),
+        records_namespace: args.provisioner_namespace,
     };
     let client = client(args.kubeconfig.as_deref()).await?;
     Ok(convert::run(client, selection, &settings).await?)
@@ -346,6 +355,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         pv_type: pv_type(args.pv_type, &client).await?,
         csi_driver: args.csi_driver_name,
         lease: lease.clone(),
+        namespace: args.lease.lease_namespace.clone(),
     };
     let work = controller::run(
         client.clone(),

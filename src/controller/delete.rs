@@ -150,8 +150,8 @@ fn invalid(pv: &CachedPv, message: impl Into<String>) -> Error {
 async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
     let (volume, owner) = checked(pv, ctx)?;
     ctx.fenced().await?;
-    if let Some(ep) = pv.spec.glusterfs.as_ref() {
-        ctx.delete_endpoints(&ep.endpoints, owner).await?;
+    if let Some(endpoints) = endpoints_of(pv) {
+        ctx.delete_endpoints(endpoints, owner).await?;
     }
     let recorded = Recorded {
         pv: &pv.name_any(),
@@ -168,7 +168,8 @@ async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
 
 /// The volume a PV names and the claim it was made for, once they agree: a PV of ours is
 /// named after its claim's UID and so is its volume (the in-tree provisioner's PVs name
-/// Heketi volumes by id, checked against Heketi's own record of the name on delete).
+/// Heketi volumes by id, checked against Heketi's own record of the name and GID on delete),
+/// and no other PV of ours names that volume.
 fn checked<'p>(pv: &'p CachedPv, ctx: &Context) -> Result<(&'p str, Owner<'p>)> {
     let volume = pv
         .spec
@@ -185,14 +186,24 @@ fn checked<'p>(pv: &'p CachedPv, ctx: &Context) -> Result<(&'p str, Owner<'p>)> 
         claim_name: claim.name.as_deref().unwrap_or_default(),
         claim_uid: claim.uid.as_deref().unwrap_or_default(),
     };
-    if ctx.made_here(pv)
-        && (owner.pv != objects::pv_name(owner.claim_uid)
-            || !plan::derives_from(volume, owner.claim_uid))
-    {
+    // Both provisioners' PVs are named after their claim's UID (the PV controller named the
+    // in-tree one's so), and PV names are unique: a second PV cannot claim the same UID.
+    if owner.pv != objects::pv_name(owner.claim_uid) {
         return Err(Error::NotOurs(format!(
-            "PV {} names volume {volume:?} and claim UID {:?}; this provisioner makes \
-             pvc-<claim UID> with a volume named after that UID",
+            "PV {} is bound to claim UID {:?}; PVs of ours are named pvc-<claim UID>",
             owner.pv, owner.claim_uid
+        )));
+    }
+    if ctx.made_here(pv) && !plan::derives_from(volume, owner.claim_uid) {
+        return Err(Error::NotOurs(format!(
+            "PV {} names volume {volume:?}, not one named after its claim UID {:?}",
+            owner.pv, owner.claim_uid
+        )));
+    }
+    if let Some(other) = ctx.also_naming(pv, volume) {
+        return Err(Error::NotOurs(format!(
+            "PV {} names volume {volume:?}, which PV {other} names too",
+            owner.pv
         )));
     }
     if let Some(ep) = pv.spec.glusterfs.as_ref()
@@ -204,6 +215,15 @@ fn checked<'p>(pv: &'p CachedPv, ctx: &Context) -> Result<(&'p str, Owner<'p>)> 
         )));
     }
     Ok((volume, owner))
+}
+
+/// The Endpoints and Service a PV has in its claim's namespace: a `glusterfs` PV's own, or
+/// those a CSI PV kept from the `glusterfs` PV it was converted from.
+fn endpoints_of(pv: &CachedPv) -> Option<&str> {
+    match &pv.spec.glusterfs {
+        Some(source) => Some(&source.endpoints),
+        None => pv.annotation(objects::ANN_ENDPOINTS),
+    }
 }
 
 async fn repair_endpoints(pv: &CachedPv, ctx: &Context) -> Result<()> {

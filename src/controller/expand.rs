@@ -28,6 +28,21 @@ pub async fn reconcile(claim: &CachedPvc, volume: &str, ctx: &Context) -> Result
     };
     let want = objects::storage_gib(Some(request))?;
     let have = objects::storage_gib(pv.spec.capacity.storage.as_ref())?;
+    if want > have
+        && let Err(why) = bound_to(claim, &pv)
+    {
+        // `spec.volumeName` is the claim's own word: anyone may name any PV there.
+        let note = format!("not resizing PV {volume}: {why}");
+        ctx.publish(
+            claim,
+            EventType::Warning,
+            "VolumeResizeFailed",
+            "Resize",
+            note,
+        )
+        .await;
+        return Ok(Action::await_change());
+    }
     if want > have {
         if let Err(e) = grow(claim, &pv, have, want, ctx).await {
             ctx.publish(
@@ -48,6 +63,26 @@ pub async fn reconcile(claim: &CachedPvc, volume: &str, ctx: &Context) -> Result
         }
     }
     Ok(Action::await_change())
+}
+
+/// Ok when `claim` is Bound and `pv`'s claimRef names it: namespace, name and UID.
+fn bound_to(claim: &CachedPvc, pv: &CachedPv) -> std::result::Result<(), String> {
+    if claim.status.phase.as_deref() != Some("Bound") {
+        return Err(format!(
+            "the claim is {}, not Bound",
+            claim.status.phase.as_deref().unwrap_or("without a phase")
+        ));
+    }
+    let by = pv.spec.claim_ref.as_ref();
+    let names = by.is_some_and(|r| {
+        r.namespace == claim.namespace()
+            && r.name.as_deref() == Some(claim.name_any().as_str())
+            && r.uid == claim.uid()
+    });
+    if !names {
+        return Err("its claimRef names another claim".into());
+    }
+    Ok(())
 }
 
 async fn grow(claim: &CachedPvc, pv: &CachedPv, have: u64, want: u64, ctx: &Context) -> Result<()> {

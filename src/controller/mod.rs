@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Service};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, PartialObjectMeta};
 use kube::runtime::controller::{self, Controller};
@@ -37,10 +37,12 @@ use kube::{Client, Resource, ResourceExt};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 
 use crate::config::PvType;
+use crate::convert;
 use crate::gid::GidAllocator;
 use crate::gluster::SshBackend;
 use crate::gluster::plan::Promise;
 use crate::heketi::HeketiHttp;
+use crate::heketi::volumes as heketi;
 use crate::http::Health;
 use crate::k8s::cached::{CachedPv, CachedPvc};
 use crate::k8s::objects::{self, LABEL_PV};
@@ -74,6 +76,8 @@ pub struct Settings {
     pub csi_driver: String,
     /// The leader lease every write is fenced by, with leader election on.
     pub lease: Option<LeaseSettings>,
+    /// The provisioner's own namespace, where `convert` keeps its records.
+    pub namespace: String,
 }
 
 impl Settings {
@@ -94,6 +98,8 @@ pub struct Context {
     pub gids: GidAllocator,
     pub volumes: Store<CachedPv>,
     pub classes: Store<StorageClass>,
+    /// `convert`'s records: PVs being replaced, whose GIDs stay taken meanwhile.
+    records: Store<ConfigMap>,
     endpoints: Names,
     services: Names,
     /// Opened once every cache holds its first full list; reconciles wait behind it.
@@ -111,8 +117,10 @@ impl Context {
         }
     }
 
-    /// GIDs of the PVs this provisioner made, whatever their class.
+    /// GIDs of the PVs this provisioner made, whatever their class, and of those `convert`
+    /// is replacing (between the old PV's deletion and the new one's creation no PV has it).
     fn gids_in_use(&self) -> Vec<(String, u32)> {
+        let converting = self.records.state();
         self.volumes
             .state()
             .iter()
@@ -121,6 +129,7 @@ impl Context {
                 let gid = pv.annotation(objects::ANN_GID)?.parse().ok()?;
                 Some((pv.name_any(), gid))
             })
+            .chain(converting.iter().filter_map(|cm| convert::reserved_gid(cm)))
             .collect()
     }
 
@@ -143,6 +152,21 @@ impl Context {
                     bytes: gib << 30,
                 })
             })
+    }
+
+    /// Another PV of ours that names the same gluster volume (or Heketi volume id) as `pv`.
+    fn also_naming(&self, pv: &CachedPv, volume: &str) -> Option<String> {
+        let driver = &self.settings.csi_driver;
+        let id = pv.annotation(heketi::ANN_VOLUME_ID);
+        self.volumes
+            .state()
+            .into_iter()
+            .filter(|other| other.name_any() != pv.name_any() && self.is_ours(other))
+            .find(|other| {
+                other.spec.gluster_volume(driver) == Some(volume)
+                    || id.is_some() && other.annotation(heketi::ANN_VOLUME_ID) == id
+            })
+            .map(|other| other.name_any())
     }
 
     /// Made by this provisioner itself, not by the in-tree one it took over from.
@@ -202,6 +226,13 @@ pub async fn run(
         slim::claim_needed,
     );
 
+    let (records, records_stream) = cache(
+        Api::<ConfigMap>::namespaced(client.clone(), &settings.namespace),
+        watcher::Config::default().labels(convert::LABEL_RECORD),
+        |_| {},
+        |_| true,
+    );
+
     let workers = settings.workers;
     let unsettled = pv_stream
         .applied_objects()
@@ -228,6 +259,7 @@ pub async fn run(
         gids: GidAllocator::default(),
         volumes,
         classes,
+        records,
         endpoints,
         services,
         synced: tokio::sync::watch::Sender::new(false),
@@ -287,9 +319,11 @@ pub async fn run(
         drop(repairs);
     };
     // The reflectors run until the controllers stop; then they are dropped.
+    let records = records_stream.for_each(|_| futures::future::ready(()));
     tokio::select! {
         _ = futures::future::join(claims, volumes) => {}
         _ = gauges => {}
+        _ = records => {}
     }
     Ok(())
 }

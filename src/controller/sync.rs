@@ -15,7 +15,8 @@ impl Context {
     /// keeps a single waker), so this one task waits on each store and opens the gate for all.
     pub(super) async fn sync_caches(&self) -> bool {
         let synced = self.volumes.wait_until_ready().await.is_ok()
-            && self.classes.wait_until_ready().await.is_ok();
+            && self.classes.wait_until_ready().await.is_ok()
+            && self.records.wait_until_ready().await.is_ok();
         if synced {
             self.endpoints.wait_listed().await;
             self.services.wait_listed().await;

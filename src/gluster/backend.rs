@@ -273,31 +273,40 @@ impl SshBackend {
     }
 
     /// Stops and deletes the volume (already gone counts as done) and removes its brick
-    /// directories. When the volume still exists, its own brick list is used.
+    /// directories. When the volume still exists, its own brick list is used, and checked
+    /// before anything is stopped: see [`Self::checked_volume`].
     pub async fn remove(&self, cluster: &str, name: &str, bricks: &[Brick]) -> Result<()> {
         let cluster = self.cluster(Some(cluster))?;
-        let Some(volume) = self.stopped(cluster, name).await? else {
+        let Some(bricks_now) = self.checked_volume(cluster, name).await? else {
             return self.remove_bricks(name, bricks).await;
         };
-        let bricks = self.bricks_of(cluster, &volume)?;
+        self.stop(cluster, name).await?;
         self.delete(cluster, name).await?;
-        self.remove_bricks(name, &bricks).await
+        self.remove_bricks(name, &bricks_now).await
     }
 
-    /// Looks the volume up and stops it, both at once: under a burst of deletions each waits
-    /// long on glusterd. `None` when it does not exist.
-    async fn stopped(&self, cluster: &Cluster, name: &str) -> Result<Option<Volume>> {
-        let stop = self.gluster_tolerant(
-            cluster,
-            plan::stop_args(name),
-            &["is not in the started state", "does not exist"],
-        );
-        let (info, stopped) = tokio::join!(self.volume_info(cluster, name), stop);
-        let volume = info?;
-        if volume.is_some() {
-            stopped?;
+    /// The bricks of the volume `name` (`None`: no such volume), once every one of them is
+    /// `<brick root>/<name>/brick` of a topology node. A volume of that name with a brick
+    /// anywhere else is not one this provisioner made (or was moved by hand): it is neither
+    /// stopped nor deleted. The look-up and the stop are one after the other, never at once.
+    async fn checked_volume(&self, cluster: &Cluster, name: &str) -> Result<Option<Vec<Brick>>> {
+        let Some(volume) = self.volume_info(cluster, name).await? else {
+            return Ok(None);
+        };
+        match self.bricks_of(cluster, &volume) {
+            Err(Error::Placement(why)) => Err(Error::NotOurs(why)),
+            other => other.map(Some),
         }
-        Ok(volume)
+    }
+
+    async fn stop(&self, cluster: &Cluster, name: &str) -> Result<()> {
+        let stop = plan::stop_args(name);
+        self.gluster_tolerant(
+            cluster,
+            stop,
+            &["is not in the started state", "does not exist"],
+        )
+        .await
     }
 
     async fn delete(&self, cluster: &Cluster, name: &str) -> Result<()> {
@@ -721,8 +730,9 @@ impl VolumeBackend for SshBackend {
             .iter()
             .flat_map(|n| n.brick_roots.iter().map(move |r| Brick::new(n, r, name)))
             .collect();
-        let exists = self.stopped(cluster, name).await?.is_some();
+        let exists = self.checked_volume(cluster, name).await?.is_some();
         if exists {
+            self.stop(cluster, name).await?;
             self.delete(cluster, name).await?;
         }
         self.remove_bricks(name, &everywhere).await?;

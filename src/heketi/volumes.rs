@@ -8,6 +8,7 @@ use super::api::{CreateVolume, Snapshot, VolumeInfo};
 use super::client::HeketiClient;
 use crate::config::{HeketiParams, SecretRef};
 use crate::gluster::plan::Promise;
+use crate::k8s::objects::ANN_GID;
 use crate::volumes::{Made, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
 
@@ -128,13 +129,21 @@ impl VolumeBackend for HeketiVolumes {
 
     async fn delete(&self, volume: Recorded<'_>) -> Result<()> {
         let id = Self::id(volume)?;
-        // The id is an editable annotation: the volume it names must be the PV's.
+        // The id, the path and the GID are editable on the PV; Heketi's own record of the
+        // volume must agree with all three (both provisioners gave Heketi the PV's GID).
+        let gid = volume.annotations.get(ANN_GID);
         match self.client.volume(id).await? {
             None => return Ok(()),
             Some(info) if info.name != volume.volume => {
                 return Err(Error::NotOurs(format!(
                     "PV {} records Heketi volume {id}, which is {:?}, not {:?}",
                     volume.pv, info.name, volume.volume
+                )));
+            }
+            Some(info) if gid.is_none_or(|g| *g != info.gid.to_string()) => {
+                return Err(Error::NotOurs(format!(
+                    "PV {} records GID {gid:?}, but Heketi volume {id} has GID {}",
+                    volume.pv, info.gid
                 )));
             }
             Some(_) => {}

@@ -115,6 +115,8 @@ pub struct CachedPvc {
 pub struct CachedPvcStatus {
     #[serde(default)]
     pub capacity: Storage,
+    /// Only a Bound claim may grow its volume.
+    pub phase: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

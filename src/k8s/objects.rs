@@ -30,6 +30,9 @@ pub const ANN_DESCRIPTION: &str = "Description";
 /// Ours: where the volume lives, so deletion needs neither the StorageClass nor a guess.
 pub const ANN_CLUSTER: &str = "gluster.org/cluster";
 pub const ANN_BRICKS: &str = "gluster.org/bricks";
+/// On a CSI PV converted from a `glusterfs` one: the Endpoints and Service (in the claim's
+/// namespace) it still has, deleted with it.
+pub const ANN_ENDPOINTS: &str = "gluster.org/endpoints";
 /// On every PV this provisioner makes: the object outlives its volume, whoever deletes it.
 pub const FINALIZER: &str = "gluster.org/volume-protection";
 /// On a claim from before its volume is made until its PV exists: a claim deleted meanwhile

@@ -102,3 +102,37 @@ async fn expansion_through_heketi() {
     })
     .await;
 }
+
+/// A claim's `spec.volumeName` is its author's word: a Pending claim naming someone else's PV
+/// with a larger request grows nothing, and is told why.
+#[tokio::test]
+async fn a_claim_naming_someone_elses_pv_grows_nothing() {
+    let s = Scenario::new("grow-steal").await;
+    let class = s
+        .class_with(
+            json!({"volumetype": "none"}),
+            "Delete",
+            json!({"allowVolumeExpansion": true}),
+        )
+        .await;
+    s.claim("victim", &class, "1Gi", "ReadWriteOnce").await;
+    let victim = s.bound_pv("victim").await;
+    let thief = s
+        .claim_with(
+            "thief",
+            json!({"storageClassName": class, "accessModes": ["ReadWriteOnce"],
+                   "volumeName": victim.name_any(),
+                   "resources": {"requests": {"storage": "5Gi"}}}),
+        )
+        .await;
+    let note = s.event(&thief, "VolumeResizeFailed").await;
+    assert!(
+        note.contains(&victim.name_any()) && note.contains("not Bound"),
+        "{note:?}"
+    );
+    let now = s.pvs.get(&victim.name_any()).await.unwrap();
+    assert_eq!(now.spec.unwrap().capacity.unwrap()["storage"].0, "1Gi");
+    s.delete_claim("thief").await;
+    s.delete_claim("victim").await;
+    s.wait_pv_gone(&victim.name_any()).await;
+}

@@ -368,12 +368,51 @@ async fn migration_takes_over_in_tree_classes_and_volumes() {
     );
     assert_eq!(heketi.volume_names(), std::slice::from_ref(&volume));
 
+    // Crafted in-tree PVs, Released with policy Delete, naming Heketi volumes that are not
+    // theirs: one of another user of the same Heketi (with its GID wrong: Heketi knows it),
+    // one that a live in-tree PV names (with its GID copied).
+    let (other_id, other_volume) = heketi.make_volume(1, 40002).await;
+    let (kept_id, kept_volume) = heketi.make_volume(1, 40003).await;
+    let in_tree_pv = |claim_uid: &str, id: &str, volume: &str, gid: &str, phase_policy: &str| {
+        from_json::<PersistentVolume>(json!({
+            "metadata": {"name": format!("pvc-{claim_uid}"), "annotations": {
+                "pv.kubernetes.io/provisioned-by": "kubernetes.io/glusterfs",
+                ANN_HEKETI_ID: id, "pv.beta.kubernetes.io/gid": gid}},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                     "persistentVolumeReclaimPolicy": phase_policy, "storageClassName": class,
+                     "claimRef": {"kind": "PersistentVolumeClaim", "namespace": s.ns,
+                                  "name": claim_uid, "uid": claim_uid},
+                     "glusterfs": {"endpoints": "ep", "endpointsNamespace": s.ns, "path": volume}},
+        }))
+    };
+    let live_uid = uuid::Uuid::new_v4().to_string();
+    let live = in_tree_pv(&live_uid, &kept_id, &kept_volume, "40003", "Retain");
+    s.pvs.create(&PostParams::default(), &live).await.unwrap();
+    set_phase(&s, &live.name_any(), "Bound").await;
+    let crafted = [
+        (&other_id, &other_volume, "40009", "has GID 40002"),
+        (&kept_id, &kept_volume, "40003", "names too"),
+    ]
+    .map(|(id, volume, gid, why)| {
+        let uid = uuid::Uuid::new_v4().to_string();
+        (in_tree_pv(&uid, id, volume, gid, "Delete"), why)
+    });
+    for (pv, _) in &crafted {
+        s.pvs.create(&PostParams::default(), pv).await.unwrap();
+        set_phase(&s, &pv.name_any(), "Released").await;
+    }
+
     // With the flag: both are taken over.
-    let migrating = Provisioner::start_with(
-        &crate::support::unique("e2e.gluster.org/migrate"),
-        &[("MIGRATE_IN_TREE", "true")],
-    )
-    .await;
+    let migrating_name = crate::support::unique("e2e.gluster.org/migrate");
+    let migrating = Provisioner::start_with(&migrating_name, &[("MIGRATE_IN_TREE", "true")]).await;
+    for (pv, why) in &crafted {
+        let reason = "VolumeFailedDelete";
+        let note = pv_warning(&s.client, &migrating_name, &pv.name_any(), reason).await;
+        assert!(
+            note.contains("refusing to touch it") && note.contains(why),
+            "{note:?}"
+        );
+    }
     eventually(BIND_WAIT, "in-tree PV deleted through Heketi", || async {
         let gone = s.pvs.get_opt(&old_pv).await.unwrap().is_none()
             && !heketi.volume_names().contains(&volume)
@@ -413,11 +452,33 @@ async fn migration_takes_over_in_tree_classes_and_volumes() {
     s.pvs.delete(&marker, &Default::default()).await.unwrap();
     let unfinalized = json!({"metadata": {"finalizers": null}});
     s.pvs
-        .patch(&marker, &PatchParams::default(), &Patch::Merge(unfinalized))
+        .patch(
+            &marker,
+            &PatchParams::default(),
+            &Patch::Merge(&unfinalized),
+        )
         .await
         .unwrap();
     wait_heketi_empty(&heketi, &claim).await;
+    let names = heketi.volume_names();
+    assert!(names.contains(&other_volume) && names.contains(&kept_volume));
     drop(migrating);
+    for pv in crafted.iter().map(|(pv, _)| pv).chain([&live]) {
+        s.pvs
+            .delete(&pv.name_any(), &Default::default())
+            .await
+            .unwrap();
+        s.pvs
+            .patch(
+                &pv.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&unfinalized),
+            )
+            .await
+            .unwrap();
+    }
+    heketi.remove_volume(&other_id).await;
+    heketi.remove_volume(&kept_id).await;
 }
 
 #[tokio::test]

@@ -178,6 +178,17 @@ impl HeketiStandIn {
         (id, name)
     }
 
+    /// Removes a volume as its owner would, outside Kubernetes.
+    pub async fn remove_volume(&self, id: &str) {
+        let stored = self.state.volumes.lock().unwrap().remove(id).unwrap();
+        let cluster = &self.state.cluster.name;
+        let removed = self
+            .state
+            .backend
+            .remove(cluster, &stored.name, &stored.bricks);
+        removed.await.unwrap();
+    }
+
     pub fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         self.state.faults.lock().unwrap()
     }

@@ -4,14 +4,13 @@
 //! Heketi server. The provisioner refuses with a Warning event and touches nothing.
 
 use k8s_openapi::api::core::v1::{PersistentVolume, Service};
-use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::heketi_standin::HeketiStandIn;
 use crate::scenario::*;
-use crate::support::Provisioner;
+use crate::support::{Provisioner, env, ssh};
 
 /// A PV as this provisioner writes them, for a claim that does not exist (so it is Released).
 fn crafted(
@@ -41,16 +40,8 @@ fn crafted(
     }))
 }
 
-/// The Warning the provisioner raises on a PV, by reason.
-async fn pv_warning(s: &Scenario, pv: &str, reason: &str) -> String {
-    let events: Api<Event> = Api::all(s.client.clone());
-    wait_event(&events, &format!("{reason} on PV {pv}"), |e| {
-        e.reason.as_deref() == Some(reason)
-            && e.type_.as_deref() == Some("Warning")
-            && e.reporting_controller.as_deref() == Some(&s.provisioner_name)
-            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pv)
-    })
-    .await
+async fn warning(s: &Scenario, pv: &str, reason: &str) -> String {
+    pv_warning(&s.client, &s.provisioner_name, pv, reason).await
 }
 
 /// Removes a test's PV, held by the provisioner's finalizer.
@@ -107,14 +98,17 @@ async fn crafted_pvs_touch_nothing_that_is_not_theirs() {
         (&steal_key, attacker.url.as_str()),
     ] {
         s.pvs.create(&PostParams::default(), pv).await.unwrap();
-        let note = pv_warning(&s, &pv.name_any(), "VolumeFailedDelete").await;
+        let note = warning(&s, &pv.name_any(), "VolumeFailedDelete").await;
         assert!(
             note.contains("refusing to touch it") && note.contains(cause),
             "{note:?}"
         );
     }
 
-    assert!(gluster_volumes().await.contains(&victim_volume));
+    assert!(
+        volume_started(&victim_volume).await,
+        "the victim still serves"
+    );
     let pvs = Api::<PersistentVolume>::all(s.client.clone());
     assert!(pvs.get_opt(&victim.name_any()).await.unwrap().is_some());
     assert_eq!(
@@ -157,14 +151,14 @@ async fn a_service_of_someone_else_is_never_overwritten_or_deleted() {
         .unwrap()
         .uid();
     s.provisioner = Provisioner::start(&s.provisioner.name).await;
-    let note = pv_warning(&s, &pv.name_any(), "EndpointsRepairFailed").await;
+    let note = warning(&s, &pv.name_any(), "EndpointsRepairFailed").await;
     assert!(
         note.contains(&format!("Service {}/{name}", s.ns)),
         "{note:?}"
     );
 
     s.delete_claim("c").await;
-    let note = pv_warning(&s, &pv.name_any(), "VolumeFailedDelete").await;
+    let note = warning(&s, &pv.name_any(), "VolumeFailedDelete").await;
     assert!(note.contains("refusing to touch it"), "{note:?}");
     let kept = services.get(&name).await.unwrap();
     assert_eq!(kept.uid(), foreign_uid);
@@ -180,4 +174,56 @@ async fn a_service_of_someone_else_is_never_overwritten_or_deleted() {
         .await
         .unwrap();
     s.wait_pv_gone(&pv.name_any()).await;
+}
+
+/// A volume named as this provisioner names them (after the crafted PV's claim UID), but whose
+/// brick is not `<brick root>/<volume>/brick`: someone else's, or one moved by hand. The PV's
+/// own record of the bricks looks right. Nothing is stopped or deleted.
+#[tokio::test]
+async fn a_volume_with_a_foreign_brick_is_not_stopped() {
+    let s = Scenario::new("foreignbrick").await;
+    let class = s.class(json!({"volumetype": "none"}), "Delete").await;
+    let uid = uuid::Uuid::new_v4();
+    let volume = format!("vol_{}", uid.simple());
+    let node = &nodes()[0];
+    let root = node.brick_roots[0].display().to_string();
+    let foreign_dir = format!("{root}/{}", crate::support::unique("foreign"));
+    ssh()
+        .run_ok(
+            &node.ssh_address,
+            "mkdir",
+            &["-p".into(), foreign_dir.clone()],
+        )
+        .await
+        .unwrap();
+    let brick = format!("{}:{foreign_dir}/brick", node.storage_address);
+    gluster_cli(&["volume", "create", &volume, &brick]).await;
+    gluster_cli(&["volume", "start", &volume]).await;
+
+    let mut pv = crafted(
+        &s,
+        &class,
+        &s.ns,
+        json!({"endpoints": "x", "endpointsNamespace": s.ns, "path": volume}),
+        json!({"gluster.org/cluster": env().topology.clusters[0].name,
+               "gluster.org/bricks": format!("{}:{root}/{volume}/brick", node.name)}),
+    );
+    // Named after the claim UID the volume's name carries, as ours are.
+    pv.metadata.name = Some(format!("pvc-{uid}"));
+    pv.spec.as_mut().unwrap().claim_ref.as_mut().unwrap().uid = Some(uid.to_string());
+    s.pvs.create(&PostParams::default(), &pv).await.unwrap();
+    let note = warning(&s, &pv.name_any(), "VolumeFailedDelete").await;
+    assert!(
+        note.contains("refusing to touch it") && note.contains(&foreign_dir),
+        "{note:?}"
+    );
+    assert!(volume_started(&volume).await, "the volume still serves");
+
+    discard(&s, &pv.name_any()).await;
+    gluster_cli(&["volume", "stop", &volume]).await;
+    gluster_cli(&["volume", "delete", &volume]).await;
+    ssh()
+        .run_ok(&node.ssh_address, "rm", &["-rf".into(), foreign_dir])
+        .await
+        .unwrap();
 }

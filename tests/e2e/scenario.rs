@@ -227,6 +227,37 @@ pub fn node_by_name(name: &str) -> &'static Node {
     nodes().iter().find(|n| n.name == name).unwrap()
 }
 
+/// The gluster CLI on the first node, in script mode: its standard output.
+pub async fn gluster_cli(args: &[&str]) -> String {
+    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    args.push("--mode=script".into());
+    ssh()
+        .run_ok(&nodes()[0].ssh_address, "gluster", &args)
+        .await
+        .unwrap()
+}
+
+/// Whether the volume `name` exists and is started.
+pub async fn volume_started(name: &str) -> bool {
+    let out = gluster_cli(&["volume", "info", name, "--xml"]).await;
+    glusterfs_provisioner::gluster::xml::parse_volume_info(&out)
+        .unwrap()
+        .iter()
+        .any(|v| v.name == name && v.is_started())
+}
+
+/// The Warning the provisioner named `reporter` raises on a PV, by reason: its note.
+pub async fn pv_warning(client: &Client, reporter: &str, pv: &str, reason: &str) -> String {
+    let events: Api<Event> = Api::all(client.clone());
+    wait_event(&events, &format!("{reason} on PV {pv}"), |e| {
+        e.reason.as_deref() == Some(reason)
+            && e.type_.as_deref() == Some("Warning")
+            && e.reporting_controller.as_deref() == Some(reporter)
+            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(pv)
+    })
+    .await
+}
+
 /// Gluster volume names as the pool lists them.
 pub async fn gluster_volumes() -> Vec<String> {
     let out = ssh()
