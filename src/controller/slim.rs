@@ -188,7 +188,7 @@ mod tests {
                                 "finalizers": [CLAIM_FINALIZER]},
                    "spec": {"volumeName": "pv", "storageClassName": null,
                             "resources": {"requests": {"storage": "2Gi"}}},
-                   "status": {"capacity": {"storage": "1Gi"}}})
+                   "status": {"phase": "Bound", "capacity": {"storage": "1Gi"}}})
         );
         let mut pending: CachedPvc = from(json!({
             "metadata": {"name": "c", "managedFields": managed,
