@@ -201,7 +201,7 @@ mod tests {
             json!({"metadata": {"name": "c", "annotations": {"a": "b"}},
                    "spec": {"storageClassName": "sc", "volumeName": null,
                             "resources": {"requests": {"storage": null}}},
-                   "status": {"capacity": {"storage": null}}})
+                   "status": {"capacity": {"storage": null}, "phase": null}})
         );
     }
 
