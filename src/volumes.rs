@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::IpAddr;
 
+use futures::future::BoxFuture;
+
 use crate::Result;
 use crate::config::Durability;
 use crate::gluster::SshBackend;
@@ -25,6 +27,33 @@ pub struct VolumeRequest<'a> {
     pub options: &'a [(String, String)],
     /// The space the PVs of the cluster hold on their bricks (the SSH backend places by it).
     pub promised: Promised<'a>,
+    /// Checked before each step that writes: see [`Fenced`].
+    pub fence: Fenced<'a>,
+}
+
+/// The leader's fence ([`crate::leader::Fence`]), for a backend that makes a volume in several
+/// steps: a leader paused between two of them must not apply one (a GID, say) over what a
+/// new leader has since set.
+#[derive(Clone, Copy)]
+pub struct Fenced<'a>(pub &'a (dyn Fn() -> BoxFuture<'a, Result<()>> + Sync + 'a));
+
+impl Fenced<'_> {
+    pub async fn check(&self) -> Result<()> {
+        (self.0)().await
+    }
+}
+
+fn always_ok() -> BoxFuture<'static, Result<()>> {
+    Box::pin(async { Ok(()) })
+}
+
+/// For callers that are no leader (tools, tests).
+pub const UNFENCED: Fenced<'static> = Fenced(&always_ok);
+
+impl std::fmt::Debug for Fenced<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fenced")
+    }
 }
 
 /// Hands what each PV holds on its bricks, one at a time, when a volume is placed and no

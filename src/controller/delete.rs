@@ -36,6 +36,9 @@ pub async fn reconcile(pv: Arc<CachedPv>, ctx: Arc<Context>) -> Result<Action> {
     let span = tracing::info_span!("volume", pv = name);
     let api = Api::<CachedPv>::all(ctx.client.clone());
     // The finalizer makes every deletion of the PV object, by anyone, come through `gone`.
+    // Its own two writes are not fenced: adding it is what any leader does to a PV of ours,
+    // and it is removed only once `gone` has removed the volume (every write there is
+    // fenced), which leaves a stale leader nothing to undo.
     finalizer(&api, FINALIZER, pv, |event| async {
         match event {
             finalizer::Event::Apply(pv) => live(&pv, &ctx).await,
@@ -60,6 +63,7 @@ async fn live(pv: &CachedPv, ctx: &Context) -> Result<Action> {
     let phase = pv.status.phase.as_deref();
     if phase == Some("Released") && reclaim_policy(pv) == "Delete" {
         let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
+        ctx.fenced().await?;
         ignore_not_found(
             pvs.delete(&pv.name_any(), &Default::default())
                 .await
@@ -244,6 +248,7 @@ async fn repair_endpoints(pv: &CachedPv, ctx: &Context) -> Result<()> {
         annotations: &pv.kept.to_map(),
     };
     let addresses = ctx.backend_of(pv).await?.addresses(recorded).await?;
+    ctx.fenced().await?;
     ctx.apply_endpoints(&source.endpoints, owner, &addresses)
         .await?;
     tracing::info!(

@@ -111,11 +111,13 @@ async fn grow(claim: &CachedPvc, pv: &CachedPv, have: u64, want: u64, ctx: &Cont
         volume,
         annotations: &pv.kept.to_map(),
     };
-    ctx.backend_of(pv)
-        .await?
+    let backend = ctx.backend_of(pv).await?;
+    ctx.fenced().await?;
+    backend
         .expand(recorded, have, want, &ctx.promises().collect::<Vec<_>>())
         .await?;
     let capacity = json!({"spec": {"capacity": {"storage": format!("{want}Gi")}}});
+    ctx.fenced().await?;
     Api::<PersistentVolume>::all(ctx.client.clone())
         .patch(
             &pv.name_any(),
@@ -143,6 +145,7 @@ async fn set_claim_capacity(claim: &CachedPvc, gib: u64, ctx: &Context) -> Resul
         &claim.namespace().unwrap_or_default(),
     );
     let pp = PatchParams::default();
+    ctx.fenced().await?;
     claims
         .patch_status(&claim.name_any(), &pp, &Patch::Merge(&status))
         .await?;

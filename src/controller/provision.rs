@@ -21,7 +21,7 @@ use crate::k8s::objects::{
     self, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA, Mounter,
 };
 use crate::metrics::InFlight;
-use crate::volumes::{Promised, Recorded, VolumeBackend, VolumeRequest};
+use crate::volumes::{Fenced, Promised, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
 
 pub(super) const ANN_CLASS_BETA: &str = "volume.beta.kubernetes.io/storage-class";
@@ -222,6 +222,7 @@ async fn provision(
         gid,
         options: &params.volume_options,
         promised: Promised(&|each| ctx.promises().for_each(each)),
+        fence: Fenced(&|| Box::pin(ctx.fenced())),
     };
     let made = match backend.create(&req).await {
         Ok(made) => made,
@@ -327,7 +328,9 @@ async fn provision(
             )
             .await;
         }
-        ctx.delete_endpoints(&ep_name, owner).await.ok();
+        if ctx.fenced().await.is_ok() {
+            ctx.delete_endpoints(&ep_name, owner).await.ok();
+        }
         ctx.gids.release(&pv_name);
         return Err(e);
     }

@@ -40,6 +40,9 @@ fn json_patch(ops: serde_json::Value) -> Patch<()> {
 }
 
 /// Puts the finalizer on a claim before anything is made for it; returns the claim as written.
+/// Neither this nor [`let_go`] is fenced: a stale leader adding it does what the leader does
+/// to every claim it serves, and removing it follows a PV's creation or a fenced cleanup, so
+/// the new leader, finding the same, removes it too.
 pub(super) async fn hold(
     claim: &PersistentVolumeClaim,
     ctx: &Context,
@@ -167,6 +170,7 @@ async fn abandon(cached: &CachedPvc, pv: &str, ctx: &Context) -> Result<()> {
         claim_uid: &uid,
     };
     let endpoints = objects::endpoints_name(&params.endpoint_prefix, &uid);
+    ctx.fenced().await?;
     ctx.delete_endpoints(&endpoints, owner).await?;
     ctx.gids.release(pv);
     tracing::info!(

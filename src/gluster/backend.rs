@@ -199,8 +199,10 @@ impl SshBackend {
         drop(making);
         if let Err(e) = done {
             // A volume this attempt created is removed again; one found from an earlier attempt
-            // is left for the next retry to finish.
+            // is left for the next retry to finish, and so is everything once the lease is
+            // lost: the new leader may be finishing the same volume.
             if existing.is_none()
+                && !matches!(e, Error::LostLease)
                 && let Err(cleanup) = self.remove(&cluster.name, req.name, &bricks).await
             {
                 tracing::error!(volume = req.name, error = %cleanup, "cleanup after a failed create failed");
@@ -226,6 +228,7 @@ impl SshBackend {
         bricks: &[Brick],
     ) -> Result<()> {
         let gid = req.gid.to_string();
+        req.fence.check().await?;
         // Brick directories group-owned by the GID with setgid, so files keep the group.
         let dirs = bricks.iter().map(|b| {
             let args = vec![
@@ -246,20 +249,25 @@ impl SshBackend {
         if existing.is_none() {
             // The name is this claim's alone: one that exists is a retried create's own.
             let create = plan::create_args(name, req.durability, bricks);
+            req.fence.check().await?;
             self.gluster_tolerant(cluster, create, &["already exists"])
                 .await?;
         }
         for set in plan::options_args(name, req.gid, req.options) {
+            req.fence.check().await?;
             self.gluster(cluster, set).await?;
         }
         if !existing.is_some_and(Volume::is_started) {
+            req.fence.check().await?;
             self.gluster(cluster, plan::start_args(name)).await?;
         }
         // Quota needs a started volume. Enabling it turns quota-deem-statfs on, so df in a
         // mount shows the limit as the size.
+        req.fence.check().await?;
         self.gluster_tolerant(cluster, plan::quota_enable_args(name), &["already enabled"])
             .await?;
         let limit = plan::quota_limit_args(name, req.size_gib);
+        req.fence.check().await?;
         self.gluster(cluster, limit).await?;
         Ok(())
     }
