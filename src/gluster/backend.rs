@@ -454,10 +454,8 @@ impl SshBackend {
                 Ok(c) => out.push(c),
                 Err(e) => {
                     tracing::warn!(node = node.name, error = %e, "node left out of placement");
-                    left_out.push(NodeHealth {
-                        node: node.name.clone(),
-                        down: Some(format!("brick roots not readable: {e}")),
-                    });
+                    let why = format!("brick roots not readable: {e}");
+                    left_out.push(NodeHealth::left_out(&node.name, why));
                 }
             }
         }
