@@ -142,7 +142,7 @@ impl Metrics {
             ),
             glusterd_up: gauge(
                 "glusterfs_provisioner_glusterd_up",
-                "1 while a node's glusterd answers and the other nodes see it connected",
+                "1 while a node's glusterd answers, most other nodes see it connected and it sees most of them",
                 &["node"],
             ),
             gids_in_use: gauge(
