@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Failures by cause, which the compatible metrics above cannot carry.
     pub failures: IntCounterVec,
     pub gluster_duration: HistogramVec,
+    /// Counted when sent: a command stuck on a hung glusterd never reaches the histogram.
+    pub gluster_started: IntCounterVec,
     pub gluster_failures: IntCounterVec,
     pub ssh_up: IntGaugeVec,
     pub ssh_host_key_rejected: IntGaugeVec,
@@ -123,6 +125,11 @@ impl Metrics {
             gluster_duration: histogram(
                 "glusterfs_provisioner_gluster_operation_duration_seconds",
                 "Latency of gluster CLI operations over SSH",
+                &["operation", "node"],
+            ),
+            gluster_started: counter(
+                "glusterfs_provisioner_gluster_operations_started_total",
+                "Gluster CLI operations sent to a node over SSH (health probes not included)",
                 &["operation", "node"],
             ),
             gluster_failures: counter(
@@ -239,6 +246,9 @@ mod tests {
     fn renders_compatible_names() {
         let m = Metrics::new();
         m.provision_total.with_label_values(&["gold", ""]).inc();
+        m.gluster_started
+            .with_label_values(&["volume create", "n1"])
+            .inc();
         {
             let _g = InFlight::start(&m, "provision");
             assert!(
@@ -258,5 +268,10 @@ mod tests {
             text.contains("glusterfs_provisioner_operations_in_flight{operation=\"provision\"} 0")
         );
         assert!(text.contains("glusterfs_provisioner_build_info{version="));
+        // The e2e tests read it in this shape.
+        assert!(text.contains(
+            "glusterfs_provisioner_gluster_operations_started_total\
+             {node=\"n1\",operation=\"volume create\"} 1"
+        ));
     }
 }

@@ -641,6 +641,10 @@ impl SshBackend {
             };
             let i = self.next_node.fetch_add(1, Ordering::Relaxed);
             let node = candidates[i % candidates.len()];
+            self.metrics
+                .gluster_started
+                .with_label_values(&[&operation, &node.name])
+                .inc();
             let started = Instant::now();
             let result = async {
                 let out = self.ssh.run(&node.ssh_address, "gluster", &full).await?;
