@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Failures by cause, which the compatible metrics above cannot carry.
     pub failures: IntCounterVec,
     pub gluster_duration: HistogramVec,
+    /// Counted when sent: a command stuck on a hung glusterd never reaches the histogram.
+    pub gluster_started: IntCounterVec,
     pub gluster_failures: IntCounterVec,
     pub ssh_up: IntGaugeVec,
     pub ssh_host_key_rejected: IntGaugeVec,
@@ -125,6 +127,11 @@ impl Metrics {
                 "Latency of gluster CLI operations over SSH",
                 &["operation", "node"],
             ),
+            gluster_started: counter(
+                "glusterfs_provisioner_gluster_operations_started_total",
+                "Gluster CLI operations sent to a node over SSH (health probes not included)",
+                &["operation", "node"],
+            ),
             gluster_failures: counter(
                 "glusterfs_provisioner_gluster_operation_failures_total",
                 "Failed gluster CLI operations",
@@ -142,7 +149,7 @@ impl Metrics {
             ),
             glusterd_up: gauge(
                 "glusterfs_provisioner_glusterd_up",
-                "1 while a node's glusterd answers and the other nodes see it connected",
+                "1 while a node's glusterd answers, most other nodes see it connected and it sees most of them",
                 &["node"],
             ),
             gids_in_use: gauge(
@@ -239,6 +246,9 @@ mod tests {
     fn renders_compatible_names() {
         let m = Metrics::new();
         m.provision_total.with_label_values(&["gold", ""]).inc();
+        m.gluster_started
+            .with_label_values(&["volume create", "n1"])
+            .inc();
         {
             let _g = InFlight::start(&m, "provision");
             assert!(
@@ -258,5 +268,10 @@ mod tests {
             text.contains("glusterfs_provisioner_operations_in_flight{operation=\"provision\"} 0")
         );
         assert!(text.contains("glusterfs_provisioner_build_info{version="));
+        // The e2e tests read it in this shape.
+        assert!(text.contains(
+            "glusterfs_provisioner_gluster_operations_started_total\
+             {node=\"n1\",operation=\"volume create\"} 1"
+        ));
     }
 }

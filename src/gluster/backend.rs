@@ -471,10 +471,8 @@ impl SshBackend {
                 Ok(c) => out.push(c),
                 Err(e) => {
                     tracing::warn!(node = node.name, error = %e, "node left out of placement");
-                    left_out.push(NodeHealth {
-                        node: node.name.clone(),
-                        down: Some(format!("brick roots not readable: {e}")),
-                    });
+                    let why = format!("brick roots not readable: {e}");
+                    left_out.push(NodeHealth::left_out(&node.name, why));
                 }
             }
         }
@@ -660,6 +658,10 @@ impl SshBackend {
             };
             let i = self.next_node.fetch_add(1, Ordering::Relaxed);
             let node = candidates[i % candidates.len()];
+            self.metrics
+                .gluster_started
+                .with_label_values(&[&operation, &node.name])
+                .inc();
             let started = Instant::now();
             let result = async {
                 let out = self.ssh.run(&node.ssh_address, "gluster", &full).await?;

@@ -21,8 +21,11 @@ pub async fn report(backend: &SshBackend, topology: &Topology) -> usize {
         let health = backend.health(cluster).await;
         for (node, peers, space) in checks {
             let mut status: Vec<String> = Vec::new();
-            let down = health.iter().find(|h| h.node == node.name);
-            status.extend(down.and_then(|h| h.down.clone()));
+            if let Some(h) = health.iter().find(|h| h.node == node.name) {
+                status.extend(h.down.clone());
+                // A minority's view: worth fixing, though the node still gets bricks.
+                status.extend(h.disputed.as_ref().map(|d| format!("up, but {d}")));
+            }
             let peers = match peers {
                 Ok(peers) => {
                     let up = peers.iter().filter(|p| p.is_connected()).count();

@@ -1,6 +1,8 @@
-//! Which nodes of a cluster can take part in a volume: those whose glusterd answers, and which
-//! every other answering node sees connected. A node whose sshd is up but whose glusterd is
-//! down or hung gets no bricks, and cluster-wide commands go to a node that is up.
+//! Which nodes of a cluster can take part in a volume: those whose glusterd answers, which
+//! most of the other answering nodes see connected, and which see most of them. A node whose
+//! sshd is up but whose glusterd is down, hung or cut off from the pool gets no bricks, and
+//! cluster-wide commands go to a node that is up. One node's view alone (a node cut off on the
+//! storage network sees every peer disconnected) takes out no other node.
 
 use crate::config::{Cluster, Node};
 use crate::gluster::xml::Peer;
@@ -11,18 +13,37 @@ pub struct NodeHealth {
     pub node: String,
     /// Why it is left out; `None` when it is up.
     pub down: Option<String>,
+    /// Nodes that do not see it connected, too few to leave it out: a split the operator should
+    /// hear of (`topology` prints it).
+    pub disputed: Option<String>,
 }
 
 impl NodeHealth {
+    pub fn left_out(node: &str, why: String) -> Self {
+        NodeHealth {
+            node: node.to_string(),
+            down: Some(why),
+            disputed: None,
+        }
+    }
+
     pub fn is_up(&self) -> bool {
         self.down.is_none()
     }
 }
 
-fn names(peer: &Peer, node: &Node) -> bool {
-    peer.hostname == node.storage_address.to_string()
-        || peer.hostname == node.ssh_address
-        || peer.hostname == node.name
+/// Whether `node` is among `peers` and connected. A peer is matched by any name the pool knows
+/// it by against any of the node's: pools are probed by DNS names, storage or SSH addresses.
+fn sees(peers: &[Peer], node: &Node) -> bool {
+    let storage = node.storage_address.to_string();
+    let own = [
+        storage.as_str(),
+        node.ssh_address.as_str(),
+        node.name.as_str(),
+    ];
+    peers
+        .iter()
+        .any(|p| p.is_connected() && p.names().any(|n| own.contains(&n)))
 }
 
 /// What a node said when probed.
@@ -37,34 +58,87 @@ pub enum Answer {
     Down(String),
 }
 
-/// Judges every node from what each one said of its peers.
+/// Judges every node from what each one said of its peers. The nodes that answered with their
+/// peers are the judges; a node is left out when
+/// - it did not answer;
+/// - a strict majority of the other judges do not see it connected (a node not in a judge's
+///   peer list at all, such as one not probed yet, is not connected in that judge's view);
+/// - it is a judge, and it and the nodes it sees connected are no majority of the nodes that
+///   answered (busy ones included): it is the one cut off. Nodes that did not answer are not
+///   counted, since nobody can see them.
+///
+/// With one answering node nobody contradicts it, and it is up. With two that do not see each
+/// other (or a 2-2 split of four) no side is a majority, so both are left out: there is no
+/// telling which one is cut off, and a volume across the split would fail anyway.
 pub fn judge(cluster: &Cluster, answers: &[Answer]) -> Vec<NodeHealth> {
-    cluster
-        .nodes
-        .iter()
-        .zip(answers)
+    let nodes = || cluster.nodes.iter().zip(answers);
+    let judges: Vec<(&Node, &[Peer])> = nodes()
+        .filter_map(|(node, answer)| match answer {
+            Answer::Peers(peers) => Some((node, peers.as_slice())),
+            _ => None,
+        })
+        .collect();
+    let answered: Vec<&Node> = nodes()
+        .filter(|(_, answer)| !matches!(answer, Answer::Down(_)))
+        .map(|(node, _)| node)
+        .collect();
+    nodes()
         .map(|(node, answer)| {
-            let down = match answer {
-                Answer::Down(why) => Some(why.clone()),
-                Answer::Peers(_) | Answer::Busy => cluster
-                    .nodes
-                    .iter()
-                    .zip(answers)
-                    .filter(|(other, _)| other.name != node.name)
-                    .find_map(|(other, seen)| {
-                        let Answer::Peers(peers) = seen else {
-                            return None;
-                        };
-                        let connected = peers.iter().any(|p| names(p, node) && p.is_connected());
-                        (!connected).then(|| format!("not connected to {}'s glusterd", other.name))
-                    }),
+            let peers = match answer {
+                Answer::Down(why) => return NodeHealth::left_out(&node.name, why.clone()),
+                Answer::Peers(peers) => Some(peers),
+                Answer::Busy => None,
             };
+            // The other judges, by whether they see it connected.
+            let (mut blind, mut seeing) = (Vec::new(), Vec::new());
+            for (judge, peers) in judges.iter().filter(|(j, _)| j.name != node.name) {
+                let side = if sees(peers, node) {
+                    &mut seeing
+                } else {
+                    &mut blind
+                };
+                side.push(judge.name.as_str());
+            }
+            let verdict = (!blind.is_empty()).then(|| not_connected(&blind, &seeing));
+            let (mut down, mut disputed) = (Vec::new(), None);
+            if blind.len() > seeing.len() {
+                down.extend(verdict);
+            } else {
+                disputed = verdict;
+            }
+            if let Some(peers) = peers {
+                let others = answered.iter().filter(|o| o.name != node.name);
+                let hidden: Vec<&str> = others
+                    .clone()
+                    .filter(|o| !sees(peers, o))
+                    .map(|o| o.name.as_str())
+                    .collect();
+                let visible = others.count() - hidden.len();
+                if (visible + 1) * 2 <= answered.len() {
+                    down.push(format!(
+                        "sees only {visible} of {} other nodes (not {}): cut off from the pool",
+                        visible + hidden.len(),
+                        hidden.join(", ")
+                    ));
+                }
+            }
             NodeHealth {
                 node: node.name.clone(),
-                down,
+                down: (!down.is_empty()).then(|| down.join("; ")),
+                disputed,
             }
         })
         .collect()
+}
+
+/// "not connected according to a, b (c sees it)".
+fn not_connected(blind: &[&str], seeing: &[&str]) -> String {
+    let said = format!("not connected according to {}", blind.join(", "));
+    match seeing {
+        [] => said,
+        [one] => format!("{said} ({one} sees it)"),
+        more => format!("{said} ({} see it)", more.join(", ")),
+    }
 }
 
 /// The nodes left out, for an error that has to say why a volume cannot be placed.
@@ -79,6 +153,7 @@ pub fn describe_down(health: &[NodeHealth]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gluster::xml::Hostnames;
 
     fn node(name: &str, ip: &str) -> Node {
         serde_json::from_value(serde_json::json!({
@@ -92,20 +167,44 @@ mod tests {
         Peer {
             uuid: String::new(),
             hostname: ip.into(),
+            hostnames: Hostnames {
+                names: vec![ip.into()],
+            },
             connected,
             state: "Peer in Cluster".into(),
         }
     }
 
-    fn three_nodes() -> Cluster {
+    fn cluster(names: &[&str]) -> Cluster {
         Cluster {
             name: "c".into(),
-            nodes: vec![
-                node("a", "10.0.0.1"),
-                node("b", "10.0.0.2"),
-                node("c", "10.0.0.3"),
-            ],
+            nodes: names
+                .iter()
+                .zip(1..)
+                .map(|(name, i)| node(name, &format!("10.0.0.{i}")))
+                .collect(),
         }
+    }
+
+    fn three_nodes() -> Cluster {
+        cluster(&["a", "b", "c"])
+    }
+
+    /// Peers answering with the given view of the other nodes (10.0.0.N is node N), 1 for
+    /// connected.
+    fn sees(view: &[(u8, u8)]) -> Answer {
+        Answer::Peers(
+            view.iter()
+                .map(|(n, connected)| peer(&format!("10.0.0.{n}"), *connected))
+                .collect(),
+        )
+    }
+
+    fn down(health: &[NodeHealth]) -> Vec<(&str, &str)> {
+        health
+            .iter()
+            .filter_map(|h| Some((h.node.as_str(), h.down.as_deref()?)))
+            .collect()
     }
 
     #[test]
@@ -113,66 +212,180 @@ mod tests {
         let cluster = three_nodes();
         // c's glusterd is down: it does not answer, and a and b see it disconnected.
         let answers = vec![
-            Answer::Peers(vec![peer("10.0.0.2", 1), peer("10.0.0.3", 0)]),
-            Answer::Peers(vec![peer("10.0.0.1", 1), peer("10.0.0.3", 0)]),
+            sees(&[(2, 1), (3, 0)]),
+            sees(&[(1, 1), (3, 0)]),
             Answer::Down("glusterd does not answer: Connection failed".into()),
         ];
         let health = judge(&cluster, &answers);
-        assert!(health[0].is_up() && health[1].is_up());
         assert_eq!(
-            health[2].down.as_deref(),
-            Some("glusterd does not answer: Connection failed")
+            down(&health),
+            [("c", "glusterd does not answer: Connection failed")]
         );
-        // c answers but a lost it: c is still left out, and says by whom.
+        // c answers but a and b lost it: c is left out, and says by whom.
         let answers = vec![
-            Answer::Peers(vec![peer("10.0.0.2", 1), peer("10.0.0.3", 0)]),
-            Answer::Peers(vec![peer("10.0.0.1", 1), peer("10.0.0.3", 1)]),
-            Answer::Peers(vec![peer("10.0.0.1", 1), peer("10.0.0.2", 1)]),
+            sees(&[(2, 1), (3, 0)]),
+            sees(&[(1, 1), (3, 0)]),
+            sees(&[(1, 1), (2, 1)]),
         ];
         let health = judge(&cluster, &answers);
+        assert_eq!(down(&health), [("c", "not connected according to a, b")]);
         assert_eq!(
-            health[2].down.as_deref(),
-            Some("not connected to a's glusterd")
+            describe_down(&health).as_deref(),
+            Some("nodes left out: c (not connected according to a, b)")
+        );
+        let all_up = vec![
+            sees(&[(2, 1), (3, 1)]),
+            sees(&[(1, 1), (3, 1)]),
+            sees(&[(1, 1), (2, 1)]),
+        ];
+        let health = judge(&cluster, &all_up);
+        assert!(health.iter().all(|h| h.is_up() && h.disputed.is_none()));
+        assert_eq!(describe_down(&health), None);
+    }
+
+    #[test]
+    fn a_node_cut_off_from_the_others_takes_none_of_them_down() {
+        // c reaches SSH but not the storage network: it sees every peer disconnected.
+        let answers = vec![
+            sees(&[(2, 1), (3, 0)]),
+            sees(&[(1, 1), (3, 0)]),
+            sees(&[(1, 0), (2, 0)]),
+        ];
+        let health = judge(&three_nodes(), &answers);
+        assert_eq!(
+            down(&health),
+            [(
+                "c",
+                "not connected according to a, b; \
+                 sees only 0 of 2 other nodes (not a, b): cut off from the pool"
+            )]
+        );
+        // c's view is kept, for `topology`.
+        assert_eq!(
+            health[0].disputed.as_deref(),
+            Some("not connected according to c (b sees it)")
         );
         assert_eq!(
             describe_down(&health).as_deref(),
-            Some("nodes left out: c (not connected to a's glusterd)")
+            Some(
+                "nodes left out: c (not connected according to a, b; \
+                 sees only 0 of 2 other nodes (not a, b): cut off from the pool)"
+            )
         );
-        let all_up = vec![
-            Answer::Peers(vec![peer("10.0.0.2", 1), peer("10.0.0.3", 1)]),
-            Answer::Peers(vec![peer("10.0.0.1", 1), peer("10.0.0.3", 1)]),
-            Answer::Peers(vec![peer("10.0.0.1", 1), peer("10.0.0.2", 1)]),
+    }
+
+    #[test]
+    fn a_node_not_probed_into_the_pool_is_down_and_the_others_up() {
+        // c is in the topology, but nobody ran `peer probe`: a and b do not list it, and its
+        // glusterd knows no peers.
+        let answers = vec![sees(&[(2, 1)]), sees(&[(1, 1)]), sees(&[])];
+        let health = judge(&three_nodes(), &answers);
+        assert_eq!(
+            down(&health),
+            [(
+                "c",
+                "not connected according to a, b; \
+                 sees only 0 of 2 other nodes (not a, b): cut off from the pool"
+            )]
+        );
+    }
+
+    #[test]
+    fn peers_match_by_any_name_the_pool_knows() {
+        // SSH and storage on separate networks; the pool was probed by DNS names, and later by
+        // storage address (a second entry in `hostnames`), or by the topology's node name.
+        let node = |name: &str, ssh: &str, storage: &str| -> Node {
+            serde_json::from_value(serde_json::json!({
+                "name": name, "ssh_address": ssh, "storage_address": storage, "zone": "z",
+                "brick_roots": ["/b"],
+            }))
+            .unwrap()
+        };
+        let cluster = Cluster {
+            name: "c".into(),
+            nodes: vec![
+                node("a", "192.168.0.1", "10.0.0.1"),
+                node("b", "192.168.0.2", "10.0.0.2"),
+                node("c", "192.168.0.3", "10.0.0.3"),
+            ],
+        };
+        let dns = |host: &str, storage: &str| Peer {
+            hostname: format!("{host}.gluster.example"),
+            hostnames: Hostnames {
+                names: vec![format!("{host}.gluster.example"), storage.into()],
+            },
+            ..peer(storage, 1)
+        };
+        let by_name = |name: &str| Peer {
+            hostname: name.into(),
+            hostnames: Hostnames::default(),
+            ..peer(name, 1)
+        };
+        let answers = vec![
+            Answer::Peers(vec![dns("b", "10.0.0.2"), dns("c", "10.0.0.3")]),
+            Answer::Peers(vec![dns("a", "10.0.0.1"), by_name("c")]),
+            Answer::Peers(vec![dns("a", "10.0.0.1"), dns("b", "10.0.0.2")]),
         ];
-        assert!(judge(&cluster, &all_up).iter().all(NodeHealth::is_up));
-        assert_eq!(describe_down(&judge(&cluster, &all_up)), None);
+        let health = judge(&cluster, &answers);
+        assert!(health.iter().all(|h| h.is_up() && h.disputed.is_none()));
+    }
+
+    #[test]
+    fn the_majority_of_the_other_nodes_decides() {
+        let cluster = cluster(&["a", "b", "c", "d"]);
+        // Two of the three others lost d: it is left out, naming who still sees it.
+        let answers = vec![
+            sees(&[(2, 1), (3, 1), (4, 0)]),
+            sees(&[(1, 1), (3, 1), (4, 0)]),
+            sees(&[(1, 1), (2, 1), (4, 1)]),
+            sees(&[(1, 1), (2, 1), (3, 1)]),
+        ];
+        let health = judge(&cluster, &answers);
+        assert_eq!(
+            down(&health),
+            [("d", "not connected according to a, b (c sees it)")]
+        );
+        // One of three: d stays up, and the disagreement is kept.
+        let answers = vec![
+            sees(&[(2, 1), (3, 1), (4, 0)]),
+            sees(&[(1, 1), (3, 1), (4, 1)]),
+            sees(&[(1, 1), (2, 1), (4, 1)]),
+            sees(&[(1, 1), (2, 1), (3, 1)]),
+        ];
+        let health = judge(&cluster, &answers);
+        assert!(health.iter().all(NodeHealth::is_up));
+        assert_eq!(
+            health[3].disputed.as_deref(),
+            Some("not connected according to a (b, c see it)")
+        );
+    }
+
+    #[test]
+    fn two_nodes_split_are_both_left_out_and_a_dead_peer_takes_none() {
+        let cluster = cluster(&["a", "b"]);
+        // Neither side is a majority: there is no telling which one is cut off.
+        let answers = vec![sees(&[(2, 0)]), sees(&[(1, 0)])];
+        let health = judge(&cluster, &answers);
+        assert!(health.iter().all(|h| !h.is_up()), "{health:?}");
+        // The one answering node has nobody to contradict it.
+        let answers = vec![sees(&[(2, 0)]), Answer::Down("no route".into())];
+        assert_eq!(down(&judge(&cluster, &answers)), [("b", "no route")]);
     }
 
     #[test]
     fn a_busy_node_is_up_and_judges_nobody() {
         let cluster = three_nodes();
-        // b is busy; a sees it, c has lost a.
+        // b is busy; a sees it, c has lost a: c is the only other judge of a.
         let answers = vec![
-            Answer::Peers(vec![peer("10.0.0.2", 1), peer("10.0.0.3", 1)]),
+            sees(&[(2, 1), (3, 1)]),
             Answer::Busy,
-            Answer::Peers(vec![peer("10.0.0.1", 0), peer("10.0.0.2", 1)]),
+            sees(&[(1, 0), (2, 1)]),
         ];
         let health = judge(&cluster, &answers);
-        assert!(health[1].is_up() && health[2].is_up());
-        assert_eq!(
-            health[0].down.as_deref(),
-            Some("not connected to c's glusterd")
-        );
+        assert_eq!(down(&health), [("a", "not connected according to c")]);
         // A busy node others have lost is still left out.
-        let answers = vec![
-            Answer::Peers(vec![peer("10.0.0.2", 0), peer("10.0.0.3", 1)]),
-            Answer::Busy,
-            Answer::Busy,
-        ];
+        let answers = vec![sees(&[(2, 0), (3, 1)]), Answer::Busy, Answer::Busy];
         let health = judge(&cluster, &answers);
-        assert_eq!(
-            health[1].down.as_deref(),
-            Some("not connected to a's glusterd")
-        );
-        assert!(health[0].is_up() && health[2].is_up());
+        assert_eq!(down(&health), [("b", "not connected according to a")]);
     }
 }

@@ -34,16 +34,32 @@ struct PeerStatus {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 pub struct Peer {
     pub uuid: String,
+    /// The name it was first probed by.
     pub hostname: String,
+    /// Every name and address the pool knows it by (a later probe by another name adds one).
+    #[serde(default)]
+    pub hostnames: Hostnames,
     /// 1 when glusterd on this node holds a live connection to the peer.
     pub connected: u8,
     #[serde(rename = "stateStr")]
     pub state: String,
 }
 
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+pub struct Hostnames {
+    #[serde(rename = "hostname", default)]
+    pub names: Vec<String>,
+}
+
 impl Peer {
     pub fn is_connected(&self) -> bool {
         self.connected == 1
+    }
+
+    /// Its first name and all the others.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.hostname.as_str())
+            .chain(self.hostnames.names.iter().map(String::as_str))
     }
 }
 
@@ -211,6 +227,42 @@ mod tests {
         assert!(peers[0].is_connected());
         assert!(!peers[1].is_connected());
         assert_eq!(peers[1].state, "Peer in Cluster");
+        assert_eq!(peers[0].hostnames.names, ["10.213.7.11"]);
+    }
+
+    #[test]
+    fn peer_known_by_several_names() {
+        // Probed by its DNS name, then by its storage address: both are listed.
+        let xml = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<cliOutput>
+  <opRet>0</opRet>
+  <opErrno>0</opErrno>
+  <opErrstr/>
+  <peerStatus>
+    <peer>
+      <uuid>34486b83-52b1-4b8e-9f0e-5b0b0c3e7a21</uuid>
+      <hostname>gluster2.example.com</hostname>
+      <hostnames>
+        <hostname>gluster2.example.com</hostname>
+        <hostname>10.213.7.12</hostname>
+      </hostnames>
+      <connected>1</connected>
+      <state>3</state>
+      <stateStr>Peer in Cluster</stateStr>
+    </peer>
+  </peerStatus>
+</cliOutput>"#;
+        let peers = parse_peer_status(xml).unwrap();
+        assert_eq!(peers[0].hostname, "gluster2.example.com");
+        let names: Vec<&str> = peers[0].names().collect();
+        assert_eq!(
+            names,
+            [
+                "gluster2.example.com",
+                "gluster2.example.com",
+                "10.213.7.12"
+            ]
+        );
     }
 
     #[test]

@@ -327,14 +327,14 @@ async fn glusterd_down_on_one_node() {
     }
 }
 
-/// Gluster commands a provisioner (metrics on `port`) ran on `node`.
+/// Gluster commands a provisioner (metrics on `port`) sent to `node`, finished or not.
 async fn commands_on(port: u16, node: &str) -> u64 {
     let label = format!("node=\"{node}\"");
     metrics(port)
         .await
         .lines()
         .filter(|l| {
-            l.starts_with("glusterfs_provisioner_gluster_operation_duration_seconds_count{")
+            l.starts_with("glusterfs_provisioner_gluster_operations_started_total{")
                 && l.contains(&label)
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
@@ -362,6 +362,7 @@ async fn a_hung_glusterd_gets_no_commands() {
         (others >= 4).then_some(())
     })
     .await;
+    // Counted when sent: one stuck on the hung glusterd would show.
     assert_eq!(commands_on(port, &victim.name).await, 0);
 
     node.signal("glusterd", "-CONT");
