@@ -37,18 +37,16 @@ pub struct VolumeRequest<'a> {
 #[derive(Clone, Copy)]
 pub struct Fenced<'a>(pub &'a (dyn Fn() -> BoxFuture<'a, Result<()>> + Sync + 'a));
 
-impl Fenced<'_> {
+impl<'a> Fenced<'a> {
     pub async fn check(&self) -> Result<()> {
         (self.0)().await
     }
-}
 
-fn always_ok() -> BoxFuture<'static, Result<()>> {
-    Box::pin(async { Ok(()) })
+    /// For callers that are no leader (tools, tests).
+    pub fn none() -> Self {
+        Fenced(&|| Box::pin(async { Ok(()) }))
+    }
 }
-
-/// For callers that are no leader (tools, tests).
-pub const UNFENCED: Fenced<'static> = Fenced(&always_ok);
 
 impl std::fmt::Debug for Fenced<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use glusterfs_provisioner::config::{Cluster, Durability};
 use glusterfs_provisioner::gluster::{Brick, SshBackend};
 use glusterfs_provisioner::metrics::Metrics;
-use glusterfs_provisioner::volumes::{Promised, UNFENCED, VolumeRequest};
+use glusterfs_provisioner::volumes::{Fenced, Promised, VolumeRequest};
 use hmac::{Hmac, Mac};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -211,7 +211,7 @@ async fn make(
         gid,
         options,
         promised: Promised(&|_| {}),
-        fence: UNFENCED,
+        fence: Fenced::none(),
     };
     let made = state.backend.make(&req).await.map_err(|e| e.to_string())?;
     state.volumes.lock().unwrap().insert(
