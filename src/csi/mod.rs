@@ -39,6 +39,9 @@ pub enum Error {
     NotFound(String),
     #[error("an operation on volume {0} is in progress")]
     Busy(String),
+    /// Not now: a mount that has not answered yet; the kubelet retries.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Mount(String),
     #[error("{what}: {source}")]
@@ -58,6 +61,7 @@ impl From<Error> for Status {
             Error::InvalidArgument(_) => Status::invalid_argument(message),
             Error::NotFound(_) => Status::not_found(message),
             Error::Busy(_) => Status::aborted(message),
+            Error::Unavailable(_) => Status::unavailable(message),
             Error::Mount(_) | Error::Io { .. } | Error::Serve(_) => Status::internal(message),
         }
     }
@@ -76,6 +80,8 @@ pub struct NodeSettings {
     /// them in the plugin's cgroup.
     pub fuse_cgroup_root: Option<PathBuf>,
     pub timeout: Duration,
+    /// How long a mount may go without an answer before it is replaced as hung.
+    pub hung: Duration,
 }
 
 /// A fresh listening socket at `path` (one left by an earlier run is replaced).
@@ -127,7 +133,7 @@ pub async fn run(settings: NodeSettings) -> Result<(), Error> {
         settings.node_id.clone(),
         settings.log_dir.clone(),
         fuse_cgroups,
-        settings.timeout,
+        mounts::Checks::new(settings.timeout, settings.hung),
     );
     let identity = identity::IdentityService {
         driver: settings.driver.clone(),
