@@ -111,6 +111,9 @@ struct NodeArgs {
     /// down before it answers.
     #[arg(long, env = "MOUNT_HUNG_SECONDS", default_value_t = 45)]
     mount_hung_seconds: u64,
+    /// Address of the HTTP server for /metrics, /healthz and /readyz; none without it.
+    #[arg(long, env = "HTTP_ADDRESS")]
+    http_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -287,6 +290,7 @@ fn node_settings(args: NodeArgs) -> csi::NodeSettings {
         fuse_cgroup_root: args.fuse_cgroup_root,
         timeout: Duration::from_secs(args.mount_timeout_seconds.max(1)),
         hung: Duration::from_secs(args.mount_hung_seconds),
+        http_address: args.http_address,
     }
 }
 

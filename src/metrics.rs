@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::Error;
@@ -37,6 +37,8 @@ pub struct Metrics {
     pub brick_free_bytes: GaugeVec,
     pub in_flight: IntGaugeVec,
     pub leader: IntGauge,
+    /// The CSI node plugin's: mounts whose FUSE client stayed in the plugin's cgroup.
+    pub fuse_cgroup_join_failures: IntCounter,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -77,6 +79,14 @@ impl Metrics {
         .expect("metric");
         registry
             .register(Box::new(leader.clone()))
+            .expect("register");
+        let fuse_cgroup_join_failures = IntCounter::new(
+            "glusterfs_provisioner_csi_fuse_cgroup_join_failures_total",
+            "FUSE mounts whose client failed to join its cgroup: it dies with the node plugin",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(fuse_cgroup_join_failures.clone()))
             .expect("register");
         let build = gauge(
             "glusterfs_provisioner_build_info",
@@ -176,6 +186,7 @@ impl Metrics {
                 &["operation"],
             ),
             leader,
+            fuse_cgroup_join_failures,
             registry,
         }
     }
@@ -258,5 +269,6 @@ mod tests {
             text.contains("glusterfs_provisioner_operations_in_flight{operation=\"provision\"} 0")
         );
         assert!(text.contains("glusterfs_provisioner_build_info{version="));
+        assert!(text.contains("glusterfs_provisioner_csi_fuse_cgroup_join_failures_total 0"));
     }
 }

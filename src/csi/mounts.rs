@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use prometheus::IntCounter;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -312,33 +313,97 @@ pub fn fuse_cgroups(root: &Path) -> Result<Vec<CString>, Error> {
     Ok(procs)
 }
 
-/// Runs `mount` with `args`. Its processes (and so the FUSE client `mount.glusterfs` starts)
-/// first join `cgroups`.
-pub async fn run_mount(args: &[String], cgroups: &[CString]) -> Result<(), Error> {
-    let mut cmd = std::process::Command::new("mount");
-    cmd.args(args);
+/// Where FUSE clients go: the `cgroup.procs` files they join (see [`fuse_cgroups`]), and the
+/// count of mounts whose client failed to join one, and so dies with the plugin's container.
+pub struct FuseCgroups {
+    pub procs: Vec<CString>,
+    pub join_failures: IntCounter,
+}
+
+/// A `cgroup.procs` a process failed to join: its index in the list, and the errno.
+#[derive(Debug, PartialEq, Eq)]
+struct Missed {
+    index: usize,
+    errno: i32,
+}
+
+/// Spawns `cmd`, whose process first joins `cgroups` (writing "0" to cgroup.procs moves the
+/// writer). It cannot log between fork and exec: it reports each failure on a pipe instead,
+/// read once `spawn` returns, which is after the exec closed the child's end.
+fn spawn_in(
+    mut cmd: std::process::Command,
+    cgroups: &[CString],
+) -> std::io::Result<(tokio::process::Child, Vec<Missed>)> {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 returns.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 just opened both, and nothing else owns them.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let report = write.as_raw_fd();
     let cgroups = cgroups.to_vec();
     // SAFETY: between fork and exec only open/write/close run: async-signal-safe calls on
-    // strings prepared before the fork. Writing "0" to cgroup.procs moves the writer.
+    // strings and buffers prepared before the fork (errno is read, not allocated).
     unsafe {
         cmd.pre_exec(move || {
-            for procs in &cgroups {
+            for (index, procs) in cgroups.iter().enumerate() {
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                let joined = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
                 if fd >= 0 {
-                    libc::write(fd, b"0".as_ptr().cast(), 1);
                     libc::close(fd);
+                }
+                if !joined {
+                    let mut record = [0u8; 8];
+                    record[..4].copy_from_slice(&(index as u32).to_ne_bytes());
+                    record[4..].copy_from_slice(&errno.to_ne_bytes());
+                    libc::write(report, record.as_ptr().cast(), record.len());
                 }
             }
             Ok(())
         });
     }
-    let out = tokio::process::Command::from(cmd)
-        .output()
-        .await
-        .map_err(|source| Error::Io {
-            what: "running mount".into(),
-            source,
-        })?;
+    let child = tokio::process::Command::from(cmd).spawn();
+    drop(write);
+    let child = child?;
+    let mut reported = Vec::new();
+    std::fs::File::from(read).read_to_end(&mut reported)?;
+    let missed = reported
+        .chunks_exact(8)
+        .map(|r| Missed {
+            index: u32::from_ne_bytes(r[..4].try_into().expect("4 bytes")) as usize,
+            errno: i32::from_ne_bytes(r[4..].try_into().expect("4 bytes")),
+        })
+        .collect();
+    Ok((child, missed))
+}
+
+/// Runs `mount` with `args`. Its processes (and so the FUSE client `mount.glusterfs` starts)
+/// first join the FUSE cgroups; a failure to is logged and counted, not fatal: the mount
+/// works, it just dies with the plugin.
+pub async fn run_mount(args: &[String], fuse: &FuseCgroups) -> Result<(), Error> {
+    let mut cmd = std::process::Command::new("mount");
+    cmd.args(args);
+    let io = |source| Error::Io {
+        what: "running mount".into(),
+        source,
+    };
+    let (child, missed) = spawn_in(cmd, &fuse.procs).map_err(io)?;
+    for m in &missed {
+        tracing::warn!(
+            cgroup = %fuse.procs[m.index].to_string_lossy(),
+            error = %std::io::Error::from_raw_os_error(m.errno),
+            mount = args.join(" "),
+            "the FUSE client could not join its cgroup: it stays in the plugin's and dies with it"
+        );
+    }
+    if !missed.is_empty() {
+        fuse.join_failures.inc();
+    }
+    let out = child.wait_with_output().await.map_err(io)?;
     if out.status.success() {
         return Ok(());
     }
@@ -494,6 +559,27 @@ pub(super) mod tests {
         );
         assert_eq!(table[2].mount_point, Path::new("/tmp/with space"));
         assert_eq!(table[2].source, "tmp\\x");
+    }
+
+    #[tokio::test]
+    async fn a_cgroup_the_child_cannot_join_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let joinable = dir.path().join("cgroup.procs");
+        std::fs::write(&joinable, "").unwrap();
+        let cgroups: Vec<CString> = [joinable.clone(), dir.path().join("gone/cgroup.procs")]
+            .iter()
+            .map(|p| CString::new(p.as_os_str().as_bytes()).unwrap())
+            .collect();
+        let (child, missed) = spawn_in(std::process::Command::new("true"), &cgroups).unwrap();
+        assert!(child.wait_with_output().await.unwrap().status.success());
+        assert_eq!(
+            missed,
+            [Missed {
+                index: 1,
+                errno: libc::ENOENT
+            }]
+        );
+        assert_eq!(std::fs::read_to_string(&joinable).unwrap(), "0");
     }
 
     #[tokio::test]

@@ -3,14 +3,13 @@
 //! whose FUSE client died is found and replaced, never left behind.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use tonic::{Request, Response, Status};
 
 use super::Error;
-use super::mounts::{self, Checks, Health};
+use super::mounts::{self, Checks, FuseCgroups, Health};
 use super::proto::node_server::Node;
 use super::proto::node_service_capability::{Rpc, Type as CapabilityType, rpc::Type as RpcType};
 use super::proto::volume_capability::access_mode::Mode;
@@ -26,8 +25,8 @@ pub struct NodeService {
     pub node_id: String,
     /// Where each volume's FUSE client writes its log (`<volume>.log`).
     pub log_dir: PathBuf,
-    /// `cgroup.procs` files the FUSE clients join (see `mounts::fuse_cgroups`).
-    pub fuse_cgroups: Vec<CString>,
+    /// The cgroups the FUSE clients join.
+    pub fuse_cgroups: FuseCgroups,
     /// Looks at mounts (`statvfs`), one at a time per path.
     pub checks: Checks,
     /// Volumes with a call in progress: the kubelet retries calls that take long, and two
@@ -152,7 +151,7 @@ impl NodeService {
     pub fn new(
         node_id: String,
         log_dir: PathBuf,
-        fuse_cgroups: Vec<CString>,
+        fuse_cgroups: FuseCgroups,
         checks: Checks,
     ) -> Self {
         Self {
@@ -450,7 +449,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stats_of_a_hung_mount_say_the_check_is_running_and_start_no_second_one() {
         let (checks, calls, _client) = hanging_checks();
-        let node = NodeService::new("n1".into(), "/tmp".into(), vec![], checks);
+        let fuse = FuseCgroups {
+            procs: vec![],
+            join_failures: prometheus::IntCounter::new("failures", "unused").unwrap(),
+        };
+        let node = NodeService::new("n1".into(), "/tmp".into(), fuse, checks);
         // Any mount point will do: the looks at it hang whatever it is.
         let request = || {
             Request::new(NodeGetVolumeStatsRequest {
