@@ -114,6 +114,14 @@ struct NodeArgs {
     /// Longest a look at a mount may take before it counts as dead, in seconds.
     #[arg(long, env = "MOUNT_TIMEOUT_SECONDS", default_value_t = 10)]
     mount_timeout_seconds: u64,
+    /// Seconds a mount may go without an answer before it is replaced as hung; a bit more than
+    /// gluster's network.ping-timeout (42), which a live client waits out for a brick that went
+    /// down before it answers.
+    #[arg(long, env = "MOUNT_HUNG_SECONDS", default_value_t = 45)]
+    mount_hung_seconds: u64,
+    /// Address of the HTTP server for /metrics, /healthz and /readyz; none without it.
+    #[arg(long, env = "HTTP_ADDRESS")]
+    http_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Args)]
@@ -290,6 +298,8 @@ fn node_settings(args: NodeArgs) -> csi::NodeSettings {
         log_dir: args.log_dir,
         fuse_cgroup_root: args.fuse_cgroup_root,
         timeout: Duration::from_secs(args.mount_timeout_seconds.max(1)),
+        hung: Duration::from_secs(args.mount_hung_seconds),
+        http_address: args.http_address,
     }
 }
 

@@ -5,8 +5,8 @@
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::Error;
@@ -39,6 +39,8 @@ pub struct Metrics {
     pub brick_free_bytes: GaugeVec,
     pub in_flight: IntGaugeVec,
     pub leader: IntGauge,
+    /// The CSI node plugin's: mounts whose FUSE client stayed in the plugin's cgroup.
+    pub fuse_cgroup_join_failures: IntCounter,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -79,6 +81,14 @@ impl Metrics {
         .expect("metric");
         registry
             .register(Box::new(leader.clone()))
+            .expect("register");
+        let fuse_cgroup_join_failures = IntCounter::new(
+            "glusterfs_provisioner_csi_fuse_cgroup_join_failures_total",
+            "FUSE mounts whose client failed to join its cgroup: it dies with the node plugin",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(fuse_cgroup_join_failures.clone()))
             .expect("register");
         let build = gauge(
             "glusterfs_provisioner_build_info",
@@ -183,6 +193,7 @@ impl Metrics {
                 &["operation"],
             ),
             leader,
+            fuse_cgroup_join_failures,
             registry,
         }
     }
@@ -273,5 +284,6 @@ mod tests {
             "glusterfs_provisioner_gluster_operations_started_total\
              {node=\"n1\",operation=\"volume create\"} 1"
         ));
+        assert!(text.contains("glusterfs_provisioner_csi_fuse_cgroup_join_failures_total 0"));
     }
 }

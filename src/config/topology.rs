@@ -72,6 +72,10 @@ pub struct Node {
     pub brick_roots: Vec<PathBuf>,
 }
 
+/// Why an IPv6 storage address is refused, wherever one comes from.
+pub const NO_IPV6: &str = "IPv6 storage addresses are not supported: the GlusterFS FUSE client \
+     would need transport.address-family=inet6, which this provisioner does not set up";
+
 fn default_user() -> String {
     "root".into()
 }
@@ -139,6 +143,13 @@ impl Topology {
                 }
                 if node.ssh_address.is_empty() || node.ssh_address.starts_with('-') {
                     return invalid(format!("node {:?}: bad ssh_address", node.name));
+                }
+                // The CSI node plugin could not mount from it: refused here, not at the first pod.
+                if node.storage_address.is_ipv6() {
+                    return invalid(format!(
+                        "node {:?}: storage_address {}: {NO_IPV6}",
+                        node.name, node.storage_address
+                    ));
                 }
                 if node.brick_roots.is_empty() {
                     return invalid(format!("node {:?} has no brick_roots", node.name));
@@ -212,6 +223,13 @@ mod tests {
                     "\"storage_address\": \"gl1\"",
                 ),
                 "invalid IP",
+            ),
+            (
+                GOOD.replace(
+                    "\"storage_address\": \"10.0.0.1\"",
+                    "\"storage_address\": \"fd00::1\"",
+                ),
+                "node \"n1\": storage_address fd00::1: IPv6 storage addresses are not supported",
             ),
         ];
         for (json, want) in &cases {

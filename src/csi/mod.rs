@@ -12,13 +12,18 @@ pub mod mounts;
 pub mod node;
 pub mod registration;
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::Status;
+
+use crate::http;
+use crate::metrics::Metrics;
 
 /// Types and services generated from `proto/` (the CSI specification's Identity and Node
 /// services, the kubelet's plugin registration).
@@ -39,6 +44,9 @@ pub enum Error {
     NotFound(String),
     #[error("an operation on volume {0} is in progress")]
     Busy(String),
+    /// Not now: a mount that has not answered yet; the kubelet retries.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("{0}")]
     Mount(String),
     #[error("{what}: {source}")]
@@ -58,6 +66,7 @@ impl From<Error> for Status {
             Error::InvalidArgument(_) => Status::invalid_argument(message),
             Error::NotFound(_) => Status::not_found(message),
             Error::Busy(_) => Status::aborted(message),
+            Error::Unavailable(_) => Status::unavailable(message),
             Error::Mount(_) | Error::Io { .. } | Error::Serve(_) => Status::internal(message),
         }
     }
@@ -76,6 +85,10 @@ pub struct NodeSettings {
     /// them in the plugin's cgroup.
     pub fuse_cgroup_root: Option<PathBuf>,
     pub timeout: Duration,
+    /// How long a mount may go without an answer before it is replaced as hung.
+    pub hung: Duration,
+    /// Where to serve /metrics, /healthz and /readyz; none for no HTTP server.
+    pub http_address: Option<SocketAddr>,
 }
 
 /// A fresh listening socket at `path` (one left by an earlier run is replaced).
@@ -106,12 +119,42 @@ pub async fn run(settings: NodeSettings) -> Result<(), Error> {
         what: format!("creating {}", settings.log_dir.display()),
         source,
     })?;
-    let fuse_cgroups = match &settings.fuse_cgroup_root {
-        Some(root) => mounts::fuse_cgroups(root)?,
+    let procs = match &settings.fuse_cgroup_root {
+        Some(root) => {
+            let procs = mounts::fuse_cgroups(root)?;
+            let dirs: Vec<String> = procs
+                .iter()
+                .map(|p| p.to_string_lossy().trim_end_matches("/cgroup.procs").into())
+                .collect();
+            tracing::info!(
+                cgroups = dirs.join(", "),
+                "FUSE clients live in cgroups of their own: they outlive the plugin"
+            );
+            procs
+        }
         None => {
-            tracing::warn!("no --fuse-cgroup-root: FUSE clients die with the plugin's container");
+            tracing::warn!(
+                "no --fuse-cgroup-root: FUSE clients live in the plugin's own cgroup: they die \
+                 with the plugin's container"
+            );
             vec![]
         }
+    };
+    let metrics = Arc::new(Metrics::new());
+    if let Some(address) = settings.http_address {
+        // Metrics are no reason to stop mounting: a port in use is logged, not fatal.
+        match http::bind(address).await {
+            Ok(listener) => {
+                let health = Arc::new(http::Health::default());
+                health.set_ready(true);
+                tokio::spawn(http::serve(listener, metrics.clone(), health));
+            }
+            Err(error) => tracing::warn!(%address, %error, "not serving metrics"),
+        }
+    }
+    let fuse_cgroups = mounts::FuseCgroups {
+        procs,
+        join_failures: metrics.fuse_cgroup_join_failures.clone(),
     };
     let adopted = mounts::mount_table()?
         .iter()
@@ -127,7 +170,7 @@ pub async fn run(settings: NodeSettings) -> Result<(), Error> {
         settings.node_id.clone(),
         settings.log_dir.clone(),
         fuse_cgroups,
-        settings.timeout,
+        mounts::Checks::new(settings.timeout, settings.hung),
     );
     let identity = identity::IdentityService {
         driver: settings.driver.clone(),

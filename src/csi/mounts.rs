@@ -1,11 +1,19 @@
 //! The node's mounts: reading the mount table, FUSE mounts of gluster volumes that outlive the
 //! plugin, bind mounts, unmounts, and telling a live FUSE mount from a dead one.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::future::BoxFuture;
+use prometheus::IntCounter;
+use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::Error;
 
@@ -81,39 +89,180 @@ pub fn mounted_at(path: &Path) -> Result<Option<MountEntry>, Error> {
         .find(|m| m.mount_point == path))
 }
 
-/// What a mount point answers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Health {
-    Alive,
-    /// Its FUSE client is gone ("Transport endpoint is not connected") or does not answer.
-    Dead(String),
+/// A mount's usage, in the units CSI reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub bytes_total: i64,
+    pub bytes_available: i64,
+    pub bytes_used: i64,
+    pub inodes_total: i64,
+    pub inodes_available: i64,
+    pub inodes_used: i64,
 }
 
-/// `statvfs` of `path`, off the async threads and bounded by `timeout`: a hung FUSE client
-/// blocks the caller forever.
-pub async fn statvfs(path: &Path, timeout: Duration) -> Result<libc::statvfs, String> {
-    let owned = path.to_path_buf();
-    let call = tokio::task::spawn_blocking(move || {
-        let c = CString::new(owned.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-        let mut out: libc::statvfs = unsafe { std::mem::zeroed() };
-        // SAFETY: `c` is a valid C string and `out` a writable statvfs.
-        match unsafe { libc::statvfs(c.as_ptr(), &mut out) } {
-            0 => Ok(out),
-            _ => Err(std::io::Error::last_os_error()),
+impl From<&libc::statvfs> for Usage {
+    fn from(s: &libc::statvfs) -> Self {
+        let block = s.f_frsize as i64;
+        Usage {
+            bytes_total: s.f_blocks as i64 * block,
+            bytes_available: s.f_bavail as i64 * block,
+            bytes_used: (s.f_blocks - s.f_bfree) as i64 * block,
+            inodes_total: s.f_files as i64,
+            inodes_available: s.f_favail as i64,
+            inodes_used: (s.f_files - s.f_ffree) as i64,
         }
-    });
-    match tokio::time::timeout(timeout, call).await {
-        Ok(Ok(Ok(stats))) => Ok(stats),
-        Ok(Ok(Err(e))) => Err(format!("{}: {e}", path.display())),
-        Ok(Err(e)) => Err(format!("{}: {e}", path.display())),
-        Err(_) => Err(format!("{}: no answer within {timeout:?}", path.display())),
     }
 }
 
-pub async fn health(path: &Path, timeout: Duration) -> Health {
-    match statvfs(path, timeout).await {
-        Ok(_) => Health::Alive,
-        Err(why) => Health::Dead(why),
+/// What a mount point answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Alive(Usage),
+    /// An error at once: its FUSE client is gone ("Transport endpoint is not connected",
+    /// "Software caused connection abort") or the path is.
+    Dead(String),
+    /// No answer yet from the look that has been running this long. A live client holds its
+    /// answer until gluster's `network.ping-timeout` (42 s) gives up on a brick that went down.
+    Unknown(Duration),
+}
+
+impl std::fmt::Display for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Health::Alive(_) => write!(f, "mounted"),
+            Health::Dead(why) => write!(f, "the GlusterFS client of this mount is gone: {why}"),
+            Health::Unknown(waited) => write!(
+                f,
+                "no answer yet: a check of this mount has been running for {} s \
+                 (a GlusterFS client waits out network.ping-timeout for a brick that went down)",
+                waited.as_secs()
+            ),
+        }
+    }
+}
+
+/// A look's answer: the usage, or why there is none.
+type Answer = Result<Usage, String>;
+/// How a mount is looked at; only tests pass another than [`statvfs_probe`].
+type Probe = Arc<dyn Fn(PathBuf) -> BoxFuture<'static, Answer> + Send + Sync>;
+
+/// `statvfs` on a blocking thread: on a hung FUSE client it never returns.
+fn statvfs_probe(path: PathBuf) -> BoxFuture<'static, Answer> {
+    Box::pin(async move {
+        let shown = path.display().to_string();
+        let call = tokio::task::spawn_blocking(move || {
+            let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
+            let mut out: libc::statvfs = unsafe { std::mem::zeroed() };
+            // SAFETY: `c` is a valid C string and `out` a writable statvfs.
+            match unsafe { libc::statvfs(c.as_ptr(), &mut out) } {
+                0 => Ok(Usage::from(&out)),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+        match call.await {
+            Ok(Ok(usage)) => Ok(usage),
+            Ok(Err(e)) => Err(format!("{shown}: {e}")),
+            Err(e) => Err(format!("{shown}: {e}")),
+        }
+    })
+}
+
+/// A look that has not answered yet.
+struct InFlight {
+    id: u64,
+    started: Instant,
+    answer: watch::Receiver<Option<Answer>>,
+}
+
+/// Looks at mounts, at most one look per path at a time: the `statvfs` of a hung FUSE client
+/// holds a blocking thread forever, and one per call would use up tokio's blocking pool (after
+/// which every mount looks dead). Later callers wait for the look already running.
+pub struct Checks {
+    /// Longest a caller waits for an answer before it hears [`Health::Unknown`].
+    timeout: Duration,
+    /// How long a mount may go without an answer before it counts as hung (replaceable).
+    hung: Duration,
+    probe: Probe,
+    in_flight: Arc<Mutex<HashMap<PathBuf, InFlight>>>,
+    next_id: AtomicU64,
+}
+
+impl Checks {
+    pub fn new(timeout: Duration, hung: Duration) -> Self {
+        Self::with_probe(timeout, hung, Arc::new(statvfs_probe))
+    }
+
+    fn with_probe(timeout: Duration, hung: Duration, probe: Probe) -> Self {
+        Checks {
+            timeout,
+            hung,
+            probe,
+            in_flight: Arc::default(),
+            next_id: AtomicU64::new(0),
+        }
+    }
+
+    pub fn hung(&self) -> Duration {
+        self.hung
+    }
+
+    /// What the mount at `path` answers within the timeout.
+    pub async fn health(&self, path: &Path) -> Health {
+        let (started, mut answer) = self.look(path);
+        match tokio::time::timeout(self.timeout, answer.wait_for(Option::is_some)).await {
+            Ok(Ok(answer)) => match answer.clone().expect("waited for an answer") {
+                Ok(usage) => Health::Alive(usage),
+                Err(why) => Health::Dead(why),
+            },
+            // Err from wait_for: the look's task was dropped unanswered (the runtime stops).
+            Ok(Err(_)) | Err(_) => Health::Unknown(started.elapsed()),
+        }
+    }
+
+    /// The look running at `path`, started if there is none.
+    fn look(&self, path: &Path) -> (Instant, watch::Receiver<Option<Answer>>) {
+        let mut in_flight = self.in_flight.lock().expect("not poisoned");
+        if let Some(look) = in_flight.get(path) {
+            return (look.started, look.answer.clone());
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let (tell, answer) = watch::channel(None);
+        let look = InFlight {
+            id,
+            started,
+            answer: answer.clone(),
+        };
+        in_flight.insert(path.to_path_buf(), look);
+        let probe = (self.probe)(path.to_path_buf());
+        let (table, path) = (self.in_flight.clone(), path.to_path_buf());
+        tokio::spawn(async move {
+            let got = probe.await;
+            let mut in_flight = table.lock().expect("not poisoned");
+            // After `forget`, the path may have a newer look of its own.
+            if in_flight.get(&path).is_some_and(|l| l.id == id) {
+                in_flight.remove(&path);
+            }
+            drop(in_flight);
+            tell.send_replace(Some(got));
+        });
+        (started, answer)
+    }
+
+    /// Whether a mount that answered `health` may be replaced: its client is gone, or has
+    /// gone without an answer for longer than a live client waits for a brick.
+    pub fn replaceable(&self, health: &Health) -> bool {
+        match health {
+            Health::Alive(_) => false,
+            Health::Dead(_) => true,
+            Health::Unknown(waited) => *waited >= self.hung,
+        }
+    }
+
+    /// Drops the look running at `path` (its mount was unmounted): the next mount there gets a
+    /// look of its own instead of the old one's "no answer".
+    pub fn forget(&self, path: &Path) {
+        self.in_flight.lock().expect("not poisoned").remove(path);
     }
 }
 
@@ -164,33 +313,97 @@ pub fn fuse_cgroups(root: &Path) -> Result<Vec<CString>, Error> {
     Ok(procs)
 }
 
-/// Runs `mount` with `args`. Its processes (and so the FUSE client `mount.glusterfs` starts)
-/// first join `cgroups`.
-pub async fn run_mount(args: &[String], cgroups: &[CString]) -> Result<(), Error> {
-    let mut cmd = std::process::Command::new("mount");
-    cmd.args(args);
+/// Where FUSE clients go: the `cgroup.procs` files they join (see [`fuse_cgroups`]), and the
+/// count of mounts whose client failed to join one, and so dies with the plugin's container.
+pub struct FuseCgroups {
+    pub procs: Vec<CString>,
+    pub join_failures: IntCounter,
+}
+
+/// A `cgroup.procs` a process failed to join: its index in the list, and the errno.
+#[derive(Debug, PartialEq, Eq)]
+struct Missed {
+    index: usize,
+    errno: i32,
+}
+
+/// Spawns `cmd`, whose process first joins `cgroups` (writing "0" to cgroup.procs moves the
+/// writer). It cannot log between fork and exec: it reports each failure on a pipe instead,
+/// read once `spawn` returns, which is after the exec closed the child's end.
+fn spawn_in(
+    mut cmd: std::process::Command,
+    cgroups: &[CString],
+) -> std::io::Result<(tokio::process::Child, Vec<Missed>)> {
+    use std::io::Read;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 returns.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 just opened both, and nothing else owns them.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let report = write.as_raw_fd();
     let cgroups = cgroups.to_vec();
     // SAFETY: between fork and exec only open/write/close run: async-signal-safe calls on
-    // strings prepared before the fork. Writing "0" to cgroup.procs moves the writer.
+    // strings and buffers prepared before the fork (errno is read, not allocated).
     unsafe {
         cmd.pre_exec(move || {
-            for procs in &cgroups {
+            for (index, procs) in cgroups.iter().enumerate() {
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                let joined = fd >= 0 && libc::write(fd, b"0".as_ptr().cast(), 1) == 1;
+                let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
                 if fd >= 0 {
-                    libc::write(fd, b"0".as_ptr().cast(), 1);
                     libc::close(fd);
+                }
+                if !joined {
+                    let mut record = [0u8; 8];
+                    record[..4].copy_from_slice(&(index as u32).to_ne_bytes());
+                    record[4..].copy_from_slice(&errno.to_ne_bytes());
+                    libc::write(report, record.as_ptr().cast(), record.len());
                 }
             }
             Ok(())
         });
     }
-    let out = tokio::process::Command::from(cmd)
-        .output()
-        .await
-        .map_err(|source| Error::Io {
-            what: "running mount".into(),
-            source,
-        })?;
+    let child = tokio::process::Command::from(cmd).spawn();
+    drop(write);
+    let child = child?;
+    let mut reported = Vec::new();
+    std::fs::File::from(read).read_to_end(&mut reported)?;
+    let missed = reported
+        .chunks_exact(8)
+        .map(|r| Missed {
+            index: u32::from_ne_bytes(r[..4].try_into().expect("4 bytes")) as usize,
+            errno: i32::from_ne_bytes(r[4..].try_into().expect("4 bytes")),
+        })
+        .collect();
+    Ok((child, missed))
+}
+
+/// Runs `mount` with `args`. Its processes (and so the FUSE client `mount.glusterfs` starts)
+/// first join the FUSE cgroups; a failure to is logged and counted, not fatal: the mount
+/// works, it just dies with the plugin.
+pub async fn run_mount(args: &[String], fuse: &FuseCgroups) -> Result<(), Error> {
+    let mut cmd = std::process::Command::new("mount");
+    cmd.args(args);
+    let io = |source| Error::Io {
+        what: "running mount".into(),
+        source,
+    };
+    let (child, missed) = spawn_in(cmd, &fuse.procs).map_err(io)?;
+    for m in &missed {
+        tracing::warn!(
+            cgroup = %fuse.procs[m.index].to_string_lossy(),
+            error = %std::io::Error::from_raw_os_error(m.errno),
+            mount = args.join(" "),
+            "the FUSE client could not join its cgroup: it stays in the plugin's and dies with it"
+        );
+    }
+    if !missed.is_empty() {
+        fuse.join_failures.inc();
+    }
+    let out = child.wait_with_output().await.map_err(io)?;
     if out.status.success() {
         return Ok(());
     }
@@ -309,15 +522,16 @@ pub fn unmount(path: &Path, lazy: bool) -> Result<(), Error> {
     })
 }
 
-/// Unmounts every mount stacked at `path`, lazily when its client is dead.
-pub async fn unmount_all(path: &Path, timeout: Duration) -> Result<(), Error> {
+/// Unmounts every mount stacked at `path`, lazily unless its client answers.
+pub async fn unmount_all(path: &Path, checks: &Checks) -> Result<(), Error> {
     // Bounded: a mount the table lists but umount2 calls "not a mount point" must not spin.
     for _ in 0..16 {
         if mounted_at(path)?.is_none() {
             return Ok(());
         }
-        let lazy = health(path, timeout).await != Health::Alive;
+        let lazy = !matches!(checks.health(path).await, Health::Alive(_));
         unmount(path, lazy)?;
+        checks.forget(path);
     }
     Err(Error::Mount(format!(
         "{} stays mounted after 16 unmounts",
@@ -326,7 +540,7 @@ pub async fn unmount_all(path: &Path, timeout: Duration) -> Result<(), Error> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -348,16 +562,116 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_cgroup_the_child_cannot_join_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let joinable = dir.path().join("cgroup.procs");
+        std::fs::write(&joinable, "").unwrap();
+        let cgroups: Vec<CString> = [joinable.clone(), dir.path().join("gone/cgroup.procs")]
+            .iter()
+            .map(|p| CString::new(p.as_os_str().as_bytes()).unwrap())
+            .collect();
+        let (child, missed) = spawn_in(std::process::Command::new("true"), &cgroups).unwrap();
+        assert!(child.wait_with_output().await.unwrap().status.success());
+        assert_eq!(
+            missed,
+            [Missed {
+                index: 1,
+                errno: libc::ENOENT
+            }]
+        );
+        assert_eq!(std::fs::read_to_string(&joinable).unwrap(), "0");
+    }
+
+    #[tokio::test]
     async fn a_missing_path_is_reported_dead_not_hung() {
         let dir = tempfile::tempdir().unwrap();
         let gone = dir.path().join("gone");
-        match health(&gone, Duration::from_secs(5)).await {
+        let checks = Checks::new(Duration::from_secs(5), Duration::from_secs(45));
+        match checks.health(&gone).await {
             Health::Dead(why) => assert!(why.contains("No such file"), "{why}"),
-            Health::Alive => panic!("a missing path is not alive"),
+            other => panic!("a missing path is dead, not {other:?}"),
         }
-        assert_eq!(
-            health(dir.path(), Duration::from_secs(5)).await,
-            Health::Alive
-        );
+        assert!(matches!(checks.health(dir.path()).await, Health::Alive(_)));
+    }
+
+    pub const USAGE: Usage = Usage {
+        bytes_total: 100,
+        bytes_available: 60,
+        bytes_used: 40,
+        inodes_total: 10,
+        inodes_available: 7,
+        inodes_used: 3,
+    };
+
+    /// Checks (timeout 10 s, hung after 45 s) whose looks hang, as on a hung FUSE client,
+    /// until the returned sender gives them an answer; the counter counts the looks started.
+    pub fn hanging_checks() -> (Checks, Arc<AtomicU64>, watch::Sender<Option<Answer>>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let (client, answer) = watch::channel(None);
+        let counted = calls.clone();
+        let probe: Probe = Arc::new(move |_| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let mut answer = answer.clone();
+            Box::pin(async move {
+                let got = answer.wait_for(Option::is_some).await.expect("client kept");
+                got.clone().expect("an answer")
+            })
+        });
+        let checks = Checks::with_probe(Duration::from_secs(10), Duration::from_secs(45), probe);
+        (checks, calls, client)
+    }
+
+    fn waited(health: &Health) -> u64 {
+        match health {
+            Health::Unknown(waited) => waited.as_secs(),
+            other => panic!("expected no answer, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn looks_at_a_hung_mount_share_one_probe_and_answer_unknown() {
+        let (checks, calls, client) = hanging_checks();
+        let path = Path::new("/mnt/hung");
+        let all = futures::future::join_all((0..8).map(|_| checks.health(path))).await;
+        assert!(all.iter().all(|h| waited(h) == 10), "{all:?}");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // A later caller waits on the same look, which has now run for 20 s.
+        assert_eq!(waited(&checks.health(path).await), 20);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Once it answers, the callers hear it, and the next look is a new one.
+        client.send_replace(Some(Ok(USAGE)));
+        assert_eq!(checks.health(path).await, Health::Alive(USAGE));
+        while checks.in_flight.lock().unwrap().contains_key(path) {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(checks.health(path).await, Health::Alive(USAGE));
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_mount_without_an_answer_is_replaceable_only_once_hung() {
+        let (checks, calls, _client) = hanging_checks();
+        let path = Path::new("/mnt/slow");
+        for want in [10, 20, 30, 40] {
+            let health = checks.health(path).await;
+            assert_eq!(waited(&health), want);
+            assert!(!checks.replaceable(&health), "replaceable after {want} s");
+        }
+        let health = checks.health(path).await;
+        assert_eq!(waited(&health), 50);
+        assert!(checks.replaceable(&health));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(checks.replaceable(&Health::Dead("gone".into())));
+        assert!(!checks.replaceable(&Health::Alive(USAGE)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_forgotten_look_leaves_the_path_to_a_new_one() {
+        let (checks, calls, _client) = hanging_checks();
+        let path = Path::new("/mnt/replaced");
+        assert_eq!(waited(&checks.health(path).await), 10);
+        checks.forget(path);
+        assert_eq!(waited(&checks.health(path).await), 10);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }

@@ -3,15 +3,13 @@
 //! whose FUSE client died is found and replaced, never left behind.
 
 use std::collections::{HashMap, HashSet};
-use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
 
 use tonic::{Request, Response, Status};
 
 use super::Error;
-use super::mounts::{self, Health};
+use super::mounts::{self, Checks, FuseCgroups, Health};
 use super::proto::node_server::Node;
 use super::proto::node_service_capability::{Rpc, Type as CapabilityType, rpc::Type as RpcType};
 use super::proto::volume_capability::access_mode::Mode;
@@ -27,10 +25,10 @@ pub struct NodeService {
     pub node_id: String,
     /// Where each volume's FUSE client writes its log (`<volume>.log`).
     pub log_dir: PathBuf,
-    /// `cgroup.procs` files the FUSE clients join (see `mounts::fuse_cgroups`).
-    pub fuse_cgroups: Vec<CString>,
-    /// Longest a look at a mount (`statvfs`) may take before it counts as dead.
-    pub timeout: Duration,
+    /// The cgroups the FUSE clients join.
+    pub fuse_cgroups: FuseCgroups,
+    /// Looks at mounts (`statvfs`), one at a time per path.
+    pub checks: Checks,
     /// Volumes with a call in progress: the kubelet retries calls that take long, and two
     /// calls must not mount the same path at once.
     busy: Mutex<HashSet<String>>,
@@ -153,14 +151,14 @@ impl NodeService {
     pub fn new(
         node_id: String,
         log_dir: PathBuf,
-        fuse_cgroups: Vec<CString>,
-        timeout: Duration,
+        fuse_cgroups: FuseCgroups,
+        checks: Checks,
     ) -> Self {
         Self {
             node_id,
             log_dir,
             fuse_cgroups,
-            timeout,
+            checks,
             busy: Mutex::default(),
         }
     }
@@ -188,22 +186,18 @@ impl NodeService {
         source: &Source,
         capability: &Capability,
     ) -> Result<(), Error> {
-        if let Some(entry) = mounts::mounted_at(staging)? {
-            match mounts::health(staging, self.timeout).await {
-                Health::Alive if entry.fs_type == FUSE_TYPE => return Ok(()),
-                Health::Alive => {
-                    return Err(Error::Mount(format!(
-                        "{} is already a {} mount of {}",
-                        staging.display(),
-                        entry.fs_type,
-                        entry.source
-                    )));
-                }
-                Health::Dead(why) => {
-                    tracing::warn!(staging = %staging.display(), why, "replacing a dead FUSE mount");
-                    mounts::unmount_all(staging, self.timeout).await?;
-                }
+        if let Some(entry) = mounts::mounted_at(staging)?
+            && self.answers_or_unmounted(staging).await?
+        {
+            if entry.fs_type == FUSE_TYPE {
+                return Ok(());
             }
+            return Err(Error::Mount(format!(
+                "{} is already a {} mount of {}",
+                staging.display(),
+                entry.fs_type,
+                entry.source
+            )));
         }
         create_dir(staging)?;
         let log = self.log_dir.join(format!("{}.log", source.volume));
@@ -230,13 +224,24 @@ impl NodeService {
         ];
         let ran = mounts::run_mount(&args, &self.fuse_cgroups).await;
         // mount.glusterfs can exit 0 without a mount: only the mount table says.
-        let mounted = mounts::mounted_at(staging)?.is_some_and(|m| m.fs_type == FUSE_TYPE)
-            && mounts::health(staging, self.timeout).await == Health::Alive;
-        if mounted {
-            tracing::info!(volume = source.volume, staging = %staging.display(), "staged");
-            return Ok(());
+        if mounts::mounted_at(staging)?.is_some_and(|m| m.fs_type == FUSE_TYPE) {
+            match self.checks.health(staging).await {
+                Health::Alive(_) => {
+                    tracing::info!(volume = source.volume, staging = %staging.display(), "staged");
+                    return Ok(());
+                }
+                // Left mounted: the next call looks again, and replaces it once hung.
+                health @ Health::Unknown(_) => {
+                    return Err(Error::Unavailable(format!(
+                        "volume {} is mounted at {}, but {health}",
+                        source.volume,
+                        staging.display()
+                    )));
+                }
+                Health::Dead(_) => {}
+            }
         }
-        mounts::unmount_all(staging, self.timeout).await.ok();
+        mounts::unmount_all(staging, &self.checks).await.ok();
         let why = match ran {
             Err(e) => e.to_string(),
             Ok(()) => "mount.glusterfs exited 0 but nothing is mounted".into(),
@@ -247,6 +252,26 @@ impl NodeService {
             source.servers.join(","),
             log_errors(&log)
         )))
+    }
+
+    /// Whether the mount at `path` answers. One whose client is gone, or hung for longer than
+    /// a live client waits for a brick, is unmounted (false); one that may still be waiting is
+    /// left alone, and the call fails for the kubelet to retry.
+    async fn answers_or_unmounted(&self, path: &Path) -> Result<bool, Error> {
+        let health = self.checks.health(path).await;
+        if let Health::Alive(_) = health {
+            return Ok(true);
+        }
+        if !self.checks.replaceable(&health) {
+            return Err(Error::Unavailable(format!(
+                "{}: {health}; it is replaced after {} s without one",
+                path.display(),
+                self.checks.hung().as_secs()
+            )));
+        }
+        tracing::warn!(path = %path.display(), %health, "replacing a mount whose client is gone or hung");
+        mounts::unmount_all(path, &self.checks).await?;
+        Ok(false)
     }
 }
 
@@ -288,7 +313,7 @@ impl Node for NodeService {
         let volume_id = required(&r.volume_id, "volume_id")?;
         let staging = PathBuf::from(required(&r.staging_target_path, "staging_target_path")?);
         let _busy = self.busy(volume_id)?;
-        mounts::unmount_all(&staging, self.timeout).await?;
+        mounts::unmount_all(&staging, &self.checks).await?;
         remove_dir(&staging)?;
         tracing::info!(volume_id, staging = %staging.display(), "unstaged");
         Ok(Response::new(NodeUnstageVolumeResponse {}))
@@ -307,11 +332,8 @@ impl Node for NodeService {
         let _busy = self.busy(volume_id)?;
         // The kubelet stages once per node; a stage whose client died since is made again here.
         self.ensure_staged(&staging, &source, &capability).await?;
-        if mounts::mounted_at(&target)?.is_some() {
-            if mounts::health(&target, self.timeout).await == Health::Alive {
-                return Ok(Response::new(NodePublishVolumeResponse {}));
-            }
-            mounts::unmount_all(&target, self.timeout).await?;
+        if mounts::mounted_at(&target)?.is_some() && self.answers_or_unmounted(&target).await? {
+            return Ok(Response::new(NodePublishVolumeResponse {}));
         }
         create_dir(&target)?;
         mounts::bind_mount(&staging, &target, r.readonly || capability.read_only)?;
@@ -327,7 +349,7 @@ impl Node for NodeService {
         let volume_id = required(&r.volume_id, "volume_id")?;
         let target = PathBuf::from(required(&r.target_path, "target_path")?);
         let _busy = self.busy(volume_id)?;
-        mounts::unmount_all(&target, self.timeout).await?;
+        mounts::unmount_all(&target, &self.checks).await?;
         remove_dir(&target)?;
         tracing::info!(volume_id, target = %target.display(), "unpublished");
         Ok(Response::new(NodeUnpublishVolumeResponse {}))
@@ -348,36 +370,32 @@ impl Node for NodeService {
             ))
             .into());
         }
-        let response = match mounts::statvfs(&path, self.timeout).await {
-            Ok(s) => {
-                let block = s.f_frsize as i64;
-                let bytes = VolumeUsage {
-                    total: s.f_blocks as i64 * block,
-                    available: s.f_bavail as i64 * block,
-                    used: (s.f_blocks - s.f_bfree) as i64 * block,
+        // A mount without an answer yet is reported, not failed: an error would tell the
+        // kubelet nothing more, and a second look would only hold another thread.
+        let health = self.checks.health(&path).await;
+        let usage = match &health {
+            Health::Alive(u) => vec![
+                VolumeUsage {
+                    total: u.bytes_total,
+                    available: u.bytes_available,
+                    used: u.bytes_used,
                     unit: Unit::Bytes.into(),
-                };
-                let inodes = VolumeUsage {
-                    total: s.f_files as i64,
-                    available: s.f_favail as i64,
-                    used: (s.f_files - s.f_ffree) as i64,
+                },
+                VolumeUsage {
+                    total: u.inodes_total,
+                    available: u.inodes_available,
+                    used: u.inodes_used,
                     unit: Unit::Inodes.into(),
-                };
-                NodeGetVolumeStatsResponse {
-                    usage: vec![bytes, inodes],
-                    volume_condition: Some(VolumeCondition {
-                        abnormal: false,
-                        message: "mounted".into(),
-                    }),
-                }
-            }
-            Err(why) => NodeGetVolumeStatsResponse {
-                usage: vec![],
-                volume_condition: Some(VolumeCondition {
-                    abnormal: true,
-                    message: format!("the GlusterFS client of this mount is gone: {why}"),
-                }),
-            },
+                },
+            ],
+            _ => vec![],
+        };
+        let response = NodeGetVolumeStatsResponse {
+            usage,
+            volume_condition: Some(VolumeCondition {
+                abnormal: !matches!(health, Health::Alive(_)),
+                message: health.to_string(),
+            }),
         };
         Ok(Response::new(response))
     }
@@ -418,5 +436,47 @@ impl Node for NodeService {
             max_volumes_per_node: 0,
             accessible_topology: None,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use super::*;
+    use crate::csi::mounts::tests::hanging_checks;
+
+    #[tokio::test(start_paused = true)]
+    async fn stats_of_a_hung_mount_say_the_check_is_running_and_start_no_second_one() {
+        let (checks, calls, _client) = hanging_checks();
+        let fuse = FuseCgroups {
+            procs: vec![],
+            join_failures: prometheus::IntCounter::new("failures", "unused").unwrap(),
+        };
+        let node = NodeService::new("n1".into(), "/tmp".into(), fuse, checks);
+        // Any mount point will do: the looks at it hang whatever it is.
+        let request = || {
+            Request::new(NodeGetVolumeStatsRequest {
+                volume_id: "vol_1".into(),
+                volume_path: "/proc".into(),
+                ..Default::default()
+            })
+        };
+        let answers =
+            futures::future::join_all((0..4).map(|_| node.node_get_volume_stats(request()))).await;
+        for answer in answers {
+            let stats = answer.expect("an answer, not an error").into_inner();
+            assert!(stats.usage.is_empty());
+            let condition = stats.volume_condition.expect("a condition");
+            assert!(condition.abnormal);
+            assert!(
+                condition
+                    .message
+                    .contains("check of this mount has been running for 10 s"),
+                "{}",
+                condition.message
+            );
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

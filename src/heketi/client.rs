@@ -19,6 +19,7 @@ use serde::de::DeserializeOwned;
 
 use super::api::{ClusterInfo, CreateVolume, ExpandVolume, NodeInfo, VolumeInfo, VolumeList};
 use super::jwt;
+use crate::config::topology::NO_IPV6;
 use crate::{Error, Result};
 
 /// One request, including a slow Heketi's answer.
@@ -162,13 +163,7 @@ impl HeketiClient {
         let mut out = Vec::new();
         for node in &info.nodes {
             let node: NodeInfo = self.get(&format!("/nodes/{node}")).await?;
-            let host = node.hostnames.storage.first().cloned().unwrap_or_default();
-            let ip = host.parse().map_err(|_| Error::Heketi {
-                request: format!("GET /nodes/{}", node.id),
-                status: 200,
-                message: format!("storage hostname {host:?} is not an IP address"),
-            })?;
-            out.push(ip);
+            out.push(storage_address(&node)?);
         }
         Ok(out)
     }
@@ -340,10 +335,48 @@ impl HeketiClient {
     }
 }
 
+/// The address clients mount a node's bricks through: its first storage hostname, which must be
+/// an IPv4 address (Endpoints need an IP; the node plugin mounts over IPv4 only).
+fn storage_address(node: &NodeInfo) -> Result<IpAddr> {
+    let host = node.hostnames.storage.first().map_or("", String::as_str);
+    let refuse = |why: String| Error::Heketi {
+        request: format!("GET /nodes/{}", node.id),
+        status: 200,
+        message: format!("storage hostname {host:?} {why}"),
+    };
+    match host.parse::<IpAddr>() {
+        Ok(ip) if ip.is_ipv6() => Err(refuse(format!("is refused: {NO_IPV6}"))),
+        Ok(ip) => Ok(ip),
+        Err(_) => Err(refuse("is not an IP address".into())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn storage_addresses_are_ipv4_only() {
+        let node = |host: &str| NodeInfo {
+            id: "n1".into(),
+            hostnames: crate::heketi::api::Hostnames {
+                manage: vec![],
+                storage: vec![host.into()],
+            },
+        };
+        assert_eq!(
+            storage_address(&node("10.0.0.1")).unwrap(),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+        let v6 = storage_address(&node("fd00::1")).unwrap_err().to_string();
+        assert!(
+            v6.contains("GET /nodes/n1") && v6.contains("\"fd00::1\" is refused: IPv6"),
+            "{v6}"
+        );
+        let name = storage_address(&node("gluster1")).unwrap_err().to_string();
+        assert!(name.contains("is not an IP address"), "{name}");
+    }
 
     /// A server that answers every request with `len` bytes of body.
     async fn server(len: usize) -> String {
