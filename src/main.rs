@@ -189,6 +189,10 @@ struct RunArgs {
     /// The CSI driver name CSI PVs give (the node plugin's `--driver-name`).
     #[arg(long, env = "CSI_DRIVER_NAME", default_value = csi_names::DRIVER_NAME)]
     csi_driver_name: String,
+    /// Read and write Endpoints and Services (`glusterfs` PVs need them). `false` for an
+    /// install that makes CSI PVs only and is granted no access to them (`manifests/csi-only`).
+    #[arg(long, env = "MANAGE_ENDPOINTS", default_value_t = true, action = clap::ArgAction::Set)]
+    manage_endpoints: bool,
     #[command(flatten)]
     lease: LeaseArgs,
 }
@@ -354,6 +358,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         duration_seconds: lease.lease_duration_seconds,
         renew_before_seconds: lease.lease_renew_before_seconds,
     });
+    let kind = pv_type(args.pv_type, &client).await?;
+    anyhow::ensure!(
+        args.manage_endpoints || kind == PvType::Csi,
+        "MANAGE_ENDPOINTS=false makes CSI PVs only: set PV_TYPE=csi (glusterfs PVs need Endpoints)"
+    );
     let settings = Settings {
         provisioner: args.provisioner_name,
         workers: args.workers.max(1),
@@ -362,7 +371,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         instance: args.instance.clone(),
         gauge_interval: Duration::from_secs(args.gauge_interval_seconds.max(1)),
         migrate_in_tree: args.migrate_in_tree,
-        pv_type: pv_type(args.pv_type, &client).await?,
+        pv_type: kind,
+        endpoints: args.manage_endpoints,
         csi_driver: args.csi_driver_name,
         lease: lease.clone(),
         namespace: args.lease.lease_namespace.clone(),

@@ -16,10 +16,11 @@ deploy_provisioner() {
   write_topology "$OVERLAY_DIR/topology.json" /etc/gluster-ssh
   cp "$SSH_DIR/id_ed25519" "$SSH_DIR/known_hosts" "$OVERLAY_DIR/"
   kubectl apply -k "$OVERLAY_DIR" >/dev/null
-  local what
-  for what in deployment/glusterfs-provisioner daemonset/glusterfs-csi-node; do
-    kubectl -n glusterfs-provisioner rollout status "$what" --timeout 180s >/dev/null ||
-      die "$what did not become available: $(kubectl -n glusterfs-provisioner get pods -o wide 2>&1)"
+  local what ns
+  for what in glusterfs-provisioner/deployment/glusterfs-provisioner glusterfs-csi/daemonset/glusterfs-csi-node; do
+    ns=${what%%/*}
+    kubectl -n "$ns" rollout status "${what#*/}" --timeout 180s >/dev/null ||
+      die "${what#*/} did not become available: $(kubectl -n "$ns" get pods -o wide 2>&1)"
   done
   # The node plugin registered with the kubelet: the node's CSINode lists the driver.
   wait_for 60 "the CSI driver registered on $WORKER" csi_registered

@@ -112,7 +112,7 @@ kube_up() {
   wait_for 60 kube-controller-manager kubectl -n default get serviceaccount default
 
   log "applying the provisioner's RBAC and writing its restricted kubeconfig"
-  kubectl apply -f "$REPO_DIR/manifests/rbac.yaml" >/dev/null
+  kubectl apply -f "$REPO_DIR/manifests/base/rbac.yaml" >/dev/null
   local token=""
   local deadline=$((SECONDS + 60))
   while [ -z "$token" ]; do

@@ -22,6 +22,12 @@ impl Context {
         owner: Owner<'_>,
         addresses: &[std::net::IpAddr],
     ) -> Result<()> {
+        if !self.settings.endpoints {
+            return Err(Error::InvalidClaim(format!(
+                "Endpoints/Service {name} needed for a glusterfs PV, but this install has no \
+                 access to them (MANAGE_ENDPOINTS=false): it makes CSI PVs only"
+            )));
+        }
         let namespace = owner.claim_namespace;
         let services = Api::<Service>::namespaced(self.client.clone(), namespace);
         let endpoints = Api::<Endpoints>::namespaced(self.client.clone(), namespace);
@@ -40,6 +46,14 @@ impl Context {
     /// deleted when either is someone else's.
     pub(super) async fn delete_endpoints(&self, name: &str, owner: Owner<'_>) -> Result<()> {
         let namespace = owner.claim_namespace;
+        if !self.settings.endpoints {
+            tracing::info!(
+                namespace,
+                name,
+                "Endpoints/Service left as they are: this install has no access to them"
+            );
+            return Ok(());
+        }
         let services = Api::<Service>::namespaced(self.client.clone(), namespace);
         let endpoints = Api::<Endpoints>::namespaced(self.client.clone(), namespace);
         let svc = owned_uid(&services, name, owner).await?;

@@ -78,6 +78,9 @@ pub struct Settings {
     pub lease: Option<LeaseSettings>,
     /// The provisioner's own namespace, where `convert` keeps its records.
     pub namespace: String,
+    /// Whether this install may read and write Endpoints and Services: `glusterfs` PVs need
+    /// them; a CSI-only install (`manifests/csi-only`) grants neither.
+    pub endpoints: bool,
 }
 
 impl Settings {
@@ -204,11 +207,13 @@ pub async fn run(
         |class| slim::strip(&mut class.metadata),
         |_| true,
     );
-    let (endpoints, ep_stream) = Names::watch(
+    let (endpoints, ep_stream) = Names::watch_if(
+        settings.endpoints,
         Api::<PartialObjectMeta<Endpoints>>::all(client.clone()),
         labelled.clone(),
     );
-    let (services, svc_stream) = Names::watch(
+    let (services, svc_stream) = Names::watch_if(
+        settings.endpoints,
         Api::<PartialObjectMeta<Service>>::all(client.clone()),
         labelled,
     );

@@ -4,7 +4,8 @@
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 
-use futures::{Stream, TryStreamExt};
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
 use kube::api::Api;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Resource, ResourceExt};
@@ -54,6 +55,27 @@ impl Names {
                 }))
             });
         (names, stream)
+    }
+
+    /// [`Self::watch`] when `allowed`; otherwise no names, listed at once, and a stream that
+    /// yields nothing (an install without access to these objects).
+    pub fn watch_if<K>(
+        allowed: bool,
+        api: Api<K>,
+        config: watcher::Config,
+    ) -> (Self, BoxStream<'static, Result<K, watcher::Error>>)
+    where
+        K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    {
+        if allowed {
+            let (names, stream) = Self::watch(api, config);
+            return (names, stream.boxed());
+        }
+        let names = Names {
+            state: Arc::default(),
+            listed: tokio::sync::watch::Sender::new(true),
+        };
+        (names, futures::stream::pending().boxed())
     }
 
     fn apply<K: Resource>(&self, event: &watcher::Event<K>) {

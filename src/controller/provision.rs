@@ -183,6 +183,14 @@ async fn provision(
     // Everything is validated before anything is created anywhere.
     let params = ClassParams::parse(&class.parameters.clone().unwrap_or_default())?;
     objects::check_claim(claim)?;
+    let pv_type = params.pv_type.unwrap_or(ctx.settings.pv_type);
+    if pv_type == PvType::Glusterfs && !ctx.settings.endpoints {
+        return Err(Error::InvalidClaim(format!(
+            "class {} asks for glusterfs PVs, which need Endpoints and Services; this install \
+             has no access to them (MANAGE_ENDPOINTS=false) and makes CSI PVs only",
+            class.name_any()
+        )));
+    }
     let (backend, cluster) = ctx.backend_for(&params).await?;
     let size_gib = objects::requested_gib(claim)?;
     let (namespace, name, uid) = (
@@ -246,7 +254,6 @@ async fn provision(
     tracing::info!(volume = made.volume, gid, "gluster volume ready");
 
     let ep_name = objects::endpoints_name(&params.endpoint_prefix, &uid);
-    let pv_type = params.pv_type.unwrap_or(ctx.settings.pv_type);
     let mounter = match pv_type {
         PvType::Glusterfs => Mounter::Glusterfs {
             endpoints: &ep_name,

@@ -19,7 +19,7 @@ use serde_json::json;
 use tonic::Code;
 use tonic::transport::Channel;
 
-use crate::pods::{self, DEPLOYED_NS, POD_WAIT, kubectl};
+use crate::pods::{self, CSI_NS, POD_WAIT, kubectl};
 use crate::scenario::Space;
 use crate::support::{env, eventually, local, unique};
 
@@ -133,7 +133,7 @@ async fn csi_volume_stats_follow_what_a_pod_writes() {
 
 /// The node plugin's pod on the worker.
 async fn plugin_pod(client: &kube::Client) -> Option<Pod> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), DEPLOYED_NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), CSI_NS);
     pods.list(&ListParams::default().labels("app.kubernetes.io/name=glusterfs-csi-node"))
         .await
         .unwrap()
@@ -201,7 +201,7 @@ async fn csi_mounts_survive_the_node_plugin_being_killed_or_replaced() {
         if round == 0 {
             local("pkill", &["-9", "-f", "glusterfs-provisioner node"]).await;
         } else {
-            Api::<Pod>::namespaced(client.clone(), DEPLOYED_NS)
+            Api::<Pod>::namespaced(client.clone(), CSI_NS)
                 .delete(&pod.name_any(), &DeleteParams::default())
                 .await
                 .unwrap();

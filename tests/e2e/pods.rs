@@ -15,6 +15,8 @@ use crate::support::{Prometheus, env, eventually, unique};
 /// The provisioner name of the Deployment (`manifests/`), and its namespace.
 pub const DEPLOYED: &str = "gluster.org/glusterfs";
 pub const DEPLOYED_NS: &str = "glusterfs-provisioner";
+/// The CSI node plugin's namespace (the `privileged` Pod Security level).
+pub const CSI_NS: &str = "glusterfs-csi";
 pub const POD_WAIT: Duration = Duration::from_secs(240);
 
 pub fn shell_image() -> String {
