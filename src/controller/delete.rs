@@ -231,7 +231,12 @@ fn endpoints_of(pv: &CachedPv) -> Option<&str> {
 }
 
 async fn repair_endpoints(pv: &CachedPv, ctx: &Context) -> Result<()> {
-    let Some(source) = pv.spec.glusterfs.as_ref().filter(|_| ctx.settings.endpoints) else {
+    let Some(source) = pv
+        .spec
+        .glusterfs
+        .as_ref()
+        .filter(|_| ctx.settings.endpoints)
+    else {
         return Ok(());
     };
     if pv.spec.claim_ref.is_none() || source.endpoints_namespace.is_none() {

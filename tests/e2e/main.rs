@@ -9,6 +9,7 @@ mod env_smoke;
 mod expansion;
 mod heketi;
 mod heketi_standin;
+mod manifests;
 mod operations;
 mod ownership;
 mod pods;

@@ -149,10 +149,17 @@ impl Provisioner {
             .open(&log_file)
             .unwrap();
         let control = env.state_dir.join("test-ssh").join(unique("prov"));
+        // Another identity than the deployment's, for the tests of narrower RBAC.
+        let kubeconfig = env_vars
+            .iter()
+            .find(|(k, _)| *k == "KUBECONFIG")
+            .map_or(env.state_dir.join("provisioner.kubeconfig"), |(_, v)| {
+                v.into()
+            });
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
             .arg("run")
             .arg("--kubeconfig")
-            .arg(env.state_dir.join("provisioner.kubeconfig"))
+            .arg(kubeconfig)
             .arg("--topology")
             .arg(env.state_dir.join("topology.json"))
             .arg("--ssh-control-dir")
