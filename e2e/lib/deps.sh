@@ -4,7 +4,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 DEB_PACKAGES=(
   etcd-server glusterfs-server glusterfs-client openssh-server openssh-client xfsprogs
-  iproute2 util-linux procps psmisc rsync golang-1.19-go dpkg-dev make openssl curl prometheus
+  iproute2 iptables util-linux procps psmisc rsync golang-1.19-go dpkg-dev make openssl curl prometheus
   fonts-dejavu-core
   # The node: container runtime, pod networking, image building (pause, shell and provisioner images).
   containerd runc containernetworking-plugins busybox-static gcc libc6-dev buildah mmdebstrap

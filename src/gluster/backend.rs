@@ -258,6 +258,7 @@ impl SshBackend {
             self.gluster(cluster, set).await?;
         }
         if !existing.is_some_and(Volume::is_started) {
+            crate::failpoint::pause_point("before-volume-start");
             req.fence.check().await?;
             self.gluster(cluster, plan::start_args(name)).await?;
         }

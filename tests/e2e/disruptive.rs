@@ -569,3 +569,132 @@ async fn a_node_cut_off_during_provision_and_delete() {
     let suffix = uid_suffix(&during);
     assert!(!brick_dirs().await.iter().any(|d| d.ends_with(&suffix)));
 }
+
+/// A node cut off from the others on gluster's ports (glusterd's and the bricks'), its SSH still
+/// answering, as when the storage network fails and the SSH one does not. Its glusterd starts
+/// again behind the cut, so every connection to its peers is a new one, refused. Mended when
+/// dropped.
+struct StorageCut {
+    node: GlusterNode,
+    peers: Vec<String>,
+}
+
+impl StorageCut {
+    fn new(index: usize) -> Self {
+        let peers = nodes()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != index)
+            .map(|(_, n)| n.storage_address.to_string())
+            .collect();
+        let cut = StorageCut {
+            node: GlusterNode::new(&nodes()[index].name),
+            peers,
+        };
+        cut.rules("-A");
+        cut.node.signal("glusterd", "-KILL");
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            cut.node.pids("glusterd").is_empty()
+        });
+        assert!(gone, "glusterd of {} still running", cut.node.name);
+        cut.node.start_glusterd();
+        cut
+    }
+
+    fn rules(&self, op: &str) {
+        for peer in &self.peers {
+            for (chain, side) in [("INPUT", "-s"), ("OUTPUT", "-d")] {
+                let status = std::process::Command::new("nsenter")
+                    .args(["-t", &self.node.holder(), "-n", "iptables", op, chain, side])
+                    .args([peer, "-p", "tcp", "-m", "multiport"])
+                    .args(["--dports", "24007:24008,49152:60999"])
+                    .args(["-j", "REJECT", "--reject-with", "tcp-reset"])
+                    .status()
+                    .unwrap();
+                assert!(
+                    status.success(),
+                    "iptables {op} {chain} on {}",
+                    self.node.name
+                );
+            }
+        }
+    }
+}
+
+impl Drop for StorageCut {
+    fn drop(&mut self) {
+        self.rules("-D");
+    }
+}
+
+/// Whether every node's glusterd sees each of its peers connected.
+async fn pool_whole() -> bool {
+    for node in nodes() {
+        let args = ["peer", "status", "--xml"].map(String::from);
+        let Ok(out) = crate::support::ssh()
+            .run_ok(&node.ssh_address, "gluster", &args)
+            .await
+        else {
+            return false;
+        };
+        let peers = glusterfs_provisioner::gluster::xml::parse_peer_status(&out).unwrap();
+        if peers.len() + 1 != nodes().len() || !peers.iter().all(|p| p.is_connected()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Fault: one node cut off on the storage network, reachable over SSH. It reports every peer
+/// disconnected; judged by majority, only it is left out (before, its view took every node
+/// out of placement and every claim failed). A `replicate:2` claim binds on the other two, and
+/// `topology` says the node is cut off.
+#[tokio::test]
+async fn a_node_cut_off_from_the_pool_takes_only_itself_out() {
+    let s = Scenario::new("storagecut").await;
+    let two = s
+        .class(json!({"volumetype": "replicate:2"}), "Delete")
+        .await;
+    let victim = &nodes()[2];
+    let cut = StorageCut::new(2);
+    let first = &nodes()[0];
+    eventually(
+        BIND_WAIT,
+        "the others seeing the node disconnected",
+        || async {
+            let args = ["peer", "status", "--xml"].map(String::from);
+            let out = crate::support::ssh()
+                .run_ok(&first.ssh_address, "gluster", &args)
+                .await
+                .ok()?;
+            let peers = glusterfs_provisioner::gluster::xml::parse_peer_status(&out).ok()?;
+            let lost = peers
+                .iter()
+                .any(|p| p.hostname == victim.storage_address.to_string() && !p.is_connected());
+            lost.then_some(())
+        },
+    )
+    .await;
+
+    s.claim("data", &two, "1Gi", "ReadWriteOnce").await;
+    let pv = s.bound_pv("data").await;
+    assert!(!brick_nodes(&pv).contains(&victim.name), "{pv:?}");
+    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
+        .args(["topology", "--topology"])
+        .arg(env().state_dir.join("topology.json"))
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    let line = report.lines().find(|l| l.contains(&victim.name)).unwrap();
+    assert!(line.contains("cut off from the pool"), "{report}");
+
+    drop(cut);
+    eventually(BIND_WAIT, "the pool whole again", || async {
+        pool_whole().await.then_some(())
+    })
+    .await;
+    s.delete_claim("data").await;
+    s.wait_pv_gone(&pv.name_any()).await;
+}

@@ -305,7 +305,19 @@ async fn gauges_of_a_deleted_class_go_away() {
 /// resumed (SIGCONT), writes nothing more and steps down: one volume per claim, no GID twice.
 #[tokio::test]
 async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
-    let pause = [("GLUSTERFS_PROVISIONER_PAUSE_AT", "before-pv-create")];
+    paused_leader_case("before-pv-create").await;
+}
+
+/// The same, paused between two steps of making the volume: woken, it neither goes on (the
+/// volume the new leader finished and bound keeps what that one set) nor removes the volume as
+/// a failed attempt of its own.
+#[tokio::test]
+async fn a_leader_paused_inside_a_volume_leaves_it_to_the_new_one() {
+    paused_leader_case("before-volume-start").await;
+}
+
+async fn paused_leader_case(point: &str) {
+    let pause = [("GLUSTERFS_PROVISIONER_PAUSE_AT", point)];
     let mut s = Scenario::with_env("paused", &pause).await;
     let paused_id = s.provisioner.identity();
     eventually(
@@ -371,6 +383,8 @@ async fn a_leader_paused_past_its_lease_writes_nothing_when_it_wakes() {
     for (claim, pv) in claims.iter().zip(&pvs) {
         let suffix = uid_suffix(claim);
         assert_eq!(volumes.iter().filter(|v| v.ends_with(&suffix)).count(), 1);
+        let volume = glusterfs_path(pv);
+        assert!(volume_started(&volume).await, "{volume} of a bound claim");
         let gid = annotations(pv)["pv.beta.kubernetes.io/gid"].clone();
         assert!(gids.insert(gid.clone()), "GID {gid} twice");
     }
