@@ -687,8 +687,18 @@ async fn a_node_cut_off_from_the_pool_takes_only_itself_out() {
         .await
         .unwrap();
     let report = String::from_utf8_lossy(&check.stdout);
-    let line = report.lines().find(|l| l.contains(&victim.name)).unwrap();
-    assert!(line.contains("cut off from the pool"), "{report}");
+    let row = |name: &str| {
+        let found = report
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name));
+        found.unwrap().to_string()
+    };
+    assert!(
+        row(&victim.name).contains("cut off from the pool"),
+        "{report}"
+    );
+    // The others stay up, with what the cut-off node says of them.
+    assert!(row(&first.name).contains("up, but"), "{report}");
 
     drop(cut);
     eventually(BIND_WAIT, "the pool whole again", || async {
