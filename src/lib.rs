@@ -8,6 +8,7 @@
 //! - `gid`: GID allocation across classes.
 //! - `controller`: the reconcilers that provision claims and delete released volumes.
 //! - `convert`: the `convert` subcommand, `glusterfs` PVs to CSI PVs in place.
+//! - `status`: the `status` subcommand, each claim's volume health and the nodes' quorum.
 //! - `csi`: the CSI node plugin (`node` subcommand) that mounts volumes of CSI PVs.
 //! - `leader`: leader election on a Lease. `metrics`, `http`: Prometheus metrics and probes.
 
@@ -28,6 +29,7 @@ pub mod k8s;
 pub mod leader;
 pub mod memory;
 pub mod metrics;
+pub mod status;
 pub mod volumes;
 
 pub use error::{Error, Result};

@@ -15,7 +15,7 @@ use glusterfs_provisioner::heketi::HeketiHttp;
 use glusterfs_provisioner::http::{self, Health};
 use glusterfs_provisioner::leader::{self, LeaseSettings};
 use glusterfs_provisioner::metrics::Metrics;
-use glusterfs_provisioner::{convert, csi};
+use glusterfs_provisioner::{convert, csi, status};
 
 /// Kubernetes external provisioner for GlusterFS volumes.
 ///
@@ -50,6 +50,16 @@ enum Command {
     /// Replace `glusterfs` PVs by CSI PVs of the same name, capacity, GID and claim, keeping
     /// the volume and its data. Prints the plan only, unless --apply.
     Convert(ConvertArgs),
+    /// Each claim's volume: bricks running, entries to heal, split-brain; and for each node
+    /// whether taking it down now costs any volume its quorum. Fails unless every volume is
+    /// whole.
+    Status {
+        #[command(flatten)]
+        topology: TopologyArgs,
+        /// Kubeconfig file; without it, KUBECONFIG, ~/.kube/config or the in-cluster service account.
+        #[arg(long, env = "KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+    },
 }
 
 #[derive(Args)]
@@ -270,6 +280,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Topology { topology } => check_topology(&topology).await,
         Command::Node(args) => Ok(csi::run(node_settings(args)).await?),
         Command::Convert(args) => convert(args).await,
+        Command::Status {
+            topology,
+            kubeconfig,
+        } => volume_status(&topology, kubeconfig.as_deref()).await,
     }
 }
 
@@ -391,12 +405,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The `topology` command: fails when any node has a problem.
-async fn check_topology(args: &TopologyArgs) -> anyhow::Result<()> {
+/// The `status` command: fails while any volume is not whole.
+async fn volume_status(args: &TopologyArgs, kubeconfig: Option<&Path>) -> anyhow::Result<()> {
+    let backend = standalone_backend(args)?;
+    let not_whole = status::report(client(kubeconfig).await?, &backend).await?;
+    anyhow::ensure!(
+        not_whole == 0,
+        "{not_whole} volume(s) not whole (bricks down, entries to heal or in split-brain)"
+    );
+    Ok(())
+}
+
+/// The SSH backend of a command that runs once (no provisioning: one volume at a time).
+fn standalone_backend(args: &TopologyArgs) -> anyhow::Result<SshBackend> {
     let path = args.path.as_deref().context("--topology is required")?;
     let (topology, ssh) = executor(args, path)?;
-    let backend = SshBackend::new(topology.clone(), ssh, Arc::new(Metrics::new()), 1);
-    let problems = check::report(&backend, &topology).await;
+    Ok(SshBackend::new(topology, ssh, Arc::new(Metrics::new()), 1))
+}
+
+/// The `topology` command: fails when any node has a problem.
+async fn check_topology(args: &TopologyArgs) -> anyhow::Result<()> {
+    let backend = standalone_backend(args)?;
+    let problems = check::report(&backend, backend.topology()).await;
     anyhow::ensure!(problems == 0, "{problems} node(s) with problems");
     Ok(())
 }

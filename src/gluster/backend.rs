@@ -638,7 +638,7 @@ impl SshBackend {
 
     /// Runs `gluster --mode=script --xml ARGS` on a node of the cluster and checks its result.
     /// Lock contention and lost connections are retried with backoff, on the next node.
-    async fn gluster(&self, cluster: &Cluster, args: Vec<String>) -> Result<String> {
+    pub(super) async fn gluster(&self, cluster: &Cluster, args: Vec<String>) -> Result<String> {
         let command = args.join(" ");
         // `volume create`, `volume quota`, ...: a fixed set, fit for a metric label.
         let operation = args.iter().take(2).cloned().collect::<Vec<_>>().join(" ");

@@ -3,6 +3,7 @@
 
 pub mod backend;
 pub mod check;
+pub mod heal;
 pub mod health;
 pub mod plan;
 pub mod ssh;

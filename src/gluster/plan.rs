@@ -277,6 +277,15 @@ pub fn info_args(volume: &str) -> Vec<String> {
     args(["volume", "info", volume])
 }
 
+pub fn status_args(volume: &str) -> Vec<String> {
+    args(["volume", "status", volume])
+}
+
+/// Counts only: `info` alone lists every entry, and runs as long as there are many.
+pub fn heal_summary_args(volume: &str) -> Vec<String> {
+    args(["volume", "heal", volume, "info", "summary"])
+}
+
 /// `force` also starts the bricks of a volume whose earlier start failed on some node, so a
 /// retry completes a half-started volume instead of being told it is started.
 pub fn start_args(volume: &str) -> Vec<String> {

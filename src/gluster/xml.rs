@@ -17,6 +17,72 @@ struct CliOutput {
     vol_info: Option<VolInfo>,
     #[serde(rename = "volList", default)]
     vol_list: Option<VolList>,
+    #[serde(rename = "volStatus", default)]
+    vol_status: Option<VolStatus>,
+    #[serde(rename = "healInfo", default)]
+    heal_info: Option<HealInfo>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct VolStatus {
+    #[serde(default)]
+    volumes: StatusVolumes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StatusVolumes {
+    #[serde(rename = "volume", default)]
+    volumes: Vec<StatusVolume>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct StatusVolume {
+    #[serde(rename = "node", default)]
+    processes: Vec<BrickProcess>,
+}
+
+/// A process `volume status` lists: a brick (`path` is its directory) or a daemon such as the
+/// self-heal daemon (`path` is a host).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct BrickProcess {
+    pub hostname: String,
+    pub path: String,
+    /// 1 when the process is running.
+    pub status: u8,
+    /// -1 when it is not.
+    pub pid: i64,
+}
+
+impl BrickProcess {
+    /// `host:/path`, as `volume info` names bricks.
+    pub fn brick(&self) -> Option<String> {
+        self.path
+            .starts_with('/')
+            .then(|| format!("{}:{}", self.hostname, self.path))
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HealInfo {
+    #[serde(default)]
+    bricks: HealBricks,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HealBricks {
+    #[serde(rename = "brick", default)]
+    bricks: Vec<HealBrick>,
+}
+
+/// One brick's part of `volume heal V info summary`: the entries it holds that its copies
+/// lack. A brick that is down has no counts.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+pub struct HealBrick {
+    pub name: String,
+    #[serde(rename = "numberOfEntriesInHealPending")]
+    pub pending: Option<u64>,
+    #[serde(rename = "numberOfEntriesInSplitBrain")]
+    pub split_brain: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -86,6 +152,12 @@ pub struct Volume {
     pub kind: String,
     #[serde(rename = "brickCount")]
     pub brick_count: u32,
+    #[serde(rename = "replicaCount", default)]
+    pub replica_count: u32,
+    #[serde(rename = "disperseCount", default)]
+    pub disperse_count: u32,
+    #[serde(rename = "redundancyCount", default)]
+    pub redundancy_count: u32,
     #[serde(default)]
     pub bricks: Bricks,
     #[serde(default)]
@@ -178,6 +250,22 @@ pub fn parse_volume_info(xml: &str) -> Result<Vec<Volume>> {
 }
 
 /// `gluster volume list --xml`: the names of all volumes.
+/// The processes of the volume `volume status V` asked about.
+pub fn parse_volume_status(xml: &str) -> Result<Vec<BrickProcess>> {
+    let volumes = parse("volume status", xml)?.vol_status.unwrap_or_default();
+    Ok(volumes
+        .volumes
+        .volumes
+        .into_iter()
+        .flat_map(|v| v.processes)
+        .collect())
+}
+
+pub fn parse_heal_summary(xml: &str) -> Result<Vec<HealBrick>> {
+    let heal = parse("volume heal info summary", xml)?.heal_info;
+    Ok(heal.unwrap_or_default().bricks.bricks)
+}
+
 pub fn parse_volume_list(xml: &str) -> Result<Vec<String>> {
     Ok(parse("volume list", xml)?
         .vol_list
@@ -262,6 +350,39 @@ mod tests {
                 "gluster2.example.com",
                 "10.213.7.12"
             ]
+        );
+    }
+
+    #[test]
+    fn volume_status_and_heal_summary_with_a_brick_down() {
+        // GlusterFS 10.3, a replica 3 volume whose third brick process was killed.
+        let status = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<cliOutput><opRet>0</opRet><opErrno>0</opErrno><opErrstr/><volStatus><volumes><volume>
+  <volName>hv</volName><nodeCount>4</nodeCount>
+  <node><hostname>10.213.7.11</hostname><path>/srv/gluster/brick1/hv/brick</path><peerid>8785</peerid><status>1</status><port>56896</port><ports><tcp>56896</tcp><rdma>N/A</rdma></ports><pid>30143</pid></node>
+  <node><hostname>10.213.7.13</hostname><path>/srv/gluster/brick1/hv/brick</path><peerid>05c3</peerid><status>0</status><port>N/A</port><ports><tcp>N/A</tcp><rdma>N/A</rdma></ports><pid>-1</pid></node>
+  <node><hostname>Self-heal Daemon</hostname><path>localhost</path><peerid>8785</peerid><status>1</status><port>N/A</port><ports><tcp>N/A</tcp><rdma>N/A</rdma></ports><pid>30160</pid></node>
+  <tasks/></volume></volumes></volStatus></cliOutput>"#;
+        let processes = parse_volume_status(status).unwrap();
+        let bricks: Vec<(Option<String>, u8)> =
+            processes.iter().map(|p| (p.brick(), p.status)).collect();
+        assert_eq!(
+            bricks,
+            [
+                (Some("10.213.7.11:/srv/gluster/brick1/hv/brick".into()), 1),
+                (Some("10.213.7.13:/srv/gluster/brick1/hv/brick".into()), 0),
+                (None, 1)
+            ]
+        );
+        let heal = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<cliOutput><healInfo><bricks>
+  <brick hostUuid="8785"><name>10.213.7.11:/srv/gluster/brick1/hv/brick</name><status>Connected</status><totalNumberOfEntries>21</totalNumberOfEntries><numberOfEntriesInHealPending>21</numberOfEntriesInHealPending><numberOfEntriesInSplitBrain>0</numberOfEntriesInSplitBrain><numberOfEntriesPossiblyHealing>0</numberOfEntriesPossiblyHealing></brick>
+  <brick hostUuid="05c3"><name>10.213.7.13:/srv/gluster/brick1/hv/brick</name><status>Failed to process entries completely. (Transport endpoint is not connected)totalNumberOfEntries0</status></brick>
+</bricks></healInfo><opRet>0</opRet><opErrno>0</opErrno><opErrstr/></cliOutput>"#;
+        let bricks = parse_heal_summary(heal).unwrap();
+        assert_eq!(
+            (bricks[0].pending, bricks[0].split_brain, bricks[1].pending),
+            (Some(21), Some(0), None)
         );
     }
 

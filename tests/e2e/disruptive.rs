@@ -708,3 +708,99 @@ async fn a_node_cut_off_from_the_pool_takes_only_itself_out() {
     s.delete_claim("data").await;
     s.wait_pv_gone(&pv.name_any()).await;
 }
+
+/// `glusterfs-provisioner status`: (success, output).
+async fn volume_status() -> (bool, String) {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
+        .args(["status", "--topology"])
+        .arg(env().state_dir.join("topology.json"))
+        .arg("--kubeconfig")
+        .arg(env().state_dir.join("admin.kubeconfig"))
+        .output()
+        .await
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Fault: one brick process of a volume killed (SIGKILL of its `glusterfsd`) while a client
+/// writes. `status` names the claim, shows 2/3 bricks and entries waiting to be healed, says
+/// that taking either other node down would cost the volume its quorum, and fails; once the
+/// brick is started again and healed, it reports the volume whole and passes.
+#[tokio::test]
+async fn status_reports_a_killed_brick_until_the_volume_has_healed() {
+    let s = Scenario::new("brickdown").await;
+    let three = s
+        .class(json!({"volumetype": "replicate:3"}), "Delete")
+        .await;
+    s.claim("data", &three, "1Gi", "ReadWriteOnce").await;
+    let pv = s.bound_pv("data").await;
+    let volume = glusterfs_path(&pv);
+    let claim = format!("{}/data", s.ns);
+    let row = |out: &str| {
+        let found = out.lines().find(|l| l.contains(&volume));
+        found.unwrap_or_default().to_string()
+    };
+    let mount = Mount::of(&s, &pv).await;
+    std::fs::write(mount.path().join("before"), "x").unwrap();
+    let (ok, out) = volume_status().await;
+    assert!(ok, "{out}");
+    assert!(
+        row(&out).starts_with(&claim) && row(&out).contains(" 3/3 "),
+        "{out}"
+    );
+    assert!(row(&out).ends_with("whole"), "{out}");
+
+    let victim = &nodes()[2];
+    let status = gluster_cli(&["volume", "status", &volume, "--xml"]).await;
+    let processes = glusterfs_provisioner::gluster::xml::parse_volume_status(&status).unwrap();
+    let brick = processes
+        .iter()
+        .find(|p| p.hostname == victim.storage_address.to_string() && p.brick().is_some())
+        .unwrap();
+    crate::support::local("kill", &["-KILL", &brick.pid.to_string()]).await;
+    for i in 0..20 {
+        std::fs::write(mount.path().join(format!("during-{i}")), "x").unwrap();
+    }
+    let out = eventually(BIND_WAIT, "status reporting the brick down", || async {
+        let (ok, out) = volume_status().await;
+        (!ok && row(&out).contains(" 2/3 ")).then_some(out)
+    })
+    .await;
+    println!("degraded:\n{out}");
+    let line = row(&out);
+    assert!(
+        line.contains("degraded") && line.contains(&victim.storage_address.to_string()),
+        "{out}"
+    );
+    let pending: u64 = line.split_whitespace().nth(4).unwrap().parse().unwrap();
+    assert!(pending > 0, "{out}");
+    for node in &nodes()[..2] {
+        let said = out
+            .lines()
+            .find(|l| l.starts_with(&format!("node {} ", node.name)));
+        assert!(said.unwrap().contains(&volume), "{out}");
+    }
+
+    gluster_cli(&["volume", "start", &volume, "force"]).await;
+    let out = eventually(BIND_WAIT, "status reporting the volume whole", || async {
+        let (ok, out) = volume_status().await;
+        (ok && row(&out).ends_with("whole")).then_some(out)
+    })
+    .await;
+    println!("healed:\n{out}");
+    for i in 0..20 {
+        let name = format!("during-{i}");
+        assert_eq!(
+            std::fs::read_to_string(mount.path().join(name)).unwrap(),
+            "x"
+        );
+    }
+    mount.unmount().await;
+    s.delete_claim("data").await;
+    s.wait_pv_gone(&pv.name_any()).await;
+}

@@ -1,0 +1,198 @@
+//! A volume's health as gluster itself reports it: which bricks run (`volume status`), how
+//! many entries wait to be healed and how many are in split-brain (`volume heal V info
+//! summary`), and whether it would keep its quorum without a node.
+
+use super::SshBackend;
+use super::plan;
+use super::xml::{self, Volume};
+use crate::config::{Cluster, Node};
+use crate::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct VolumeHealth {
+    pub volume: String,
+    /// Each brick as `host:/path`, and whether its process runs.
+    pub bricks: Vec<(String, bool)>,
+    /// Entries waiting to be healed, as many as the brick holding most lists (each brick lists
+    /// what its copies lack, so a sum would count one entry once per good copy); `None` when
+    /// gluster cannot tell (a volume without copies, or no brick answering).
+    pub heal_pending: Option<u64>,
+    pub split_brain: Option<u64>,
+    /// Bricks that must run for the volume to take writes.
+    pub quorum: usize,
+}
+
+impl VolumeHealth {
+    pub fn up(&self) -> usize {
+        self.bricks.iter().filter(|(_, up)| *up).count()
+    }
+
+    /// Every brick running, nothing to heal, no split-brain.
+    pub fn whole(&self) -> bool {
+        self.up() == self.bricks.len()
+            && self.heal_pending.unwrap_or(0) == 0
+            && self.split_brain.unwrap_or(0) == 0
+    }
+
+    /// Whether it keeps its quorum if `node` goes down too.
+    pub fn keeps_quorum_without(&self, node: &Node) -> bool {
+        let names = [
+            node.name.clone(),
+            node.ssh_address.clone(),
+            node.storage_address.to_string(),
+        ];
+        let left = self
+            .bricks
+            .iter()
+            .filter(|(brick, up)| {
+                let host = brick.split_once(':').map_or(brick.as_str(), |(h, _)| h);
+                *up && !names.iter().any(|n| n == host)
+            })
+            .count();
+        left >= self.quorum
+    }
+
+    fn of(volume: &Volume, running: &[String], heal: Option<Vec<xml::HealBrick>>) -> Self {
+        let bricks = volume
+            .bricks
+            .bricks
+            .iter()
+            .map(|b| (b.name.clone(), running.contains(&b.name)))
+            .collect();
+        let most = |count: fn(&xml::HealBrick) -> Option<u64>| {
+            heal.as_ref()
+                .and_then(|bricks| bricks.iter().filter_map(count).max())
+        };
+        VolumeHealth {
+            volume: volume.name.clone(),
+            bricks,
+            heal_pending: most(|b| b.pending),
+            split_brain: most(|b| b.split_brain),
+            quorum: quorum(volume),
+        }
+    }
+}
+
+/// Bricks a volume of one replica or disperse set needs running to take writes: more than
+/// half of a replica set (gluster's `auto` client quorum for three copies), the data bricks of
+/// a disperse set, every brick of a plain one.
+fn quorum(volume: &Volume) -> usize {
+    let bricks = volume.brick_count as usize;
+    match volume.kind.as_str() {
+        "Replicate" => volume.replica_count as usize / 2 + 1,
+        "Disperse" => (volume.disperse_count - volume.redundancy_count) as usize,
+        _ => bricks,
+    }
+    .min(bricks)
+}
+
+impl SshBackend {
+    /// The health of volume `name`; `None` when it does not exist.
+    pub async fn volume_health(
+        &self,
+        cluster: &Cluster,
+        name: &str,
+    ) -> Result<Option<VolumeHealth>> {
+        let Some(volume) = self.volume_info(cluster, name).await? else {
+            return Ok(None);
+        };
+        let running: Vec<String> = match self.gluster(cluster, plan::status_args(name)).await {
+            Ok(out) => xml::parse_volume_status(&out)?
+                .iter()
+                .filter(|p| p.status == 1)
+                .filter_map(|p| p.brick())
+                .collect(),
+            // A stopped volume runs no brick.
+            Err(Error::Gluster { message, .. }) if message.contains("is not started") => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let copies = matches!(volume.kind.as_str(), "Replicate" | "Disperse");
+        let heal = if copies && !running.is_empty() {
+            let out = self.gluster(cluster, plan::heal_summary_args(name)).await?;
+            Some(xml::parse_heal_summary(&out)?)
+        } else {
+            None
+        };
+        Ok(Some(VolumeHealth::of(&volume, &running, heal)))
+    }
+
+    /// The names of the cluster's volumes.
+    pub async fn volume_names(&self, cluster: &Cluster) -> Result<Vec<String>> {
+        let out = self.gluster(cluster, plan::list_args()).await?;
+        xml::parse_volume_list(&out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn volume(kind: &str, replica: u32, bricks: &[&str]) -> Volume {
+        serde_json::from_value(serde_json::json!({
+            "name": "v", "id": "i", "statusStr": "Started", "typeStr": kind,
+            "brickCount": bricks.len(), "replicaCount": replica,
+            "bricks": {"brick": bricks.iter().map(|b| serde_json::json!({"name": b})).collect::<Vec<_>>()},
+        }))
+        .unwrap()
+    }
+
+    fn node(name: &str, ip: &str) -> Node {
+        serde_json::from_value(serde_json::json!({
+            "name": name, "ssh_address": ip, "storage_address": ip, "zone": "z",
+            "brick_roots": ["/b"],
+        }))
+        .unwrap()
+    }
+
+    fn heal(name: &str, pending: Option<u64>, split: Option<u64>) -> xml::HealBrick {
+        xml::HealBrick {
+            name: name.into(),
+            pending,
+            split_brain: split,
+        }
+    }
+
+    #[test]
+    fn a_brick_down_and_entries_to_heal_are_not_whole() {
+        let bricks = [
+            "10.0.0.1:/b/v/brick",
+            "10.0.0.2:/b/v/brick",
+            "10.0.0.3:/b/v/brick",
+        ];
+        let v = volume("Replicate", 3, &bricks);
+        let running: Vec<String> = bricks[..2].iter().map(|b| b.to_string()).collect();
+        // Two good copies each list the 21 entries the third lacks; the down brick says nothing.
+        let summary = vec![
+            heal(bricks[0], Some(21), Some(0)),
+            heal(bricks[1], Some(21), Some(0)),
+            heal(bricks[2], None, None),
+        ];
+        let h = VolumeHealth::of(&v, &running, Some(summary));
+        assert_eq!(
+            (h.up(), h.heal_pending, h.split_brain),
+            (2, Some(21), Some(0))
+        );
+        assert!(!h.whole());
+        // With c already down, a second node down costs the quorum (2 of 3); c itself not.
+        assert!(!h.keeps_quorum_without(&node("a", "10.0.0.1")));
+        assert!(h.keeps_quorum_without(&node("c", "10.0.0.3")));
+
+        let all: Vec<String> = bricks.iter().map(|b| b.to_string()).collect();
+        let healed = vec![heal(bricks[0], Some(0), Some(0)); 3];
+        let h = VolumeHealth::of(&v, &all, Some(healed));
+        assert!(h.whole() && h.keeps_quorum_without(&node("a", "10.0.0.1")));
+        let split = vec![heal(bricks[0], Some(1), Some(1))];
+        assert!(!VolumeHealth::of(&v, &all, Some(split)).whole());
+    }
+
+    #[test]
+    fn quorum_by_kind() {
+        let three = ["h1:/a", "h2:/a", "h3:/a"];
+        assert_eq!(quorum(&volume("Replicate", 3, &three)), 2);
+        assert_eq!(quorum(&volume("Replicate", 2, &three[..2])), 2);
+        assert_eq!(quorum(&volume("Distribute", 0, &three[..1])), 1);
+        let mut disperse = volume("Disperse", 0, &three);
+        (disperse.disperse_count, disperse.redundancy_count) = (3, 1);
+        assert_eq!(quorum(&disperse), 2);
+    }
+}
