@@ -183,6 +183,11 @@ struct RunArgs {
     /// Seconds between refreshes of the GID, volume and brick capacity gauges.
     #[arg(long, env = "GAUGE_INTERVAL_SECONDS", default_value_t = 30)]
     gauge_interval_seconds: u64,
+    /// Seconds between looks at a whole volume's health (bricks, heal, split-brain); a
+    /// degraded one is looked at every 15 s, and every volume of a cluster at once when one of
+    /// its nodes comes back.
+    #[arg(long, env = "HEALTH_INTERVAL_SECONDS", default_value_t = 600)]
+    health_interval_seconds: u64,
     /// Longest a Heketi operation (create, delete, expand) may take, in seconds.
     #[arg(long, env = "HEKETI_TIMEOUT_SECONDS", default_value_t = 600)]
     heketi_timeout_seconds: u64,
@@ -384,6 +389,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         retry_max: Duration::from_secs_f64(args.retry_max_seconds),
         instance: args.instance.clone(),
         gauge_interval: Duration::from_secs(args.gauge_interval_seconds.max(1)),
+        health_interval: Duration::from_secs(args.health_interval_seconds.max(1)),
         migrate_in_tree: args.migrate_in_tree,
         pv_type: kind,
         endpoints: args.manage_endpoints,

@@ -41,7 +41,16 @@ pub struct Metrics {
     pub leader: IntGauge,
     /// The CSI node plugin's: mounts whose FUSE client stayed in the plugin's cgroup.
     pub fuse_cgroup_join_failures: IntCounter,
+    /// Each volume's last health look, by namespace, claim and volume.
+    volume_bricks_up: IntGaugeVec,
+    volume_bricks: IntGaugeVec,
+    volume_heal_pending: IntGaugeVec,
+    volume_split_brain: IntGaugeVec,
+    volume_checked: GaugeVec,
 }
+
+/// The labels of a volume's health series.
+const VOLUME_LABELS: [&str; 3] = ["namespace", "persistentvolumeclaim", "volume"];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help)
@@ -192,10 +201,69 @@ impl Metrics {
                 "Provisions and deletes running",
                 &["operation"],
             ),
+            volume_bricks_up: gauge(
+                "glusterfs_provisioner_volume_bricks_up",
+                "Bricks of a claim's volume whose process runs, at the last look",
+                &VOLUME_LABELS,
+            ),
+            volume_bricks: gauge(
+                "glusterfs_provisioner_volume_bricks",
+                "Bricks of a claim's volume",
+                &VOLUME_LABELS,
+            ),
+            volume_heal_pending: gauge(
+                "glusterfs_provisioner_volume_heal_pending_entries",
+                "Entries of a claim's volume waiting to be healed (-1: gluster cannot tell)",
+                &VOLUME_LABELS,
+            ),
+            volume_split_brain: gauge(
+                "glusterfs_provisioner_volume_split_brain_entries",
+                "Entries of a claim's volume in split-brain (-1: gluster cannot tell)",
+                &VOLUME_LABELS,
+            ),
+            volume_checked: float_gauge(
+                "glusterfs_provisioner_volume_health_checked_timestamp_seconds",
+                "When a claim's volume was last looked at successfully (Unix time)",
+                &VOLUME_LABELS,
+            ),
             leader,
             fuse_cgroup_join_failures,
             registry,
         }
+    }
+
+    /// The series of a volume's last health look.
+    pub fn volume_health(&self, labels: &[&str; 3], health: &crate::gluster::heal::VolumeHealth) {
+        let count = |n: Option<u64>| n.map_or(-1, |n| n as i64);
+        self.volume_bricks_up
+            .with_label_values(labels)
+            .set(health.up() as i64);
+        self.volume_bricks
+            .with_label_values(labels)
+            .set(health.bricks.len() as i64);
+        self.volume_heal_pending
+            .with_label_values(labels)
+            .set(count(health.heal_pending));
+        self.volume_split_brain
+            .with_label_values(labels)
+            .set(count(health.split_brain));
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        self.volume_checked
+            .with_label_values(labels)
+            .set(now.map_or(0.0, |d| d.as_secs_f64()));
+    }
+
+    /// A volume's series go with its PV.
+    pub fn forget_volume(&self, labels: &[&str; 3]) {
+        for g in [
+            &self.volume_bricks_up,
+            &self.volume_bricks,
+            &self.volume_heal_pending,
+            &self.volume_split_brain,
+        ] {
+            g.remove_label_values(labels).ok();
+        }
+        self.volume_checked.remove_label_values(labels).ok();
     }
 
     /// The text exposition format.

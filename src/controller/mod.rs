@@ -19,6 +19,7 @@ mod gauges;
 mod names;
 pub mod provision;
 pub mod slim;
+mod sweep;
 mod sync;
 mod unfinished;
 
@@ -78,6 +79,8 @@ pub struct Settings {
     pub lease: Option<LeaseSettings>,
     /// The provisioner's own namespace, where `convert` keeps its records.
     pub namespace: String,
+    /// How often a whole volume's health is looked at again (degraded ones: every 15 s).
+    pub health_interval: Duration,
     /// Whether this install may read and write Endpoints and Services: `glusterfs` PVs need
     /// them; a CSI-only install (`manifests/csi-only`) grants neither.
     pub endpoints: bool,
@@ -320,7 +323,11 @@ pub async fn run(
         }
         health.set_ready(true);
         // Holds `repairs` open: the controller would stop with its last trigger stream.
-        gauges::refresh_gauges(ctx.clone()).await;
+        futures::future::join(
+            gauges::refresh_gauges(ctx.clone()),
+            sweep::sweep(ctx.clone()),
+        )
+        .await;
         drop(repairs);
     };
     // The reflectors run until the controllers stop; then they are dropped.

@@ -733,11 +733,18 @@ async fn volume_status() -> (bool, String) {
 /// brick is started again and healed, it reports the volume whole and passes.
 #[tokio::test]
 async fn status_reports_a_killed_brick_until_the_volume_has_healed() {
-    let s = Scenario::new("brickdown").await;
+    let port = 18096;
+    let ns = unique("brickdown");
+    let name = format!("e2e.gluster.org/{ns}");
+    let quick = [("HEALTH_INTERVAL_SECONDS", "5")];
+    let s = Scenario {
+        space: Space::create(ns, &name).await,
+        provisioner: Provisioner::start_at(&name, &quick, &format!("127.0.0.1:{port}")).await,
+    };
     let three = s
         .class(json!({"volumetype": "replicate:3"}), "Delete")
         .await;
-    s.claim("data", &three, "1Gi", "ReadWriteOnce").await;
+    let data = s.claim("data", &three, "1Gi", "ReadWriteOnce").await;
     let pv = s.bound_pv("data").await;
     let volume = glusterfs_path(&pv);
     let claim = format!("{}/data", s.ns);
@@ -785,6 +792,21 @@ async fn status_reports_a_killed_brick_until_the_volume_has_healed() {
             .find(|l| l.starts_with(&format!("node {} ", node.name)));
         assert!(said.unwrap().contains(&volume), "{out}");
     }
+    // The provisioner's own sweep: the claim's Warning naming the brick, and the metrics.
+    let note = s.event(&data, "VolumeDegraded").await;
+    assert!(
+        note.contains(&victim.storage_address.to_string()),
+        "{note:?}"
+    );
+    let labels = format!(
+        "{{namespace=\"{}\",persistentvolumeclaim=\"data\",volume=\"{volume}\"}}",
+        s.ns
+    );
+    eventually(BIND_WAIT, "the metrics showing 2 of 3 bricks", || async {
+        let up = format!("glusterfs_provisioner_volume_bricks_up{labels} 2");
+        metrics(port).await.contains(&up).then_some(())
+    })
+    .await;
 
     gluster_cli(&["volume", "start", &volume, "force"]).await;
     let out = eventually(BIND_WAIT, "status reporting the volume whole", || async {
@@ -793,6 +815,21 @@ async fn status_reports_a_killed_brick_until_the_volume_has_healed() {
     })
     .await;
     println!("healed:\n{out}");
+    let note = s.event(&data, "VolumeHealed").await;
+    assert!(note.contains("whole again"), "{note:?}");
+    eventually(
+        BIND_WAIT,
+        "the metrics showing the volume whole",
+        || async {
+            let text = metrics(port).await;
+            let whole = [
+                format!("glusterfs_provisioner_volume_bricks_up{labels} 3"),
+                format!("glusterfs_provisioner_volume_heal_pending_entries{labels} 0"),
+            ];
+            whole.iter().all(|w| text.contains(w)).then_some(())
+        },
+    )
+    .await;
     for i in 0..20 {
         let name = format!("during-{i}");
         assert_eq!(

@@ -1,0 +1,196 @@
+//! The volumes' health sweep: every volume of a PV made here over SSH is looked at (bricks
+//! running, entries to heal, split-brain: `gluster::heal`) soon after its PV appears, again
+//! soon while it is degraded or healing, rarely while it is whole, and at once when a node of
+//! its cluster comes back. Each look runs `glfsheal` against the bricks, so at most
+//! [`AT_ONCE`] run together. A change of state is one event on the claim; the metrics carry
+//! the last look.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::ResourceExt;
+use kube::api::ObjectMeta;
+use kube::runtime::events::EventType;
+use tokio::time::Instant;
+
+use super::Context;
+use crate::gluster::heal::VolumeHealth;
+use crate::k8s::objects;
+
+/// Looks at once.
+const AT_ONCE: usize = 4;
+/// How often due volumes are gathered (and the nodes' standing read).
+const TICK: Duration = Duration::from_secs(10);
+/// A degraded or healing volume is looked at again this soon.
+const AGAIN_UNWELL: Duration = Duration::from_secs(15);
+
+/// A volume being watched: its claim, when to look next, since when it is not whole.
+struct Watched {
+    claim: PersistentVolumeClaim,
+    volume: String,
+    cluster: String,
+    next: Instant,
+    unwell_since: Option<Instant>,
+}
+
+impl Watched {
+    fn labels(&self) -> [&str; 3] {
+        [
+            self.claim.metadata.namespace.as_deref().unwrap_or_default(),
+            self.claim.metadata.name.as_deref().unwrap_or_default(),
+            &self.volume,
+        ]
+    }
+}
+
+pub(super) async fn sweep(ctx: Arc<Context>) {
+    let Some(ssh) = &ctx.ssh else { return };
+    let mut watched: HashMap<String, Watched> = HashMap::new();
+    let mut up_before: HashSet<String> = HashSet::new();
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        let mut current = HashSet::new();
+        for pv in ctx.volumes.state().iter().filter(|pv| ctx.made_here(pv)) {
+            let (Some(cluster), Some(volume), Some(claim)) = (
+                pv.annotation(objects::ANN_CLUSTER),
+                pv.spec.gluster_volume(&ctx.settings.csi_driver),
+                pv.spec.claim_ref.as_ref(),
+            ) else {
+                continue;
+            };
+            let name = pv.name_any();
+            current.insert(name.clone());
+            watched.entry(name).or_insert_with(|| Watched {
+                claim: PersistentVolumeClaim {
+                    metadata: ObjectMeta {
+                        name: claim.name.clone(),
+                        namespace: claim.namespace.clone(),
+                        uid: claim.uid.clone(),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                volume: volume.to_string(),
+                cluster: cluster.to_string(),
+                next: now,
+                unwell_since: None,
+            });
+        }
+        watched.retain(|pv, w| {
+            let keep = current.contains(pv);
+            if !keep {
+                ctx.metrics.forget_volume(&w.labels());
+            }
+            keep
+        });
+        // A node back up: every volume of its cluster may be healing now.
+        let mut up_now = HashSet::new();
+        for cluster in &ssh.topology().clusters {
+            let health = ssh.health(cluster).await;
+            let up: Vec<&str> = health
+                .iter()
+                .filter(|h| h.is_up())
+                .map(|h| h.node.as_str())
+                .collect();
+            if up.iter().any(|n| !up_before.contains(*n)) {
+                for w in watched.values_mut().filter(|w| w.cluster == cluster.name) {
+                    w.next = now;
+                }
+            }
+            up_now.extend(up.into_iter().map(str::to_string));
+        }
+        up_before = up_now;
+
+        let due: Vec<&mut Watched> = watched.values_mut().filter(|w| w.next <= now).collect();
+        let looks = futures::stream::iter(due)
+            .map(|w| async {
+                let look = match ssh.cluster(Some(&w.cluster)) {
+                    Ok(cluster) => ssh.volume_health(cluster, &w.volume).await,
+                    Err(e) => Err(e),
+                };
+                (w, look)
+            })
+            .buffer_unordered(AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        for (w, look) in looks {
+            match look {
+                Ok(Some(health)) => record(&ctx, w, &health).await,
+                // Not made yet, or deleted by hand: nothing to look at for a while.
+                Ok(None) => w.next = Instant::now() + ctx.settings.health_interval,
+                Err(e) => {
+                    tracing::warn!(volume = w.volume, error = %e, "cannot look at the volume's health");
+                    w.next = Instant::now() + AGAIN_UNWELL;
+                }
+            }
+        }
+    }
+}
+
+/// The metrics of a look, and an event when the volume became unwell or whole again.
+async fn record(ctx: &Context, w: &mut Watched, health: &VolumeHealth) {
+    ctx.metrics.volume_health(&w.labels(), health);
+    let whole = health.whole();
+    match (whole, w.unwell_since) {
+        (false, None) => {
+            w.unwell_since = Some(Instant::now());
+            let note = format!("volume {} is not whole: {}", w.volume, describe(health));
+            ctx.publish(
+                &w.claim,
+                EventType::Warning,
+                "VolumeDegraded",
+                "Health",
+                note,
+            )
+            .await;
+        }
+        (true, Some(since)) => {
+            w.unwell_since = None;
+            let note = format!(
+                "volume {} is whole again, after {} s",
+                w.volume,
+                since.elapsed().as_secs()
+            );
+            ctx.publish(&w.claim, EventType::Normal, "VolumeHealed", "Health", note)
+                .await;
+        }
+        _ => {}
+    }
+    let again = if whole {
+        ctx.settings.health_interval
+    } else {
+        AGAIN_UNWELL
+    };
+    w.next = Instant::now() + again;
+}
+
+/// What is wrong: the bricks down, the entries to heal, those in split-brain.
+fn describe(health: &VolumeHealth) -> String {
+    let down: Vec<&str> = health
+        .bricks
+        .iter()
+        .filter(|(_, up)| !up)
+        .map(|(b, _)| b.as_str())
+        .collect();
+    let mut what = Vec::new();
+    if !down.is_empty() {
+        what.push(format!(
+            "{}/{} bricks running (down: {})",
+            health.up(),
+            health.bricks.len(),
+            down.join(", ")
+        ));
+    }
+    if let Some(n) = health.heal_pending.filter(|n| *n > 0) {
+        what.push(format!("{n} entries waiting to be healed"));
+    }
+    if let Some(n) = health.split_brain.filter(|n| *n > 0) {
+        what.push(format!("{n} entries in split-brain"));
+    }
+    what.join("; ")
+}
