@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::Context;
 use crate::gluster::heal::VolumeHealth;
+use crate::k8s::cached::CachedPv;
 use crate::k8s::objects;
 
 /// Looks at once.
@@ -55,7 +56,10 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
         tick.tick().await;
         let now = Instant::now();
         let mut current = HashSet::new();
-        for pv in ctx.volumes.state().iter().filter(|pv| ctx.made_here(pv)) {
+        // Bound ones: a Released volume is about to go (stopped first), and its claim is gone.
+        let bound =
+            |pv: &&Arc<CachedPv>| ctx.made_here(pv) && pv.status.phase.as_deref() == Some("Bound");
+        for pv in ctx.volumes.state().iter().filter(bound) {
             let (Some(cluster), Some(volume), Some(claim)) = (
                 pv.annotation(objects::ANN_CLUSTER),
                 pv.spec.gluster_volume(&ctx.settings.csi_driver),
