@@ -20,6 +20,8 @@ pub struct VolumeHealth {
     pub split_brain: Option<u64>,
     /// Bricks that must run for the volume to take writes.
     pub quorum: usize,
+    /// Whether it keeps copies (replicate, disperse): only those heal.
+    pub copies: bool,
 }
 
 impl VolumeHealth {
@@ -27,9 +29,11 @@ impl VolumeHealth {
         self.bricks.iter().filter(|(_, up)| *up).count()
     }
 
-    /// Every brick running, nothing to heal, no split-brain.
+    /// Every brick running, nothing to heal, no split-brain (as far as gluster could tell
+    /// for a volume with copies: a missing heal summary is not a whole volume).
     pub fn whole(&self) -> bool {
         self.up() == self.bricks.len()
+            && (!self.copies || self.heal_pending.is_some())
             && self.heal_pending.unwrap_or(0) == 0
             && self.split_brain.unwrap_or(0) == 0
     }
@@ -69,6 +73,7 @@ impl VolumeHealth {
             heal_pending: most(|b| b.pending),
             split_brain: most(|b| b.split_brain),
             quorum: quorum(volume),
+            copies: has_copies(volume),
         }
     }
 }
@@ -84,6 +89,10 @@ fn quorum(volume: &Volume) -> usize {
         _ => bricks,
     }
     .min(bricks)
+}
+
+fn has_copies(volume: &Volume) -> bool {
+    matches!(volume.kind.as_str(), "Replicate" | "Disperse")
 }
 
 impl SshBackend {
@@ -106,10 +115,16 @@ impl SshBackend {
             Err(Error::Gluster { message, .. }) if message.contains("is not started") => Vec::new(),
             Err(e) => return Err(e),
         };
-        let copies = matches!(volume.kind.as_str(), "Replicate" | "Disperse");
-        let heal = if copies && !running.is_empty() {
-            let out = self.gluster(cluster, plan::heal_summary_args(name)).await?;
-            Some(xml::parse_heal_summary(&out)?)
+        let heal = if has_copies(&volume) && !running.is_empty() {
+            match self.gluster(cluster, plan::heal_summary_args(name)).await {
+                Ok(out) => Some(xml::parse_heal_summary(&out)?),
+                // Gluster's own refusal (its self-heal daemon down, say): it cannot tell.
+                Err(Error::Gluster { message, .. }) => {
+                    tracing::warn!(volume = name, message, "no heal summary");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         } else {
             None
         };
@@ -183,6 +198,10 @@ mod tests {
         assert!(h.whole() && h.keeps_quorum_without(&node("a", "10.0.0.1")));
         let split = vec![heal(bricks[0], Some(1), Some(1))];
         assert!(!VolumeHealth::of(&v, &all, Some(split)).whole());
+        // No heal summary: copies that may differ are not whole; a plain volume is.
+        assert!(!VolumeHealth::of(&v, &all, None).whole());
+        let plain = volume("Distribute", 0, &bricks[..1]);
+        assert!(VolumeHealth::of(&plain, &all, None).whole());
     }
 
     #[test]
