@@ -87,12 +87,7 @@ pub async fn report(client: Client, backend: &SshBackend) -> Result<usize> {
         let Some(h) = health else {
             continue;
         };
-        let down: Vec<&str> = h
-            .bricks
-            .iter()
-            .filter(|(_, up)| !up)
-            .map(|(b, _)| b.as_str())
-            .collect();
+        let down = h.down_bricks();
         let status = if h.whole() {
             "whole".to_string()
         } else if down.is_empty() {

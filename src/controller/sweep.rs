@@ -175,12 +175,7 @@ async fn record(ctx: &Context, w: &mut Watched, health: &VolumeHealth) {
 
 /// What is wrong: the bricks down, the entries to heal, those in split-brain.
 fn describe(health: &VolumeHealth) -> String {
-    let down: Vec<&str> = health
-        .bricks
-        .iter()
-        .filter(|(_, up)| !up)
-        .map(|(b, _)| b.as_str())
-        .collect();
+    let down = health.down_bricks();
     let mut what = Vec::new();
     if !down.is_empty() {
         what.push(format!(

@@ -29,6 +29,15 @@ impl VolumeHealth {
         self.bricks.iter().filter(|(_, up)| *up).count()
     }
 
+    /// The bricks whose process does not run.
+    pub fn down_bricks(&self) -> Vec<&str> {
+        self.bricks
+            .iter()
+            .filter(|(_, up)| !up)
+            .map(|(b, _)| b.as_str())
+            .collect()
+    }
+
     /// Every brick running, nothing to heal, no split-brain (as far as gluster could tell
     /// for a volume with copies: a missing heal summary is not a whole volume).
     pub fn whole(&self) -> bool {

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use glusterfs_provisioner::config::Node;
+use glusterfs_provisioner::gluster::xml::{Peer, parse_peer_status};
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
@@ -304,14 +306,8 @@ async fn glusterd_down_on_one_node() {
         victim.name
     );
     assert!(metrics(port).await.contains(&series), "{series}");
-    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
-        .args(["topology", "--topology"])
-        .arg(env().state_dir.join("topology.json"))
-        .output()
-        .await
-        .unwrap();
-    let report = String::from_utf8_lossy(&check.stdout);
-    assert!(!check.status.success(), "{report}");
+    let (ok, report) = topology_report().await;
+    assert!(!ok, "{report}");
     let line = report.lines().find(|l| l.contains(&victim.name)).unwrap();
     assert!(line.contains("glusterd does not answer"), "{line}");
 
@@ -628,17 +624,34 @@ impl Drop for StorageCut {
     }
 }
 
+/// `glusterfs-provisioner topology`: (success, the table).
+async fn topology_report() -> (bool, String) {
+    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
+        .args(["topology", "--topology"])
+        .arg(env().state_dir.join("topology.json"))
+        .output()
+        .await
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout).into_owned();
+    (check.status.success(), report)
+}
+
+/// The peers `node`'s glusterd knows; `None` when it does not answer.
+async fn peers_seen_by(node: &Node) -> Option<Vec<Peer>> {
+    let args = ["peer", "status", "--xml"].map(String::from);
+    let out = crate::support::ssh()
+        .run_ok(&node.ssh_address, "gluster", &args)
+        .await
+        .ok()?;
+    parse_peer_status(&out).ok()
+}
+
 /// Whether every node's glusterd sees each of its peers connected.
 async fn pool_whole() -> bool {
     for node in nodes() {
-        let args = ["peer", "status", "--xml"].map(String::from);
-        let Ok(out) = crate::support::ssh()
-            .run_ok(&node.ssh_address, "gluster", &args)
-            .await
-        else {
+        let Some(peers) = peers_seen_by(node).await else {
             return false;
         };
-        let peers = glusterfs_provisioner::gluster::xml::parse_peer_status(&out).unwrap();
         if peers.len() + 1 != nodes().len() || !peers.iter().all(|p| p.is_connected()) {
             return false;
         }
@@ -663,12 +676,7 @@ async fn a_node_cut_off_from_the_pool_takes_only_itself_out() {
         BIND_WAIT,
         "the others seeing the node disconnected",
         || async {
-            let args = ["peer", "status", "--xml"].map(String::from);
-            let out = crate::support::ssh()
-                .run_ok(&first.ssh_address, "gluster", &args)
-                .await
-                .ok()?;
-            let peers = glusterfs_provisioner::gluster::xml::parse_peer_status(&out).ok()?;
+            let peers = peers_seen_by(first).await?;
             let lost = peers
                 .iter()
                 .any(|p| p.hostname == victim.storage_address.to_string() && !p.is_connected());
@@ -680,13 +688,8 @@ async fn a_node_cut_off_from_the_pool_takes_only_itself_out() {
     s.claim("data", &two, "1Gi", "ReadWriteOnce").await;
     let pv = s.bound_pv("data").await;
     assert!(!brick_nodes(&pv).contains(&victim.name), "{pv:?}");
-    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
-        .args(["topology", "--topology"])
-        .arg(env().state_dir.join("topology.json"))
-        .output()
-        .await
-        .unwrap();
-    let report = String::from_utf8_lossy(&check.stdout);
+    let (ok, report) = topology_report().await;
+    assert!(!ok, "a node cut off is a problem: {report}");
     let row = |name: &str| {
         let found = report
             .lines()
