@@ -87,14 +87,7 @@ pub async fn report(client: Client, backend: &SshBackend) -> Result<usize> {
         let Some(h) = health else {
             continue;
         };
-        let down = h.down_bricks();
-        let status = if h.whole() {
-            "whole".to_string()
-        } else if down.is_empty() {
-            "healing".to_string()
-        } else {
-            format!("degraded: brick(s) down: {}", down.join(", "))
-        };
+        let status = h.state();
         not_whole += usize::from(!h.whole());
         println!(
             "{:<40} {:<42} {:<42} {:<7} {:<12} {:<11} {status}",

@@ -1,7 +1,7 @@
 //! The volumes' health sweep: every volume of a PV made here over SSH is looked at (bricks
 //! running, entries to heal, split-brain: `gluster::heal`) soon after its PV appears, again
 //! soon while it is degraded or healing, rarely while it is whole, and at once when a node of
-//! its cluster comes back. Each look runs `glfsheal` against the bricks, so at most
+//! its cluster goes down or comes back. Each look runs `glfsheal` against the bricks, so at most
 //! [`AT_ONCE`] run together. A change of state is one event on the claim; the metrics carry
 //! the last look.
 
@@ -92,21 +92,21 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
             }
             keep
         });
-        // A node back up: every volume of its cluster may be healing now.
+        // A node gone down or back up: every volume of its cluster may have lost a brick or
+        // be healing now.
         let mut up_now = HashSet::new();
         for cluster in &ssh.topology().clusters {
             let health = ssh.health(cluster).await;
-            let up: Vec<&str> = health
+            let changed = health
                 .iter()
-                .filter(|h| h.is_up())
-                .map(|h| h.node.as_str())
-                .collect();
-            if up.iter().any(|n| !up_before.contains(*n)) {
+                .any(|h| h.is_up() != up_before.contains(&h.node));
+            if changed {
                 for w in watched.values_mut().filter(|w| w.cluster == cluster.name) {
                     w.next = now;
                 }
             }
-            up_now.extend(up.into_iter().map(str::to_string));
+            let up = health.iter().filter(|h| h.is_up());
+            up_now.extend(up.map(|h| h.node.clone()));
         }
         up_before = up_now;
 
@@ -143,7 +143,7 @@ async fn record(ctx: &Context, w: &mut Watched, health: &VolumeHealth) {
     match (whole, w.unwell_since) {
         (false, None) => {
             w.unwell_since = Some(Instant::now());
-            let note = format!("volume {} is not whole: {}", w.volume, describe(health));
+            let note = format!("volume {} is not whole: {}", w.volume, health.troubles());
             ctx.publish(
                 &w.claim,
                 EventType::Warning,
@@ -171,25 +171,4 @@ async fn record(ctx: &Context, w: &mut Watched, health: &VolumeHealth) {
         AGAIN_UNWELL
     };
     w.next = Instant::now() + again;
-}
-
-/// What is wrong: the bricks down, the entries to heal, those in split-brain.
-fn describe(health: &VolumeHealth) -> String {
-    let down = health.down_bricks();
-    let mut what = Vec::new();
-    if !down.is_empty() {
-        what.push(format!(
-            "{}/{} bricks running (down: {})",
-            health.up(),
-            health.bricks.len(),
-            down.join(", ")
-        ));
-    }
-    if let Some(n) = health.heal_pending.filter(|n| *n > 0) {
-        what.push(format!("{n} entries waiting to be healed"));
-    }
-    if let Some(n) = health.split_brain.filter(|n| *n > 0) {
-        what.push(format!("{n} entries in split-brain"));
-    }
-    what.join("; ")
 }

@@ -89,8 +89,8 @@ pub fn mounted_at(path: &Path) -> Result<Option<MountEntry>, Error> {
         .find(|m| m.mount_point == path))
 }
 
-/// A mount's usage, in the units CSI reports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A mount's usage, in the units CSI reports, and the bricks its client cannot reach.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Usage {
     pub bytes_total: i64,
     pub bytes_available: i64,
@@ -98,6 +98,9 @@ pub struct Usage {
     pub inodes_total: i64,
     pub inodes_available: i64,
     pub inodes_used: i64,
+    /// `host:/path` of each brick the GlusterFS client is not connected to: the volume is
+    /// served by its other copies, and will need healing.
+    pub unreachable: Vec<String>,
 }
 
 impl From<&libc::statvfs> for Usage {
@@ -110,8 +113,42 @@ impl From<&libc::statvfs> for Usage {
             inodes_total: s.f_files as i64,
             inodes_available: s.f_favail as i64,
             inodes_used: (s.f_files - s.f_ffree) as i64,
+            unreachable: Vec::new(),
         }
     }
+}
+
+/// The bricks the GlusterFS client of the mount at `root` is not connected to, as the client
+/// itself says in its `.meta` tree (answered inside the client, no network); none when there
+/// is no such tree (another file system).
+pub fn unreachable_bricks(root: &Path) -> Vec<String> {
+    let Ok(graph) = std::fs::read_dir(root.join(".meta/graphs/active")) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = graph
+        .flatten()
+        .filter_map(|translator| {
+            let dir = translator.path();
+            let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap_or_default();
+            if read("type").trim() != "protocol/client" {
+                return None;
+            }
+            let connected = read("private")
+                .lines()
+                .any(|l| l.split_whitespace().collect::<String>() == "connected=1");
+            let brick = || {
+                let host = read("options/remote-host");
+                format!(
+                    "{}:{}",
+                    host.trim(),
+                    read("options/remote-subvolume").trim()
+                )
+            };
+            (!connected).then(brick)
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// What a mount point answers.
@@ -129,7 +166,13 @@ pub enum Health {
 impl std::fmt::Display for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Health::Alive(_) => write!(f, "mounted"),
+            Health::Alive(u) if u.unreachable.is_empty() => write!(f, "mounted"),
+            Health::Alive(u) => write!(
+                f,
+                "mounted, but its GlusterFS client cannot reach {}: the other copies serve the \
+                 volume, and it will need healing",
+                u.unreachable.join(", ")
+            ),
             Health::Dead(why) => write!(f, "the GlusterFS client of this mount is gone: {why}"),
             Health::Unknown(waited) => write!(
                 f,
@@ -155,7 +198,10 @@ fn statvfs_probe(path: PathBuf) -> BoxFuture<'static, Answer> {
             let mut out: libc::statvfs = unsafe { std::mem::zeroed() };
             // SAFETY: `c` is a valid C string and `out` a writable statvfs.
             match unsafe { libc::statvfs(c.as_ptr(), &mut out) } {
-                0 => Ok(Usage::from(&out)),
+                0 => Ok(Usage {
+                    unreachable: unreachable_bricks(&path),
+                    ..Usage::from(&out)
+                }),
                 _ => Err(std::io::Error::last_os_error()),
             }
         });
@@ -594,6 +640,35 @@ pub(super) mod tests {
         assert!(matches!(checks.health(dir.path()).await, Health::Alive(_)));
     }
 
+    #[test]
+    fn bricks_the_client_is_not_connected_to_are_read_from_its_meta_tree() {
+        let root = tempfile::tempdir().unwrap();
+        let graph = root.path().join(".meta/graphs/active");
+        let client = |name: &str, host: &str, connected: u8| {
+            let dir = graph.join(name);
+            std::fs::create_dir_all(dir.join("options")).unwrap();
+            std::fs::write(dir.join("type"), "protocol/client\n").unwrap();
+            let private =
+                format!("[xlator.protocol.client.{name}.priv]\nconnected = {connected}\n");
+            std::fs::write(dir.join("private"), private).unwrap();
+            std::fs::write(dir.join("options/remote-host"), format!("{host}\n")).unwrap();
+            std::fs::write(dir.join("options/remote-subvolume"), "/srv/b/v/brick\n").unwrap();
+        };
+        assert!(
+            unreachable_bricks(root.path()).is_empty(),
+            "no tree, nothing to say"
+        );
+        client("v-client-0", "10.0.0.1", 1);
+        client("v-client-1", "10.0.0.2", 0);
+        client("v-client-2", "10.0.0.3", 0);
+        std::fs::create_dir_all(graph.join("v-replicate-0")).unwrap();
+        std::fs::write(graph.join("v-replicate-0/type"), "cluster/replicate\n").unwrap();
+        assert_eq!(
+            unreachable_bricks(root.path()),
+            ["10.0.0.2:/srv/b/v/brick", "10.0.0.3:/srv/b/v/brick"]
+        );
+    }
+
     pub const USAGE: Usage = Usage {
         bytes_total: 100,
         bytes_available: 60,
@@ -601,6 +676,7 @@ pub(super) mod tests {
         inodes_total: 10,
         inodes_available: 7,
         inodes_used: 3,
+        unreachable: Vec::new(),
     };
 
     /// Checks (timeout 10 s, hung after 45 s) whose looks hang, as on a hung FUSE client,

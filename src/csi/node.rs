@@ -393,7 +393,7 @@ impl Node for NodeService {
         let response = NodeGetVolumeStatsResponse {
             usage,
             volume_condition: Some(VolumeCondition {
-                abnormal: !matches!(health, Health::Alive(_)),
+                abnormal: !matches!(&health, Health::Alive(u) if u.unreachable.is_empty()),
                 message: health.to_string(),
             }),
         };

@@ -47,6 +47,51 @@ impl VolumeHealth {
             && self.split_brain.unwrap_or(0) == 0
     }
 
+    /// What is wrong, in words: the bricks down, the entries to heal, those in split-brain.
+    pub fn troubles(&self) -> String {
+        let down = self.down_bricks();
+        let mut what = Vec::new();
+        if !down.is_empty() {
+            what.push(format!(
+                "{}/{} bricks running (down: {})",
+                self.up(),
+                self.bricks.len(),
+                down.join(", ")
+            ));
+        }
+        if let Some(n) = self.heal_pending.filter(|n| *n > 0) {
+            what.push(format!("{n} entries waiting to be healed"));
+        }
+        if let Some(n) = self.split_brain.filter(|n| *n > 0) {
+            what.push(format!(
+                "{n} entries in split-brain, which gluster does not heal by itself \
+                 (`gluster volume heal {} split-brain ...` picks a copy)",
+                self.volume
+            ));
+        }
+        if what.is_empty() && !self.whole() {
+            what.push("gluster gave no heal summary".into());
+        }
+        what.join("; ")
+    }
+
+    /// One word for the state, then the troubles: whole, degraded (bricks down), split-brain,
+    /// healing, or cannot tell.
+    pub fn state(&self) -> String {
+        let word = if self.whole() {
+            return "whole".into();
+        } else if !self.down_bricks().is_empty() {
+            "degraded"
+        } else if self.split_brain.unwrap_or(0) > 0 {
+            "split-brain"
+        } else if self.heal_pending.unwrap_or(0) > 0 {
+            "healing"
+        } else {
+            "cannot tell"
+        };
+        format!("{word}: {}", self.troubles())
+    }
+
     /// Whether it keeps its quorum if `node` goes down too.
     pub fn keeps_quorum_without(&self, node: &Node) -> bool {
         let names = [
@@ -197,6 +242,10 @@ mod tests {
             (2, Some(21), Some(0))
         );
         assert!(!h.whole());
+        assert!(
+            h.state()
+                .starts_with("degraded: 2/3 bricks running (down: 10.0.0.3:")
+        );
         // With c already down, a second node down costs the quorum (2 of 3); c itself not.
         assert!(!h.keeps_quorum_without(&node("a", "10.0.0.1")));
         assert!(h.keeps_quorum_without(&node("c", "10.0.0.3")));
@@ -205,10 +254,20 @@ mod tests {
         let healed = vec![heal(bricks[0], Some(0), Some(0)); 3];
         let h = VolumeHealth::of(&v, &all, Some(healed));
         assert!(h.whole() && h.keeps_quorum_without(&node("a", "10.0.0.1")));
-        let split = vec![heal(bricks[0], Some(1), Some(1))];
-        assert!(!VolumeHealth::of(&v, &all, Some(split)).whole());
+        assert_eq!(h.state(), "whole");
+        let split = vec![heal(bricks[0], Some(0), Some(1))];
+        let h = VolumeHealth::of(&v, &all, Some(split));
+        assert!(
+            !h.whole()
+                && h.state()
+                    .starts_with("split-brain: 1 entries in split-brain")
+        );
+        let pending = vec![heal(bricks[0], Some(4), Some(0))];
+        let h = VolumeHealth::of(&v, &all, Some(pending));
+        assert_eq!(h.state(), "healing: 4 entries waiting to be healed");
         // No heal summary: copies that may differ are not whole; a plain volume is.
-        assert!(!VolumeHealth::of(&v, &all, None).whole());
+        let h = VolumeHealth::of(&v, &all, None);
+        assert!(!h.whole() && h.state() == "cannot tell: gluster gave no heal summary");
         let plain = volume("Distribute", 0, &bricks[..1]);
         assert!(VolumeHealth::of(&plain, &all, None).whole());
     }

@@ -23,14 +23,14 @@ use crate::pods::{self, CSI_NS, POD_WAIT, kubectl};
 use crate::scenario::Space;
 use crate::support::{env, eventually, local, unique};
 
-const CSI_CLASS: &str = "glusterfs-csi";
+pub(crate) const CSI_CLASS: &str = "glusterfs-csi";
 
 /// The restart test takes the node plugin away for a while; the tests that call it directly
 /// (the kubelet retries by itself) hold this for reading so they never run across a restart.
 static PLUGIN: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 const DRIVER: &str = "glusterfs.gluster.org";
 
-fn kubelet_dir() -> PathBuf {
+pub(crate) fn kubelet_dir() -> PathBuf {
     env().state_dir.join("node/kubelet")
 }
 
@@ -44,7 +44,7 @@ fn fuse_mounts_of(volume: &str) -> Vec<PathBuf> {
         .collect()
 }
 
-fn volume_of(pv: &PersistentVolume) -> String {
+pub(crate) fn volume_of(pv: &PersistentVolume) -> String {
     pv.spec
         .as_ref()
         .unwrap()
@@ -234,7 +234,7 @@ async fn csi_mounts_survive_the_node_plugin_being_killed_or_replaced() {
 }
 
 /// A client of the node plugin's CSI socket, as the kubelet dials it.
-async fn node_client() -> NodeClient<Channel> {
+pub(crate) async fn node_client() -> NodeClient<Channel> {
     let socket = kubelet_dir().join("plugins").join(DRIVER).join("csi.sock");
     let channel = tonic::transport::Endpoint::try_from("http://localhost")
         .unwrap()

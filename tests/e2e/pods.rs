@@ -317,7 +317,7 @@ async fn a_full_claim_fails_the_writer_only() {
 }
 
 /// The Deployment's pods, by name: (Ready, pod IP).
-async fn provisioner_pods(client: &kube::Client) -> Vec<(String, bool, Option<String>)> {
+pub(crate) async fn provisioner_pods(client: &kube::Client) -> Vec<(String, bool, Option<String>)> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), DEPLOYED_NS);
     let list = pods
         .list(&ListParams::default().labels("app.kubernetes.io/name=glusterfs-provisioner"))

@@ -232,16 +232,42 @@ pub struct Prometheus {
 impl Prometheus {
     /// Returns once it answers on `/-/ready`.
     pub async fn start(port: u16, scrape_configs: &str) -> Self {
+        Self::launch(port, scrape_configs, None).await
+    }
+
+    /// The same, with every alert's `for` shortened to `pending`: a test sees an alert fire
+    /// and resolve without waiting the minutes a real pool waits.
+    pub async fn with_alerts_pending(port: u16, scrape_configs: &str, pending: &str) -> Self {
+        Self::launch(port, scrape_configs, Some(pending)).await
+    }
+
+    async fn launch(port: u16, scrape_configs: &str, pending: Option<&str>) -> Self {
         let dir = env().state_dir.join(unique("prometheus"));
         std::fs::create_dir_all(&dir).unwrap();
+        let mut rules = format!("{}/grafana/alerts.yaml", env!("CARGO_MANIFEST_DIR"));
+        if let Some(pending) = pending {
+            let original = std::fs::read_to_string(&rules).unwrap();
+            let shortened: Vec<String> = original
+                .lines()
+                .map(|line| match line.trim_start().strip_prefix("for:") {
+                    Some(_) => format!(
+                        "{}for: {pending}",
+                        &line[..line.len() - line.trim_start().len()]
+                    ),
+                    None => line.to_string(),
+                })
+                .collect();
+            let copy = dir.join("alerts.yaml");
+            std::fs::write(&copy, shortened.join("\n")).unwrap();
+            rules = copy.display().to_string();
+        }
         let config = dir.join("prometheus.yml");
         std::fs::write(
             &config,
             format!(
                 "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\n\
-                 rule_files: [{}/grafana/alerts.yaml]\n\
-                 scrape_configs:\n{scrape_configs}",
-                env!("CARGO_MANIFEST_DIR")
+                 rule_files: [{rules}]\n\
+                 scrape_configs:\n{scrape_configs}"
             ),
         )
         .unwrap();
@@ -287,5 +313,24 @@ impl Prometheus {
 
     pub async fn query(&self, expr: &str) -> serde_json::Value {
         self.api("query", expr).await
+    }
+
+    /// The claims (`persistentvolumeclaim` label) of namespace `ns` for which `alert` fires.
+    pub async fn firing(&self, alert: &str, ns: &str) -> Vec<String> {
+        let expr =
+            format!("ALERTS{{alertname=\"{alert}\",alertstate=\"firing\",namespace=\"{ns}\"}}");
+        let r = self.query(&expr).await;
+        let mut claims: Vec<String> = r["data"]["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| {
+                s["metric"]["persistentvolumeclaim"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        claims.sort();
+        claims
     }
 }

@@ -14,18 +14,20 @@ use kube::ResourceExt;
 use kube::api::Api;
 use serde_json::json;
 
+mod health;
+
 use crate::scenario::*;
 use crate::support::{Provisioner, env, eventually, metrics, unique};
 
 /// One node of the pool, to break and mend: its daemons run in its own network and mount
 /// namespaces, pinned by a holder process.
-struct GlusterNode {
+pub(crate) struct GlusterNode {
     name: String,
     dir: PathBuf,
 }
 
 impl GlusterNode {
-    fn new(name: &str) -> Self {
+    pub(crate) fn new(name: &str) -> Self {
         GlusterNode {
             name: name.into(),
             dir: env().state_dir.join("nodes").join(name),
@@ -41,7 +43,7 @@ impl GlusterNode {
     }
 
     /// Processes named `comm` in the node's network namespace.
-    fn pids(&self, comm: &str) -> Vec<String> {
+    pub(crate) fn pids(&self, comm: &str) -> Vec<String> {
         let out = std::process::Command::new("ip")
             .args(["netns", "pids", &self.name])
             .output()
@@ -55,7 +57,7 @@ impl GlusterNode {
             .collect()
     }
 
-    fn signal(&self, comm: &str, signal: &str) {
+    pub(crate) fn signal(&self, comm: &str, signal: &str) {
         for pid in self.pids(comm) {
             std::process::Command::new("kill")
                 .args([signal, &pid])
@@ -101,7 +103,7 @@ impl GlusterNode {
     }
 
     /// The node as the environment made it: sshd and glusterd running, the original host key.
-    fn mend(&self) {
+    pub(crate) fn mend(&self) {
         let key = self.dir.join("etc/ssh_host_ed25519_key");
         let saved = key.with_extension("orig");
         if saved.exists() {
@@ -647,7 +649,7 @@ async fn peers_seen_by(node: &Node) -> Option<Vec<Peer>> {
 }
 
 /// Whether every node's glusterd sees each of its peers connected.
-async fn pool_whole() -> bool {
+pub(crate) async fn pool_whole() -> bool {
     for node in nodes() {
         let Some(peers) = peers_seen_by(node).await else {
             return false;
@@ -708,139 +710,6 @@ async fn a_node_cut_off_from_the_pool_takes_only_itself_out() {
         pool_whole().await.then_some(())
     })
     .await;
-    s.delete_claim("data").await;
-    s.wait_pv_gone(&pv.name_any()).await;
-}
-
-/// `glusterfs-provisioner status`: (success, output).
-async fn volume_status() -> (bool, String) {
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
-        .args(["status", "--topology"])
-        .arg(env().state_dir.join("topology.json"))
-        .arg("--kubeconfig")
-        .arg(env().state_dir.join("admin.kubeconfig"))
-        .output()
-        .await
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
-
-/// Fault: one brick process of a volume killed (SIGKILL of its `glusterfsd`) while a client
-/// writes. `status` names the claim, shows 2/3 bricks and entries waiting to be healed, says
-/// that taking either other node down would cost the volume its quorum, and fails; once the
-/// brick is started again and healed, it reports the volume whole and passes.
-#[tokio::test]
-async fn status_reports_a_killed_brick_until_the_volume_has_healed() {
-    let port = 18096;
-    let ns = unique("brickdown");
-    let name = format!("e2e.gluster.org/{ns}");
-    let quick = [("HEALTH_INTERVAL_SECONDS", "5")];
-    let s = Scenario {
-        space: Space::create(ns, &name).await,
-        provisioner: Provisioner::start_at(&name, &quick, &format!("127.0.0.1:{port}")).await,
-    };
-    let three = s
-        .class(json!({"volumetype": "replicate:3"}), "Delete")
-        .await;
-    let data = s.claim("data", &three, "1Gi", "ReadWriteOnce").await;
-    let pv = s.bound_pv("data").await;
-    let volume = glusterfs_path(&pv);
-    let claim = format!("{}/data", s.ns);
-    let row = |out: &str| {
-        let found = out.lines().find(|l| l.contains(&volume));
-        found.unwrap_or_default().to_string()
-    };
-    let mount = Mount::of(&s, &pv).await;
-    std::fs::write(mount.path().join("before"), "x").unwrap();
-    let (ok, out) = volume_status().await;
-    assert!(ok, "{out}");
-    assert!(
-        row(&out).starts_with(&claim) && row(&out).contains(" 3/3 "),
-        "{out}"
-    );
-    assert!(row(&out).ends_with("whole"), "{out}");
-
-    let victim = &nodes()[2];
-    let status = gluster_cli(&["volume", "status", &volume, "--xml"]).await;
-    let processes = glusterfs_provisioner::gluster::xml::parse_volume_status(&status).unwrap();
-    let brick = processes
-        .iter()
-        .find(|p| p.hostname == victim.storage_address.to_string() && p.brick().is_some())
-        .unwrap();
-    crate::support::local("kill", &["-KILL", &brick.pid.to_string()]).await;
-    for i in 0..20 {
-        std::fs::write(mount.path().join(format!("during-{i}")), "x").unwrap();
-    }
-    let out = eventually(BIND_WAIT, "status reporting the brick down", || async {
-        let (ok, out) = volume_status().await;
-        (!ok && row(&out).contains(" 2/3 ")).then_some(out)
-    })
-    .await;
-    println!("degraded:\n{out}");
-    let line = row(&out);
-    assert!(
-        line.contains("degraded") && line.contains(&victim.storage_address.to_string()),
-        "{out}"
-    );
-    let pending: u64 = line.split_whitespace().nth(4).unwrap().parse().unwrap();
-    assert!(pending > 0, "{out}");
-    for node in &nodes()[..2] {
-        let said = out
-            .lines()
-            .find(|l| l.starts_with(&format!("node {} ", node.name)));
-        assert!(said.unwrap().contains(&volume), "{out}");
-    }
-    // The provisioner's own sweep: the claim's Warning naming the brick, and the metrics.
-    let note = s.event(&data, "VolumeDegraded").await;
-    assert!(
-        note.contains(&victim.storage_address.to_string()),
-        "{note:?}"
-    );
-    let labels = format!(
-        "{{namespace=\"{}\",persistentvolumeclaim=\"data\",volume=\"{volume}\"}}",
-        s.ns
-    );
-    eventually(BIND_WAIT, "the metrics showing 2 of 3 bricks", || async {
-        let up = format!("glusterfs_provisioner_volume_bricks_up{labels} 2");
-        metrics(port).await.contains(&up).then_some(())
-    })
-    .await;
-
-    gluster_cli(&["volume", "start", &volume, "force"]).await;
-    let out = eventually(BIND_WAIT, "status reporting the volume whole", || async {
-        let (ok, out) = volume_status().await;
-        (ok && row(&out).ends_with("whole")).then_some(out)
-    })
-    .await;
-    println!("healed:\n{out}");
-    let note = s.event(&data, "VolumeHealed").await;
-    assert!(note.contains("whole again"), "{note:?}");
-    eventually(
-        BIND_WAIT,
-        "the metrics showing the volume whole",
-        || async {
-            let text = metrics(port).await;
-            let whole = [
-                format!("glusterfs_provisioner_volume_bricks_up{labels} 3"),
-                format!("glusterfs_provisioner_volume_heal_pending_entries{labels} 0"),
-            ];
-            whole.iter().all(|w| text.contains(w)).then_some(())
-        },
-    )
-    .await;
-    for i in 0..20 {
-        let name = format!("during-{i}");
-        assert_eq!(
-            std::fs::read_to_string(mount.path().join(name)).unwrap(),
-            "x"
-        );
-    }
-    mount.unmount().await;
     s.delete_claim("data").await;
     s.wait_pv_gone(&pv.name_any()).await;
 }
