@@ -1,0 +1,168 @@
+//! How close provisioning gets to GlusterFS's own limit, and what the controller costs at
+//! scale. Runs against the real environment (`e2e/bench` brings it up) and a release build of
+//! the provisioner under its restricted identity:
+//!
+//! 1. the baseline: N volumes made by gluster's own CLI, run on the nodes by this benchmark
+//!    through the system's `ssh` (no provisioner code), serially and in parallel, with the same
+//!    steps the provisioner takes; then their stop + delete;
+//! 2. a burst of N claims (at each `--commands` setting, then the defaults): per-claim latency
+//!    from creation to Bound, from watch events; then deleted, until every PV, volume and brick
+//!    directory is gone;
+//! 3. claims one at a time, each waited for;
+//! 4. scale: 10 claims on an empty cluster; then 20,000 PVs of ours (with GIDs, Endpoints and
+//!    Services) and 20,000 bound claims in the API server: time to ready, memory, idle CPU,
+//!    and 10 claims on top.
+//!
+//! Prints a table and writes `results.json` and `latency.png` to `--out`.
+//! Flags: `--claims N` (30), `--one-by-one N` (10), `--commands K,K,..` (bursts at these
+//! `GLUSTER_COMMANDS` too), `--scale N` (20000), `--only bursts|scale` (phases 1-3 or 4),
+//! `--out DIR` (target/bench).
+
+#[path = "../../tests/e2e/support.rs"]
+#[allow(dead_code)]
+mod support;
+
+#[path = "../../tests/e2e/scenario.rs"]
+#[allow(dead_code)]
+mod scenario;
+
+mod baseline;
+mod bursts;
+mod process;
+mod report;
+mod scale;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{StreamExt, stream};
+use glusterfs_provisioner::config::Cluster;
+use glusterfs_provisioner::gluster::{Brick, plan};
+use glusterfs_provisioner::k8s::objects;
+use k8s_openapi::api::core::v1::{
+    Endpoints, Namespace, PersistentVolume, PersistentVolumeClaim, Service,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use plotters::prelude::*;
+use serde_json::{Value, json};
+
+use scenario::{brick_dirs, from_json, gluster_volumes};
+use support::{Provisioner, admin_client, env, eventually, unique};
+
+use baseline::*;
+use bursts::*;
+use process::*;
+use report::*;
+use scale::*;
+
+const TIMEOUT: Duration = Duration::from_secs(900);
+const GID_MIN: u32 = 40000;
+/// The preloaded PVs' GIDs: a range of their own, so the bursts' class has all of its own.
+const SCALE_GID_MIN: u32 = 100_000;
+const PRELOADED_ROOT: &str = "/srv/gluster/preloaded";
+
+struct Options {
+    claims: usize,
+    one_by_one: usize,
+    scale: usize,
+    /// `GLUSTER_COMMANDS` settings to compare bursts at, besides the default.
+    commands: Vec<u16>,
+    /// Only phases 1 to 3 (`bursts`) or only phase 4 (`scale`).
+    only: Option<String>,
+    out: PathBuf,
+}
+
+fn options() -> Options {
+    let mut o = Options {
+        claims: 30,
+        one_by_one: 10,
+        scale: 20000,
+        commands: Vec::new(),
+        only: None,
+        out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        let mut value = || args.next().unwrap_or_else(|| panic!("{a} needs a value"));
+        match a.as_str() {
+            "--claims" => o.claims = value().parse().expect("--claims N"),
+            "--scale" => o.scale = value().parse().expect("--scale N"),
+            "--one-by-one" => o.one_by_one = value().parse().expect("--one-by-one N"),
+            "--commands" => {
+                o.commands = value()
+                    .split(',')
+                    .map(|k| k.parse().expect("--commands K,K,..."))
+                    .collect()
+            }
+            "--only" => o.only = Some(value()),
+            "--out" => o.out = value().into(),
+            _ => {} // cargo bench adds --bench
+        }
+    }
+    o
+}
+
+fn log(msg: impl AsRef<str>) {
+    eprintln!("[bench] {}", msg.as_ref());
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// p50, p95 and max of `values`.
+fn percentiles(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((v.len() as f64 * q).ceil() as usize).clamp(1, v.len()) - 1];
+    (at(0.5), at(0.95), *v.last().unwrap())
+}
+
+#[tokio::main]
+async fn main() {
+    let o = options();
+    std::fs::create_dir_all(&o.out).unwrap();
+    let env = env();
+    let cluster = env.topology.clusters[0].clone();
+    let client = admin_client().await;
+    let cli = Cli::new();
+    // Connections open before any clock starts.
+    for node in &cluster.nodes {
+        cli.run(&node.ssh_address, "gluster --version >/dev/null\n")
+            .await;
+    }
+    let name = format!("bench.gluster.org/{}", unique("p"));
+    let burst = Burst::new(&client, &name).await;
+    let (mut rows, mut results, mut series) = (Vec::new(), json!({}), Vec::new());
+    let mut add = |(more_rows, more_results): (Vec<Row>, Value)| {
+        rows.extend(more_rows);
+        let more = more_results.as_object().unwrap().clone();
+        results.as_object_mut().unwrap().extend(more);
+    };
+    if o.only.as_deref() != Some("scale") {
+        let (rows, results, lines) = bursts(&o, &cli, &cluster, &burst, &name).await;
+        add((rows, results));
+        series = lines;
+    }
+    if o.only.as_deref() != Some("bursts") {
+        add(scale(&o, &client, &cluster, &burst, &name).await);
+    }
+
+    println!();
+    for (k, v, target) in &rows {
+        println!("{k:<46} {v:<40} {target}");
+    }
+    let json_path = o.out.join("results.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    println!("\nresults: {}", json_path.display());
+    if !series.is_empty() {
+        let png = o.out.join("latency.png");
+        chart(&png, &series);
+        println!("chart:   {}", png.display());
+    }
+}
