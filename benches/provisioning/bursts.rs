@@ -252,11 +252,11 @@ pub(crate) async fn burst_and_delete(
 /// `n` claims, each made once the one before is Bound: an `OrderedReady` StatefulSet. One
 /// claim before them, not counted, opens the provisioner's SSH connections (the baseline's
 /// are open before its clock starts).
-pub(crate) async fn one_by_one(burst: &Burst, n: usize) -> Vec<f64> {
-    let mut claims = burst.provision(1, "warm").await.made;
+pub(crate) async fn one_by_one(burst: &Burst, n: usize, prefix: &str) -> Vec<f64> {
+    let mut claims = burst.provision(1, &format!("{prefix}-warm")).await.made;
     let mut latencies = Vec::new();
     for i in 0..n {
-        let one = burst.provision(1, &format!("one{i}")).await;
+        let one = burst.provision(1, &format!("{prefix}{i}")).await;
         latencies.extend(one.to_bound);
         claims.extend(one.made);
     }
@@ -309,14 +309,16 @@ pub(crate) async fn bursts(
         log(format!(
             "2. burst of {n} with GLUSTER_COMMANDS={k}, then its delete"
         ));
-        let (mut provisioner, _, _) = start_provisioner(name, &burst.class, Some(k)).await;
+        let k_var = k.to_string();
+        let vars = [("GLUSTER_COMMANDS", k_var.as_str())];
+        let (mut provisioner, _, _) = start_provisioner(name, &burst.class, &vars).await;
         runs.push(burst_and_delete(burst, n, &format!("k{k}"), Some(k)).await);
         // Stopped as a pod is, so the next start does not wait out a dead leader's lease.
         provisioner.stop().await;
     }
-    let (mut provisioner, _, _) = start_provisioner(name, &burst.class, None).await;
+    let (mut provisioner, _, _) = start_provisioner(name, &burst.class, &[]).await;
     log(format!("3. {} claims one at a time", o.one_by_one));
-    let single = one_by_one(burst, o.one_by_one).await;
+    let single = one_by_one(burst, o.one_by_one, "one").await;
     log(format!("2. burst of {n} at the defaults, then its delete"));
     let main = burst_and_delete(burst, n, "burst", None).await;
     provisioner.stop().await;

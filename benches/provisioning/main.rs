@@ -11,12 +11,15 @@
 //! 3. claims one at a time, each waited for;
 //! 4. scale: 10 claims on an empty cluster; then 20,000 PVs of ours (with GIDs, Endpoints and
 //!    Services) and 20,000 bound claims in the API server: time to ready, memory, idle CPU,
-//!    and 10 claims on top.
+//!    and 10 claims on top;
+//! 5. the health sweep: N volumes made raw on the nodes with PVs of ours, the provisioner's
+//!    first look at all of them (seconds, gluster commands, CPU), and claims one at a time
+//!    with the sweep idle and with it running back to back.
 //!
 //! Prints a table and writes `results.json` and `latency.png` to `--out`.
 //! Flags: `--claims N` (30), `--one-by-one N` (10), `--commands K,K,..` (bursts at these
-//! `GLUSTER_COMMANDS` too), `--scale N` (20000), `--only bursts|scale` (phases 1-3 or 4),
-//! `--out DIR` (target/bench).
+//! `GLUSTER_COMMANDS` too), `--scale N` (20000), `--sweep N` (500),
+//! `--only bursts|scale|sweep` (phases 1-3, 4 or 5), `--out DIR` (target/bench).
 
 #[path = "../../tests/e2e/support.rs"]
 #[allow(dead_code)]
@@ -31,14 +34,15 @@ mod bursts;
 mod process;
 mod report;
 mod scale;
+mod sweep;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
-use glusterfs_provisioner::config::Cluster;
+use glusterfs_provisioner::config::{Cluster, Node};
 use glusterfs_provisioner::gluster::{Brick, plan};
 use glusterfs_provisioner::k8s::objects;
 use k8s_openapi::api::core::v1::{
@@ -59,6 +63,7 @@ use bursts::*;
 use process::*;
 use report::*;
 use scale::*;
+use sweep::*;
 
 const TIMEOUT: Duration = Duration::from_secs(900);
 const GID_MIN: u32 = 40000;
@@ -70,9 +75,11 @@ struct Options {
     claims: usize,
     one_by_one: usize,
     scale: usize,
+    /// Volumes the health sweep looks at.
+    sweep: usize,
     /// `GLUSTER_COMMANDS` settings to compare bursts at, besides the default.
     commands: Vec<u16>,
-    /// Only phases 1 to 3 (`bursts`) or only phase 4 (`scale`).
+    /// Only phases 1 to 3 (`bursts`), 4 (`scale`) or 5 (`sweep`).
     only: Option<String>,
     out: PathBuf,
 }
@@ -82,6 +89,7 @@ fn options() -> Options {
         claims: 30,
         one_by_one: 10,
         scale: 20000,
+        sweep: 500,
         commands: Vec::new(),
         only: None,
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench"),
@@ -92,6 +100,7 @@ fn options() -> Options {
         match a.as_str() {
             "--claims" => o.claims = value().parse().expect("--claims N"),
             "--scale" => o.scale = value().parse().expect("--scale N"),
+            "--sweep" => o.sweep = value().parse().expect("--sweep N"),
             "--one-by-one" => o.one_by_one = value().parse().expect("--one-by-one N"),
             "--commands" => {
                 o.commands = value()
@@ -144,13 +153,18 @@ async fn main() {
         let more = more_results.as_object().unwrap().clone();
         results.as_object_mut().unwrap().extend(more);
     };
-    if o.only.as_deref() != Some("scale") {
+    let runs = |phase: &str| o.only.as_deref().is_none_or(|only| only == phase);
+    if runs("bursts") {
         let (rows, results, lines) = bursts(&o, &cli, &cluster, &burst, &name).await;
         add((rows, results));
         series = lines;
     }
-    if o.only.as_deref() != Some("bursts") {
+    if runs("scale") {
         add(scale(&o, &client, &cluster, &burst, &name).await);
+    }
+    // Last: its volumes stay until the environment goes down.
+    if runs("sweep") {
+        add(sweep(&o, &client, &cli, &cluster, &burst, &name).await);
     }
 
     println!();

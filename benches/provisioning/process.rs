@@ -53,21 +53,16 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// The provisioner as deployed (release build, restricted identity), with its defaults or
-/// `commands` gluster commands at once; and the seconds it took to be ready for `class`.
+/// The provisioner as deployed (release build, restricted identity), with the environment
+/// `vars` on top of its defaults; and the seconds it took to be ready for `class`.
 pub(crate) async fn start_provisioner(
     name: &str,
     class: &str,
-    commands: Option<u16>,
+    vars: &[(&str, &str)],
 ) -> (Provisioner, u16, f64) {
     let port = free_port();
     let started = Instant::now();
-    let commands = commands.map(|k| k.to_string());
-    let vars: Vec<(&str, &str)> = commands
-        .iter()
-        .map(|k| ("GLUSTER_COMMANDS", k.as_str()))
-        .collect();
-    let provisioner = Provisioner::spawn(name, &vars, &format!("127.0.0.1:{port}"), "info");
+    let provisioner = Provisioner::spawn(name, vars, &format!("127.0.0.1:{port}"), "info");
     let ready = time_to_ready(port, class, started).await;
     (provisioner, port, ready)
 }

@@ -4,13 +4,15 @@ use super::*;
 
 /// `n` bound claims with PVs of ours (GIDs from `SCALE_GID_MIN`), Endpoints and Services, as the
 /// provisioner and the PV controller would have left them (the bind written here, so the
-/// controller has nothing to do); Retain, so nothing could ever delete a real volume.
+/// controller has nothing to do); Retain, so nothing could ever delete a real volume. Each
+/// node's bricks are recorded under `root(node)`.
 pub(crate) async fn preload(
     client: &Client,
     provisioner: &str,
     cluster: &Cluster,
     n: usize,
-) -> String {
+    root: fn(&Node) -> PathBuf,
+) -> Preloaded {
     let params = json!({"gidMin": SCALE_GID_MIN.to_string(),
                         "gidMax": (SCALE_GID_MIN + n as u32).to_string()});
     let (ns, class) = namespace_and_class(client, "scale", provisioner, "Retain", params).await;
@@ -20,8 +22,8 @@ pub(crate) async fn preload(
     let eps = Api::<Endpoints>::namespaced(client.clone(), &ns);
     let svcs = Api::<Service>::namespaced(client.clone(), &ns);
     let started = Instant::now();
-    stream::iter(0..n)
-        .for_each_concurrent(64, |i| {
+    let volumes = stream::iter(0..n)
+        .map(|i| {
             let (class, class_name) = (&class, &class_name);
             let (claims, pvs, eps, svcs, ns) = (&claims, &pvs, &eps, &svcs, &ns);
             async move {
@@ -47,9 +49,7 @@ pub(crate) async fn preload(
                 let bricks: Vec<Brick> = cluster
                     .nodes
                     .iter()
-                    // A root outside the topology: these volumes hold no real space, so they
-                    // must not fill the real roots' promises.
-                    .map(|node| Brick::new(node, Path::new(PRELOADED_ROOT), &volume))
+                    .map(|node| Brick::new(node, &root(node), &volume))
                     .collect();
                 let ep_name = objects::endpoints_name("glusterfs-dynamic", &uid);
                 let recorded = BTreeMap::from([
@@ -84,8 +84,11 @@ pub(crate) async fn preload(
                 eps.create(&PostParams::default(), &ep).await.unwrap();
                 let svc = objects::service(&ep_name, ns, &name, &uid);
                 svcs.create(&PostParams::default(), &svc).await.unwrap();
+                (volume, bricks)
             }
         })
+        .buffer_unordered(64)
+        .collect()
         .await;
     log(format!(
         "preloaded {n} claims, PVs, Endpoints and Services in {:.0} s",
@@ -105,7 +108,18 @@ pub(crate) async fn preload(
         (bound == n).then_some(())
     })
     .await;
-    class_name
+    Preloaded {
+        class: class_name,
+        ns,
+        volumes,
+    }
+}
+
+/// What [`preload`] made: the class and namespace of the claims, each volume and its bricks.
+pub(crate) struct Preloaded {
+    pub(crate) class: String,
+    pub(crate) ns: String,
+    pub(crate) volumes: Vec<(String, Vec<Brick>)>,
 }
 
 /// Phase 4: 10 claims on an empty cluster; then `--scale` PVs and claims preloaded, the
@@ -117,14 +131,16 @@ pub(crate) async fn scale(
     burst: &Burst,
     name: &str,
 ) -> (Vec<Row>, Value) {
-    let (mut provisioner, _, ready_small) = start_provisioner(name, &burst.class, None).await;
+    let (mut provisioner, _, ready_small) = start_provisioner(name, &burst.class, &[]).await;
     log("4. 10 claims at once on an empty cluster, the better of two");
     let empty = best_of_two(burst, "empty").await;
     provisioner.stop().await;
 
     log(format!("5. scale: {} PVs and bound claims", o.scale));
-    let scale_class = preload(client, name, cluster, o.scale).await;
-    let (mut provisioner, _, ready_scale) = start_provisioner(name, &scale_class, None).await;
+    // A root outside the topology: these volumes hold no real space, so they must not fill the
+    // real roots' promises.
+    let scale_class = preload(client, name, cluster, o.scale, |_| PRELOADED_ROOT.into()).await;
+    let (mut provisioner, _, ready_scale) = start_provisioner(name, &scale_class.class, &[]).await;
     let pid = provisioner.pid().unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (rss_steady, _) = memory(pid);
