@@ -311,6 +311,19 @@ impl InFlight {
     }
 }
 
+impl Metrics {
+    /// Provisions and deletes in flight now, of every kind.
+    pub fn operations_in_flight(&self) -> i64 {
+        use prometheus::core::Collector;
+        self.in_flight
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_gauge().get_value() as i64)
+            .sum()
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.dec();
@@ -330,12 +343,15 @@ mod tests {
             .inc();
         {
             let _g = InFlight::start(&m, "provision");
+            let _d = InFlight::start(&m, "delete");
+            assert_eq!(m.operations_in_flight(), 2);
             assert!(
                 m.render().contains(
                     "glusterfs_provisioner_operations_in_flight{operation=\"provision\"} 1"
                 )
             );
         }
+        assert_eq!(m.operations_in_flight(), 0);
         let text = m.render();
         assert!(
             text.contains(

@@ -27,6 +27,8 @@ const AT_ONCE: usize = 4;
 const TICK: Duration = Duration::from_secs(10);
 /// A degraded or healing volume is looked at again this soon.
 const AGAIN_UNWELL: Duration = Duration::from_secs(15);
+/// Longest a look waits for provisions and deletes to finish before it starts anyway.
+const YIELD_AT_MOST: Duration = Duration::from_secs(30);
 
 /// A volume being watched: its claim, when to look next, since when it is not whole.
 struct Watched {
@@ -113,6 +115,7 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
         let due: Vec<&mut Watched> = watched.values_mut().filter(|w| w.next <= now).collect();
         let looks = futures::stream::iter(due)
             .map(|w| async {
+                yield_to_operations(&ctx).await;
                 let look = match ssh.cluster(Some(&w.cluster)) {
                     Ok(cluster) => ssh.volume_health(cluster, &w.volume).await,
                     Err(e) => Err(e),
@@ -133,6 +136,16 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
                 }
             }
         }
+    }
+}
+
+/// Waits while claims are being provisioned or deleted (for at most [`YIELD_AT_MOST`]): a look
+/// runs `glfsheal` on the nodes, and a claim waiting for its volume matters more than a
+/// volume's next look.
+async fn yield_to_operations(ctx: &Context) {
+    let until = Instant::now() + YIELD_AT_MOST;
+    while ctx.metrics.operations_in_flight() > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
