@@ -110,21 +110,40 @@ pub(crate) async fn sweep(
         let script = format!("mkdir -p {}\n", dirs.join(" "));
         cli.run(&node.ssh_address, &script).await;
     }
+    // One at a time: glusterd 10 attaching bricks to a multiplexed process for several new
+    // volumes at once fails some (`attach_brick_callback`: "Failed to store volinfo"), and
+    // leaves them Started with no brick running.
     let started = Instant::now();
-    stream::iter(pre.volumes.iter().enumerate())
-        .map(|(i, (volume, bricks))| async move {
-            let specs: Vec<String> = bricks.iter().map(Brick::spec).collect();
-            let script = format!(
-                "{GLUSTER_FN}g volume create {volume} replica 3 {} force\n\
-                 g volume start {volume}\n",
-                specs.join(" ")
-            );
-            cli.run(&nodes[i % nodes.len()].ssh_address, &script).await;
-        })
-        .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await;
+    for (volume, bricks) in &pre.volumes {
+        let specs: Vec<String> = bricks.iter().map(Brick::spec).collect();
+        let script = format!(
+            "{GLUSTER_FN}g volume create {volume} replica 3 {} force\n\
+             g volume start {volume}\n",
+            specs.join(" ")
+        );
+        cli.run(&nodes[0].ssh_address, &script).await;
+    }
     let made = secs(started.elapsed());
+    // Every brick must run, or the looks measured are cheaper than real ones.
+    let ssh = support::ssh();
+    let down: Vec<&String> = stream::iter(&pre.volumes)
+        .map(|(volume, _)| {
+            let ssh = &ssh;
+            async move {
+                let args = ["volume", "status", volume, "--xml"].map(String::from);
+                let out = ssh.run_ok(&nodes[0].ssh_address, "gluster", &args).await;
+                let bricks = xml::parse_volume_status(&out.unwrap()).unwrap();
+                let running = bricks
+                    .iter()
+                    .filter(|b| b.brick().is_some() && b.status == 1);
+                (running.count() < 3).then_some(volume)
+            }
+        })
+        .buffer_unordered(4)
+        .filter_map(|down| async move { down })
+        .collect()
+        .await;
+    assert!(down.is_empty(), "volumes with bricks down: {down:?}");
     let (processes, brick_rss) = brick_processes();
     log(format!(
         "{n} volumes made and started in {made:.0} s; {processes} brick processes, {:.0} MiB",
