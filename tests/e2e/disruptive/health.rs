@@ -291,6 +291,17 @@ async fn a_node_outage_degrades_every_volume_until_each_has_healed() {
     let csi = (&pvs[2], pods[2].uid().unwrap());
     let (abnormal, message) = condition(csi.0, &csi.1).await;
     assert!(!abnormal, "{message}");
+    // Each volume looked at and found whole first: its next look is 10 minutes away, so only
+    // the node going down can bring one sooner.
+    let whole = format!(
+        "glusterfs_provisioner_volume_bricks_up{{namespace=\"{}\"}} == 3",
+        space.ns
+    );
+    eventually(BIND_WAIT, "every volume looked at, whole", || async {
+        let r = prometheus.query(&whole).await;
+        (r["data"]["result"].as_array()?.len() == names.len()).then_some(())
+    })
+    .await;
 
     let victim = &nodes()[2];
     let address = victim.storage_address.to_string();
