@@ -95,9 +95,14 @@ pub(crate) async fn sweep(
         "5. health sweep: {n} volumes made raw on the nodes (bricks multiplexed), with PVs"
     ));
     // Without multiplexing, 3 brick processes of about 21 MiB per volume would not fit this
-    // machine at 500 volumes.
+    // machine at 500 volumes. One process holds about 75 bricks before it runs out of file
+    // descriptors (about 260 a brick, its limit 20,000) and further bricks fail to attach: 50
+    // a process.
     let nodes = &cluster.nodes;
-    let all = format!("{GLUSTER_FN}g volume set all cluster.brick-multiplex on\n");
+    let all = format!(
+        "{GLUSTER_FN}g volume set all cluster.brick-multiplex on\n\
+         g volume set all cluster.max-bricks-per-process 50\n"
+    );
     cli.run(&nodes[0].ssh_address, &all).await;
     let pre = preload(client, name, cluster, n, sweep_root).await;
     for node in nodes {
