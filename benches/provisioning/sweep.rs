@@ -115,9 +115,8 @@ pub(crate) async fn sweep(
         let script = format!("mkdir -p {}\n", dirs.join(" "));
         cli.run(&node.ssh_address, &script).await;
     }
-    // One at a time: glusterd 10 attaching bricks to a multiplexed process for several new
-    // volumes at once fails some (`attach_brick_callback`: "Failed to store volinfo"), and
-    // leaves them Started with no brick running.
+    // One at a time, as an operator's script would: made several at once, glusterd 10 logged
+    // failed brick attaches (`attach_brick_callback`: "Failed to store volinfo").
     let started = Instant::now();
     for (volume, bricks) in &pre.volumes {
         let specs: Vec<String> = bricks.iter().map(Brick::spec).collect();
