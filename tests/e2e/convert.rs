@@ -60,6 +60,7 @@ async fn delete_pod(space: &Space, pod: &str) {
 
 #[tokio::test]
 async fn convert_moves_a_glusterfs_pv_to_csi_keeping_the_data() {
+    let _stable = crate::csi::PLUGIN.read().await;
     let space = Space::deployed("convert").await;
     let class = pods::example_class().await;
     let claim = space.claim("data", &class, "1Gi", "ReadWriteOnce").await;

@@ -25,9 +25,10 @@ use crate::support::{env, eventually, local, unique};
 
 pub(crate) const CSI_CLASS: &str = "glusterfs-csi";
 
-/// The restart test takes the node plugin away for a while; the tests that call it directly
-/// (the kubelet retries by itself) hold this for reading so they never run across a restart.
-static PLUGIN: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+/// The restart test takes the node plugin away for a while. The tests that call it directly,
+/// or whose pods mount CSI volumes, hold this for reading so they never run across a restart:
+/// the kubelet's retries of a mount back off to two minutes, longer than a test waits for a pod.
+pub(crate) static PLUGIN: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 const DRIVER: &str = "glusterfs.gluster.org";
 
 pub(crate) fn kubelet_dir() -> PathBuf {
@@ -67,6 +68,7 @@ async fn wait_unmounted(volume: &str) {
 
 #[tokio::test]
 async fn csi_statefulset_example_pods_write_keep_their_data_and_unmount() {
+    let _stable = PLUGIN.read().await;
     let space = Space::deployed("csi-sts").await;
     let pv_names = pods::statefulset_case(space, CSI_CLASS).await;
     // `statefulset_case` deleted everything: the kubelet unpublished and unstaged each volume.
@@ -78,11 +80,13 @@ async fn csi_statefulset_example_pods_write_keep_their_data_and_unmount() {
 
 #[tokio::test]
 async fn csi_non_root_pod_writes_through_the_pv_gid() {
+    let _stable = PLUGIN.read().await;
     pods::non_root_case(Space::deployed("csi-nonroot").await, CSI_CLASS).await;
 }
 
 #[tokio::test]
 async fn csi_two_pods_share_a_read_write_many_claim() {
+    let _stable = PLUGIN.read().await;
     pods::rwx_case(Space::deployed("csi-rwx").await, CSI_CLASS).await;
 }
 
@@ -102,6 +106,7 @@ async fn used_bytes(ns: &str, claim: &str) -> Option<f64> {
 
 #[tokio::test]
 async fn csi_volume_stats_follow_what_a_pod_writes() {
+    let _stable = PLUGIN.read().await;
     let space = Space::deployed("csi-stats").await;
     space.claim("data", CSI_CLASS, "1Gi", "ReadWriteOnce").await;
     let pv = space.bound_pv("data").await;
