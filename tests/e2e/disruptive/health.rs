@@ -107,6 +107,24 @@ async fn prometheus(port: u16, targets: &[String]) -> Prometheus {
     Prometheus::with_alerts_pending(port, &scrape, "5s").await
 }
 
+/// A space served by a provisioner of the test's own with metrics on `port` and a look every
+/// 5 s at a whole volume, a Prometheus on `prometheus_port` scraping it, and a `replicate:3`
+/// class.
+async fn watched(tag: &str, port: u16, prometheus_port: u16) -> (Scenario, Prometheus, String) {
+    let ns = unique(tag);
+    let name = format!("e2e.gluster.org/{ns}");
+    let quick = [("HEALTH_INTERVAL_SECONDS", "5")];
+    let s = Scenario {
+        space: Space::create(ns, &name).await,
+        provisioner: Provisioner::start_at(&name, &quick, &format!("127.0.0.1:{port}")).await,
+    };
+    let prometheus = prometheus(prometheus_port, &[format!("127.0.0.1:{port}")]).await;
+    let three = s
+        .class(json!({"volumetype": "replicate:3"}), "Delete")
+        .await;
+    (s, prometheus, three)
+}
+
 /// Waits until the claims for which `alert` fires in `ns` are exactly `claims`.
 async fn alert_firing_for(prometheus: &Prometheus, alert: &str, ns: &str, claims: &[&str]) {
     let what = format!("{alert} firing for {claims:?}");
@@ -124,17 +142,7 @@ async fn alert_firing_for(prometheus: &Prometheus, alert: &str, ns: &str, claims
 #[tokio::test]
 async fn status_reports_a_killed_brick_until_the_volume_has_healed() {
     let port = 18096;
-    let ns = unique("brickdown");
-    let name = format!("e2e.gluster.org/{ns}");
-    let quick = [("HEALTH_INTERVAL_SECONDS", "5")];
-    let s = Scenario {
-        space: Space::create(ns, &name).await,
-        provisioner: Provisioner::start_at(&name, &quick, &format!("127.0.0.1:{port}")).await,
-    };
-    let prometheus = prometheus(19096, &[format!("127.0.0.1:{port}")]).await;
-    let three = s
-        .class(json!({"volumetype": "replicate:3"}), "Delete")
-        .await;
+    let (s, prometheus, three) = watched("brickdown", port, 19096).await;
     let data = s.claim("data", &three, "1Gi", "ReadWriteOnce").await;
     let pv = s.bound_pv("data").await;
     let volume = glusterfs_path(&pv);
@@ -425,17 +433,7 @@ async fn write_with_only(s: &Space, volume: &str, keep: &Node, text: &str) {
 #[tokio::test]
 async fn a_file_in_split_brain_is_named_counted_and_alerted() {
     let port = 18097;
-    let ns = unique("splitbrain");
-    let name = format!("e2e.gluster.org/{ns}");
-    let quick = [("HEALTH_INTERVAL_SECONDS", "5")];
-    let s = Scenario {
-        space: Space::create(ns, &name).await,
-        provisioner: Provisioner::start_at(&name, &quick, &format!("127.0.0.1:{port}")).await,
-    };
-    let prometheus = prometheus(19098, &[format!("127.0.0.1:{port}")]).await;
-    let three = s
-        .class(json!({"volumetype": "replicate:3"}), "Delete")
-        .await;
+    let (s, prometheus, three) = watched("splitbrain", port, 19098).await;
     s.claim("data", &three, "1Gi", "ReadWriteOnce").await;
     let pv = s.bound_pv("data").await;
     let volume = glusterfs_path(&pv);
