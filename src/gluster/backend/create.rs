@@ -1,0 +1,147 @@
+//! Making a volume: placing its bricks, then the gluster work on them.
+
+use super::*;
+
+impl SshBackend {
+    pub async fn make(&self, req: &VolumeRequest<'_>) -> Result<ProvisionedVolume> {
+        let cluster = self.cluster(req.cluster)?;
+        let bricks = req.durability.bricks() as usize;
+        if bricks > cluster.nodes.len() {
+            return Err(Error::Placement(format!(
+                "volumetype {} needs {bricks} bricks on distinct nodes, but cluster {:?} has {} nodes",
+                req.durability,
+                cluster.name,
+                cluster.nodes.len()
+            )));
+        }
+        let mut existing = None;
+        if self.listed(cluster, req.name).await? {
+            existing = self.volume_info(cluster, req.name).await?;
+        }
+        let bricks = match &existing {
+            Some(volume) => self.bricks_of(cluster, volume)?,
+            None => {
+                let (mut capacity, unreadable) = self.capacity(cluster).await;
+                // A node is left out for the first reason found: its glusterd, its roots.
+                let health: Vec<NodeHealth> = self
+                    .health(cluster)
+                    .await
+                    .iter()
+                    .map(|h| match unreadable.iter().find(|u| u.node == h.node) {
+                        Some(u) if h.is_up() => u.clone(),
+                        _ => h.clone(),
+                    })
+                    .collect();
+                capacity.retain(|c| health.iter().any(|h| h.node == c.node.name && h.is_up()));
+                // Counting and placing under one lock: claims of a burst see each other.
+                let mut placing = self.placing.lock().expect("placing lock");
+                // A volume placed earlier whose PV now exists is counted from its PV.
+                let mut saved = Vec::new();
+                req.promised.each(&mut |p| {
+                    if placing.contains_key(&p.volume) {
+                        saved.push(p.volume.clone());
+                    }
+                    plan::count_promises(&mut capacity, [&p]);
+                });
+                for name in saved {
+                    placing.remove(&name);
+                }
+                plan::count_promises(&mut capacity, placing.values());
+                let bytes = req.size_gib << 30;
+                let bricks =
+                    plan::place_bricks(cluster, &capacity, req.durability, bytes, req.name)
+                        .map_err(|e| match (e, health::describe_down(&health)) {
+                            (Error::Placement(m), Some(down)) => {
+                                Error::Placement(format!("{m}; {down}"))
+                            }
+                            (e, _) => e,
+                        })?;
+                let held = bricks.iter().map(|b| (b.node.clone(), b.path.clone()));
+                let promise = Promise {
+                    volume: req.name.to_string(),
+                    bricks: held.collect(),
+                    bytes,
+                };
+                placing.insert(req.name.to_string(), promise);
+                bricks
+            }
+        };
+        let making = self.making.acquire().await.expect("never closed");
+        let done = self.build(cluster, req, existing.as_ref(), &bricks).await;
+        drop(making);
+        if let Err(e) = done {
+            // A volume this attempt created is removed again; one found from an earlier attempt
+            // is left for the next retry to finish, and so is everything once the lease is
+            // lost: the new leader may be finishing the same volume.
+            if existing.is_none()
+                && !matches!(e, Error::LostLease)
+                && let Err(cleanup) = self.remove(&cluster.name, req.name, &bricks).await
+            {
+                tracing::error!(volume = req.name, error = %cleanup, "cleanup after a failed create failed");
+            }
+            return Err(e);
+        }
+        Ok(ProvisionedVolume {
+            name: req.name.to_string(),
+            cluster: cluster.name.clone(),
+            bricks,
+        })
+    }
+
+    /// The gluster work proper for a volume on chosen bricks: brick directories, create
+    /// (unless `existing`), options, start, size limit. Nothing is looked up, so with no
+    /// `existing` volume it is the least any tool must do for such a volume (the benchmark's
+    /// baseline).
+    pub async fn build(
+        &self,
+        cluster: &Cluster,
+        req: &VolumeRequest<'_>,
+        existing: Option<&Volume>,
+        bricks: &[Brick],
+    ) -> Result<()> {
+        let gid = req.gid.to_string();
+        req.fence.check().await?;
+        // Brick directories group-owned by the GID with setgid, so files keep the group.
+        let dirs = bricks.iter().map(|b| {
+            let args = vec![
+                "-d".into(),
+                "-m".into(),
+                "2775".into(),
+                "-g".into(),
+                gid.clone(),
+                path_arg(&b.path),
+            ];
+            async move { self.ssh.run_ok(&b.ssh_address, "install", &args).await }
+        });
+        join_all(dirs)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>>>()?;
+        let name = req.name;
+        if existing.is_none() {
+            // The name is this claim's alone: one that exists is a retried create's own.
+            let create = plan::create_args(name, req.durability, bricks);
+            req.fence.check().await?;
+            self.gluster_tolerant(cluster, create, &["already exists"])
+                .await?;
+        }
+        for set in plan::options_args(name, req.gid, req.options) {
+            req.fence.check().await?;
+            self.gluster(cluster, set).await?;
+        }
+        if !existing.is_some_and(Volume::is_started) {
+            crate::failpoint::pause_point("before-volume-start");
+            req.fence.check().await?;
+            self.gluster(cluster, plan::start_args(name)).await?;
+        }
+        // Quota needs a started volume. Enabling it turns quota-deem-statfs on, so df in a
+        // mount shows the limit as the size.
+        req.fence.check().await?;
+        self.gluster_tolerant(cluster, plan::quota_enable_args(name), &["already enabled"])
+            .await?;
+        let limit = plan::quota_limit_args(name, req.size_gib);
+        req.fence.check().await?;
+        self.gluster(cluster, limit).await?;
+        Ok(())
+    }
+}

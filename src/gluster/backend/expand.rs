@@ -1,0 +1,56 @@
+//! Growing a volume's enforced size.
+
+use super::*;
+
+impl SshBackend {
+    /// Sets the size the volume enforces (its quota limit): expansion.
+    pub async fn resize(&self, cluster: &str, name: &str, size_gib: u64) -> Result<()> {
+        let cluster = self.cluster(Some(cluster))?;
+        self.gluster(cluster, plan::quota_limit_args(name, size_gib))
+            .await
+            .map(drop)
+    }
+
+    /// Raises the enforced size. Each brick root must have the room: free bytes, and beyond
+    /// what its volumes (this one at its present size included) are promised. Growing by
+    /// adding bricks is not done yet, so a root short of room is an error naming it.
+    pub(super) async fn expand_volume(
+        &self,
+        volume: Recorded<'_>,
+        from_gib: u64,
+        to_gib: u64,
+        promised: &[Promise],
+    ) -> Result<()> {
+        let (cluster, bricks) = self.recorded_bricks(volume)?;
+        let nodes = &self.cluster(Some(cluster))?.nodes;
+        let more = to_gib.saturating_sub(from_gib) << 30;
+        let mut capacity = Vec::new();
+        // Recorded bricks are checked against the topology, so their nodes are in it.
+        for node in nodes
+            .iter()
+            .filter(|n| bricks.iter().any(|b| b.node == n.name))
+        {
+            capacity.push(self.node_space(node).await?);
+        }
+        plan::count_promises(&mut capacity, promised);
+        for brick in &bricks {
+            let roots = capacity
+                .iter()
+                .filter(|c| c.node.name == brick.node)
+                .flat_map(|c| &c.roots);
+            let root = roots.clone().find(|r| brick.path.starts_with(&r.root));
+            if let Some(root) = root.filter(|r| r.room() < more) {
+                return Err(Error::Placement(format!(
+                    "cannot grow {} by {} GiB: brick root {}:{} has room for {} GiB (free, less \
+                     what its volumes are promised)",
+                    volume.volume,
+                    to_gib - from_gib,
+                    brick.node,
+                    root.root.display(),
+                    root.room() >> 30
+                )));
+            }
+        }
+        self.resize(cluster, volume.volume, to_gib).await
+    }
+}

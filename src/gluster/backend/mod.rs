@@ -1,0 +1,389 @@
+//! The SSH backend: makes and removes volumes by running the gluster CLI and a few coreutils on
+//! the nodes of the topology. Every step is idempotent, so a retry or a restart after a crash
+//! picks up where the last attempt stopped.
+
+mod bricks;
+mod create;
+mod expand;
+mod remove;
+mod space;
+
+use space::SpaceReading;
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use std::time::Instant;
+
+use backon::{ExponentialBuilder, Retryable};
+use futures::future::join_all;
+
+use super::health::{self, Answer, NodeHealth};
+use super::plan::{self, Brick, NodeCapacity, Promise, RootSpace};
+use super::ssh::SshExecutor;
+use super::xml::{self, Peer, Volume};
+use crate::config::{Cluster, Node, Topology};
+use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, brick_record};
+use crate::metrics::Metrics;
+use crate::volumes::{Made, Recorded, VolumeBackend, VolumeRequest};
+use crate::{Error, Result};
+
+/// A volume that exists and is started.
+#[derive(Clone, Debug)]
+pub struct ProvisionedVolume {
+    pub name: String,
+    pub cluster: String,
+    pub bricks: Vec<Brick>,
+}
+
+pub struct SshBackend {
+    topology: Topology,
+    ssh: SshExecutor,
+    metrics: Arc<Metrics>,
+    /// Gluster commands start on the nodes in turn, spreading glusterd's coordinating work
+    /// and the SSH sessions.
+    next_node: AtomicUsize,
+    /// Volumes placed whose PV is not in the caller's promises yet, by name: a burst's claims
+    /// count each other's bricks.
+    placing: std::sync::Mutex<HashMap<String, Promise>>,
+    /// The last probe of each cluster's nodes, by cluster name.
+    health: std::sync::Mutex<HashMap<String, HealthReading>>,
+    /// Held by the one caller probing; the others go on with the last reading meanwhile.
+    probing: tokio::sync::Mutex<()>,
+    /// When each node last completed a gluster command, by node name: a probe that times out
+    /// while the node completes others has met a long queue, not a hung glusterd.
+    answered: std::sync::Mutex<HashMap<String, Instant>>,
+    /// The last reading of each node's brick roots. Claims of a burst place their bricks from
+    /// one reading instead of each asking every node (nothing is reserved by placement, so a
+    /// fresher reading would not place them differently).
+    space: HashMap<String, tokio::sync::Mutex<Option<SpaceReading>>>,
+    /// The last `volume list` of each cluster, by cluster name, and when it was begun.
+    listing: HashMap<String, tokio::sync::Mutex<Option<Listing>>>,
+    /// Volumes being made at once, from their first brick directory to their size limit; the
+    /// others wait, first come first served (tokio's semaphore is fair). glusterd grants its
+    /// cluster lock to no queued command in particular, so with every volume of a burst in
+    /// flight their steps interleave and all finish at the end; with a few at a time, a volume
+    /// keeps its place from one step to the next and the burst finishes in order. Deletions
+    /// are not held back: nobody waits on one in particular.
+    making: tokio::sync::Semaphore,
+}
+
+/// When a `volume list` was begun, and the names it had.
+type Listing = (Instant, HashSet<String>);
+
+/// When a cluster's nodes were probed, and how each stood.
+type HealthReading = (Instant, Arc<Vec<NodeHealth>>);
+
+/// How long a probe of the nodes' glusterd is used; a node found failing is marked down
+/// at once.
+const HEALTH_TTL: Duration = Duration::from_secs(5);
+
+/// A glusterd that has not answered `peer status` in this time is hung.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn words(ws: &[&str]) -> Vec<String> {
+    ws.iter().map(|w| w.to_string()).collect()
+}
+
+impl SshBackend {
+    /// At most `volumes` volumes are being made at once.
+    pub fn new(
+        topology: Topology,
+        ssh: SshExecutor,
+        metrics: Arc<Metrics>,
+        volumes: usize,
+    ) -> Self {
+        let space = topology
+            .clusters
+            .iter()
+            .flat_map(|c| &c.nodes)
+            .map(|n| (n.name.clone(), Default::default()))
+            .collect();
+        let listing = topology
+            .clusters
+            .iter()
+            .map(|c| (c.name.clone(), Default::default()))
+            .collect();
+        Self {
+            space,
+            listing,
+            health: Default::default(),
+            probing: Default::default(),
+            answered: Default::default(),
+            placing: Default::default(),
+            topology,
+            ssh,
+            metrics,
+            next_node: AtomicUsize::default(),
+            making: tokio::sync::Semaphore::new(volumes.max(1)),
+        }
+    }
+
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    pub fn cluster(&self, name: Option<&str>) -> Result<&Cluster> {
+        self.topology
+            .cluster(name)
+            .ok_or_else(|| Error::UnknownCluster(name.unwrap_or_default().to_string()))
+    }
+
+    /// Makes (or finds and completes) the volume `req` describes, started and size-limited.
+    /// Whether `volume list` has the name, from a listing begun after this call: the claims of
+    /// a burst share one or two listings instead of each asking glusterd.
+    async fn listed(&self, cluster: &Cluster, name: &str) -> Result<bool> {
+        let asked = Instant::now();
+        let slot = &self.listing[&cluster.name];
+        let mut last = slot.lock().await;
+        if let Some((begun, names)) = last.as_ref()
+            && *begun >= asked
+        {
+            return Ok(names.contains(name));
+        }
+        let begun = Instant::now();
+        let out = self.gluster(cluster, plan::list_args()).await?;
+        let names: HashSet<String> = xml::parse_volume_list(&out)?.into_iter().collect();
+        let found = names.contains(name);
+        *last = Some((begun, names));
+        Ok(found)
+    }
+
+    pub async fn volume_info(&self, cluster: &Cluster, name: &str) -> Result<Option<Volume>> {
+        match self.gluster(cluster, plan::info_args(name)).await {
+            Ok(out) => Ok(xml::parse_volume_info(&out)?
+                .into_iter()
+                .find(|v| v.name == name)),
+            Err(Error::Gluster { message, .. }) if message.contains("does not exist") => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Free bytes of every brick root of every node, asked in parallel. Nodes that do not
+    /// caller probes (an unreachable node can take its connect timeout), the others go on with
+    /// the last reading; only the very first reading is waited for.
+    pub async fn health(&self, cluster: &Cluster) -> Arc<Vec<NodeHealth>> {
+        let last = || {
+            self.health
+                .lock()
+                .expect("health lock")
+                .get(&cluster.name)
+                .cloned()
+        };
+        let fresh = |r: &Option<HealthReading>| match r {
+            Some((at, h)) if at.elapsed() < HEALTH_TTL => Some(h.clone()),
+            _ => None,
+        };
+        let reading = last();
+        if let Some(health) = fresh(&reading) {
+            return health;
+        }
+        let _probing = match (self.probing.try_lock(), &reading) {
+            (Ok(guard), _) => guard,
+            (Err(_), Some((_, health))) => return health.clone(),
+            (Err(_), None) => self.probing.lock().await,
+        };
+        // Probed by another caller while this one waited.
+        if let Some(health) = fresh(&last()) {
+            return health;
+        }
+        let began = Instant::now();
+        let probes = cluster.nodes.iter().map(|node| async move {
+            match self.peers(node).await {
+                Ok(peers) => Answer::Peers(peers),
+                Err(
+                    e @ (Error::SshConnect { .. }
+                    | Error::SshCommand { .. }
+                    | Error::SshHostKey { .. }),
+                ) => Answer::Down(e.to_string()),
+                Err(_) if self.answered_since(&node.name, began) => {
+                    tracing::debug!(node = node.name, "probe timed out while glusterd works");
+                    Answer::Busy
+                }
+                Err(e) => Answer::Down(format!("glusterd does not answer: {e}")),
+            }
+        });
+        let answers = join_all(probes).await;
+        let health = Arc::new(health::judge(cluster, &answers));
+        let before = reading.map(|(_, h)| h);
+        for h in health.iter() {
+            self.metrics
+                .glusterd_up
+                .with_label_values(&[&h.node])
+                .set(h.is_up().into());
+            let was = before
+                .as_ref()
+                .and_then(|b| b.iter().find(|p| p.node == h.node));
+            if was.is_none_or(|w| w.is_up() != h.is_up()) {
+                match &h.down {
+                    Some(why) => tracing::warn!(node = h.node, why, "node left out"),
+                    None => tracing::info!(node = h.node, "node up"),
+                }
+            }
+        }
+        self.health
+            .lock()
+            .expect("health lock")
+            .insert(cluster.name.clone(), (Instant::now(), health.clone()));
+        health
+    }
+
+    fn answered_since(&self, node: &str, since: Instant) -> bool {
+        let answered = self.answered.lock().expect("answered lock");
+        answered.get(node).is_some_and(|at| *at >= since)
+    }
+
+    /// Leaves `node` out until the next probe: a command on it failed as a node that is down
+    /// fails.
+    fn mark_down(&self, cluster: &Cluster, node: &str, why: &Error) {
+        let mut readings = self.health.lock().expect("health lock");
+        if let Some((_, health)) = readings.get_mut(&cluster.name) {
+            let health = Arc::make_mut(health);
+            if let Some(h) = health.iter_mut().find(|h| h.node == node) {
+                h.down = Some(why.to_string());
+            }
+        }
+    }
+
+    /// The trusted-pool peers `node`'s glusterd knows.
+    /// Gluster's own timeout bounds a hung glusterd; SSH's retries a restarting sshd.
+    pub async fn peers(&self, node: &Node) -> Result<Vec<Peer>> {
+        let timeout = format!("--timeout={}", PROBE_TIMEOUT.as_secs());
+        let args = words(&["--mode=script", &timeout, "peer", "status", "--xml"]);
+        let out = self.ssh.run_ok(&node.ssh_address, "gluster", &args).await?;
+        xml::parse_peer_status(&out)
+    }
+
+    async fn gluster_tolerant(
+        &self,
+        cluster: &Cluster,
+        args: Vec<String>,
+        ok_if: &[&str],
+    ) -> Result<()> {
+        match self.gluster(cluster, args).await {
+            Err(Error::Gluster { message, .. }) if ok_if.iter().any(|m| message.contains(m)) => {
+                Ok(())
+            }
+            other => other.map(drop),
+        }
+    }
+
+    /// Runs `gluster --mode=script --xml ARGS` on a node of the cluster and checks its result.
+    /// Lock contention and lost connections are retried with backoff, on the next node.
+    pub(super) async fn gluster(&self, cluster: &Cluster, args: Vec<String>) -> Result<String> {
+        let command = args.join(" ");
+        // `volume create`, `volume quota`, ...: a fixed set, fit for a metric label.
+        let operation = args.iter().take(2).cloned().collect::<Vec<_>>().join(" ");
+        let mut full = words(&["--mode=script", "--xml"]);
+        full.extend(args);
+        // Each attempt, a retry included, goes to the next node that is up.
+        let run = || async {
+            let health = self.health(cluster).await;
+            let up: Vec<&Node> = cluster
+                .nodes
+                .iter()
+                .filter(|n| health.iter().any(|h| h.node == n.name && h.is_up()))
+                .collect();
+            let candidates = if up.is_empty() {
+                cluster.nodes.iter().collect()
+            } else {
+                up
+            };
+            let i = self.next_node.fetch_add(1, Ordering::Relaxed);
+            let node = candidates[i % candidates.len()];
+            self.metrics
+                .gluster_started
+                .with_label_values(&[&operation, &node.name])
+                .inc();
+            let started = Instant::now();
+            let result = async {
+                let out = self.ssh.run(&node.ssh_address, "gluster", &full).await?;
+                if out.stdout.trim().is_empty() {
+                    return Err(Error::Gluster {
+                        command: command.clone(),
+                        message: format!("{} ({})", out.stderr.trim(), out.status),
+                    });
+                }
+                xml::parse_status(&command, &out.stdout)?;
+                Ok(out.stdout)
+            }
+            .await;
+            self.metrics
+                .gluster_op(&operation, &node.name, started, &result);
+            if result.is_ok() {
+                let mut answered = self.answered.lock().expect("answered lock");
+                answered.insert(node.name.clone(), Instant::now());
+            }
+            if let Err(e) = &result
+                && e.is_node_down()
+            {
+                self.mark_down(cluster, &node.name, e);
+            }
+            result
+        };
+        run.retry(
+            // Locks are held for a second or two at most: a short, capped delay waits no longer
+            // than needed, and enough attempts outlast a burst of other volumes' operations.
+            ExponentialBuilder::default()
+                .with_min_delay(Duration::from_millis(100))
+                .with_max_delay(Duration::from_secs(1))
+                .with_max_times(30)
+                .with_jitter(),
+        )
+        .when(Error::is_transient)
+        .notify(|e, after| tracing::debug!(error = %e, ?after, "retrying gluster command"))
+        .await
+    }
+}
+
+/// Paths come from the validated topology, so they are plain; `openssh` quotes them anyway.
+/// The SSH backend records the volume's cluster and bricks on its PV.
+impl VolumeBackend for SshBackend {
+    async fn create(&self, req: &VolumeRequest<'_>) -> Result<Made> {
+        let made = self.make(req).await?;
+        let addresses = plan::storage_addresses(&made.bricks);
+        Ok(Made {
+            volume: made.name,
+            addresses,
+            gid: req.gid,
+            annotations: [
+                (ANN_CLUSTER.to_string(), made.cluster),
+                (ANN_BRICKS.to_string(), brick_record(&made.bricks)),
+            ]
+            .into(),
+        })
+    }
+
+    async fn delete(&self, volume: Recorded<'_>) -> Result<()> {
+        let (cluster, bricks) = self.recorded_bricks(volume)?;
+        self.remove(cluster, volume.volume, &bricks).await?;
+        tracing::info!(volume = volume.volume, "gluster volume and bricks removed");
+        Ok(())
+    }
+
+    async fn abandon(&self, name: &str, cluster: Option<&str>) -> Result<()> {
+        self.abandon_volume(name, cluster).await
+    }
+
+    async fn expand(
+        &self,
+        volume: Recorded<'_>,
+        from_gib: u64,
+        to_gib: u64,
+        promised: &[Promise],
+    ) -> Result<()> {
+        self.expand_volume(volume, from_gib, to_gib, promised).await
+    }
+
+    async fn addresses(&self, volume: Recorded<'_>) -> Result<Vec<IpAddr>> {
+        let (_, bricks) = self.recorded_bricks(volume)?;
+        Ok(plan::storage_addresses(&bricks))
+    }
+}
+
+fn path_arg(path: &Path) -> String {
+    path.display().to_string()
+}
