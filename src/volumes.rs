@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use futures::future::BoxFuture;
 
 use crate::Result;
-use crate::config::Durability;
+use crate::config::{Durability, SizeLimitChoice};
 use crate::gluster::SshBackend;
 use crate::gluster::plan::Promise;
 use crate::heketi::HeketiVolumes;
@@ -25,6 +25,8 @@ pub struct VolumeRequest<'a> {
     pub size_gib: u64,
     pub gid: u32,
     pub options: &'a [(String, String)],
+    /// How the SSH backend keeps the volume to its size.
+    pub size_limit: SizeLimitChoice,
     /// The space the PVs of the cluster hold on their bricks (the SSH backend places by it).
     pub promised: Promised<'a>,
     /// Checked before each step that writes: see [`Fenced`].

@@ -88,7 +88,7 @@ pub(crate) async fn baseline(cli: &Cli, cluster: &Cluster, n: usize, parallel: u
     let tag = unique("base").replace('-', "");
     let nodes = &cluster.nodes;
     let brick = |node: &glusterfs_provisioner::config::Node, name: &str| {
-        format!("{}/{name}", node.brick_roots[0].display())
+        format!("{}/{name}", node.brick_roots[0].path.display())
     };
     let names: Vec<String> = (0..n).map(|i| format!("bench_{tag}_{i}")).collect();
     let start = Instant::now();

@@ -49,7 +49,7 @@ pub(crate) async fn preload(
                 let bricks: Vec<Brick> = cluster
                     .nodes
                     .iter()
-                    .map(|node| Brick::new(node, &root(node), &volume))
+                    .map(|node| Brick::new(node, &root(node).into(), &volume))
                     .collect();
                 let ep_name = objects::endpoints_name("glusterfs-dynamic", &uid);
                 let recorded = BTreeMap::from([

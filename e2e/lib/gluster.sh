@@ -44,13 +44,17 @@ ssh_keys() {
 node_up() {
   local i=$1 ns=${NODES[$1]} dir
   dir=$(node_dir "$1")
-  mkdir -p "$dir"/{glusterd,run,log,etc,home}
+  mkdir -p "$dir"/{glusterd,run,log,etc,home,os-etc}
   # A real node's /var/lib/glusterd holds the option profiles Debian ships (`volume set V
   # group NAME` reads them); the node's own glusterd directory starts with them too.
   cp -r /var/lib/glusterd/groups "$dir/glusterd/"
   # The node's root gets its own empty home: the host's ~/.bashrc (which sshd's shell would
   # source for every remote command) belongs to the host, not to a gluster server.
-  local mounts="mount --bind $dir/glusterd /var/lib/glusterd && mount --bind $dir/run /run && mount --bind $dir/log /var/log/glusterfs && mount --bind $dir/home /root"
+  # Its own /etc too, as a real server has: image bricks are listed in the node's /etc/fstab,
+  # which the node's boot (a test's restart of the node) mounts again.
+  cp -a /etc/. "$dir/os-etc/"
+  echo "# /etc/fstab of gluster node $ns" >"$dir/os-etc/fstab"
+  local mounts="mount --bind $dir/os-etc /etc && mount --bind $dir/glusterd /var/lib/glusterd && mount --bind $dir/run /run && mount --bind $dir/log /var/log/glusterfs && mount --bind $dir/home /root"
   local r
   for r in "${!BRICK_ROOTS[@]}"; do
     local img=$dir/brick$r.img root=${BRICK_ROOTS[$r]}

@@ -5,5 +5,7 @@ pub mod csi;
 pub mod params;
 pub mod topology;
 
-pub use params::{BackendParams, ClassParams, Durability, HeketiParams, PvType, SecretRef};
-pub use topology::{Cluster, Node, SshSettings, Topology};
+pub use params::{
+    BackendParams, ClassParams, Durability, HeketiParams, PvType, SecretRef, SizeLimitChoice,
+};
+pub use topology::{BrickRoot, Cluster, Node, SizeLimit, SshSettings, Topology};

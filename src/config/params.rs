@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::config::SizeLimit;
 use crate::{Error, Result};
 
 pub const GID_MIN_DEFAULT: u32 = 2000;
@@ -88,8 +89,41 @@ pub enum BackendParams {
     /// Topology cluster; `None` means the first one.
     Ssh {
         cluster: Option<String>,
+        size_limit: SizeLimitChoice,
     },
     Heketi(HeketiParams),
+}
+
+/// `sizeLimit` (SSH backend): `image`, `quota` or `strict-quota`. Unset, a volume is kept to
+/// its size as its cluster's brick roots do: by its bricks when any root can, else by quota.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SizeLimitChoice {
+    pub kind: Option<SizeLimit>,
+    /// Quota usage re-read on every write (gluster's timeouts at 0): writes stop at the limit,
+    /// at a third of gluster's speed. At the default timeouts usage is re-read every 5 s past
+    /// the soft limit (80%), so a writer may overshoot by what it writes in those seconds.
+    pub strict: bool,
+}
+
+impl std::str::FromStr for SizeLimitChoice {
+    type Err = Error;
+
+    fn from_str(value: &str) -> Result<Self> {
+        let (kind, strict) = match value {
+            "image" => (SizeLimit::Image, false),
+            "quota" => (SizeLimit::Quota, false),
+            "strict-quota" => (SizeLimit::Quota, true),
+            _ => {
+                return Err(invalid(format!(
+                    "sizeLimit {value:?}: expected image, quota or strict-quota"
+                )));
+            }
+        };
+        Ok(SizeLimitChoice {
+            kind: Some(kind),
+            strict,
+        })
+    }
 }
 
 #[derive(Clone, PartialEq)]
@@ -147,7 +181,7 @@ const HEKETI_KEYS: &[&str] = &[
     "clusterid",
     "snapfactor",
 ];
-const SSH_KEYS: &[&str] = &["cluster"];
+const SSH_KEYS: &[&str] = &["cluster", "sizelimit"];
 
 fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidParameter(msg.into())
@@ -163,7 +197,10 @@ impl ClassParams {
             volume_options: Vec::new(),
             volume_name_prefix: None,
             endpoint_prefix: EP_PREFIX_DEFAULT.into(),
-            backend: BackendParams::Ssh { cluster: None },
+            backend: BackendParams::Ssh {
+                cluster: None,
+                size_limit: SizeLimitChoice::default(),
+            },
             pv_type: None,
         };
         let mut rest = HeketiParams {
@@ -200,9 +237,14 @@ impl ClassParams {
                     if value.is_empty() {
                         return Err(invalid("cluster must not be empty"));
                     }
-                    out.backend = BackendParams::Ssh {
-                        cluster: Some(value.clone()),
-                    };
+                    if let BackendParams::Ssh { cluster, .. } = &mut out.backend {
+                        *cluster = Some(value.clone());
+                    }
+                }
+                "sizelimit" => {
+                    if let BackendParams::Ssh { size_limit, .. } = &mut out.backend {
+                        *size_limit = value.parse()?;
+                    }
                 }
                 "resturl" => rest.url = parse_url(value)?,
                 "restuser" => rest.user = value.clone(),
@@ -437,7 +479,13 @@ mod tests {
         assert_eq!((p.gid_min, p.gid_max), (2000, 2_147_483_647));
         assert_eq!(p.endpoint_prefix, "glusterfs-dynamic");
         assert!(p.volume_options.is_empty());
-        assert_eq!(p.backend, BackendParams::Ssh { cluster: None });
+        assert_eq!(
+            p.backend,
+            BackendParams::Ssh {
+                cluster: None,
+                size_limit: SizeLimitChoice::default()
+            }
+        );
     }
 
     #[test]
@@ -453,6 +501,7 @@ mod tests {
             ("volumeNamePrefix", "dept-a"),
             ("customEpNamePrefix", "myep"),
             ("Cluster", "east"),
+            ("sizeLimit", "strict-quota"),
         ])
         .unwrap();
         assert_eq!(
@@ -476,7 +525,11 @@ mod tests {
         assert_eq!(
             p.backend,
             BackendParams::Ssh {
-                cluster: Some("east".into())
+                cluster: Some("east".into()),
+                size_limit: SizeLimitChoice {
+                    kind: Some(SizeLimit::Quota),
+                    strict: true
+                }
             }
         );
     }
@@ -601,6 +654,14 @@ mod tests {
                 "must not carry credentials",
             ),
             (&[("resturl", "http://h"), ("cluster", "a")], "SSH backend"),
+            (
+                &[("resturl", "http://h"), ("sizeLimit", "image")],
+                "SSH backend",
+            ),
+            (
+                &[("sizeLimit", "xfs")],
+                "sizeLimit \"xfs\": expected image, quota or strict-quota",
+            ),
             (
                 &[("resturl", "http://h"), ("secretName", "s")],
                 "secretNamespace and secretName",

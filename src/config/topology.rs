@@ -4,7 +4,8 @@
 //! {"ssh": {"user": "root", "port": 22, "private_key": "/etc/gluster-ssh/id_ed25519",
 //!          "known_hosts": "/etc/gluster-ssh/known_hosts"},
 //!  "clusters": [{"name": "main", "nodes": [{"name": "gluster1", "ssh_address": "10.0.0.11",
-//!     "storage_address": "10.0.0.11", "zone": "a", "brick_roots": ["/srv/gluster/brick1"]}]}]}
+//!     "storage_address": "10.0.0.11", "zone": "a", "brick_roots": ["/srv/gluster/brick1",
+//!     {"path": "/srv/gluster/brick2", "size_limit": "quota"}]}]}]}
 //! ```
 
 use std::collections::HashSet;
@@ -69,7 +70,93 @@ pub struct Node {
     pub storage_address: IpAddr,
     #[serde(default)]
     pub zone: String,
-    pub brick_roots: Vec<PathBuf>,
+    pub brick_roots: Vec<BrickRoot>,
+}
+
+/// A directory of a node that holds bricks, and how it holds each volume to its size.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "serde_json::Value")]
+pub struct BrickRoot {
+    pub path: PathBuf,
+    pub size_limit: SizeLimit,
+}
+
+/// How a volume is kept to its size. Each kind is a way of laying out bricks; an LVM thin pool
+/// (Heketi's layout, which also allows gluster snapshots) would be another.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum SizeLimit {
+    /// Each brick is an XFS file system of the volume's size, in a sparse image file beside
+    /// the brick and loop-mounted on it: the brick itself refuses to grow, and gluster runs at
+    /// its own speed. The default: gluster's quota costs two thirds of the write speed.
+    #[default]
+    Image,
+    /// Gluster's quota on the volume: every write is accounted by the quota translator.
+    Quota,
+}
+
+impl SizeLimit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SizeLimit::Image => "image",
+            SizeLimit::Quota => "quota",
+        }
+    }
+}
+
+impl std::fmt::Display for SizeLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl AsRef<Path> for BrickRoot {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A root that limits sizes the default way.
+impl From<PathBuf> for BrickRoot {
+    fn from(path: PathBuf) -> Self {
+        BrickRoot {
+            path,
+            size_limit: SizeLimit::default(),
+        }
+    }
+}
+
+impl From<&str> for BrickRoot {
+    fn from(path: &str) -> Self {
+        PathBuf::from(path).into()
+    }
+}
+
+/// A root is a path (sizes limited the default way) or `{"path": ..., "size_limit": ...}`.
+impl TryFrom<serde_json::Value> for BrickRoot {
+    type Error = String;
+
+    fn try_from(value: serde_json::Value) -> std::result::Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Full {
+            path: PathBuf,
+            #[serde(default)]
+            size_limit: SizeLimit,
+        }
+        match value {
+            serde_json::Value::String(path) => Ok(path.as_str().into()),
+            object @ serde_json::Value::Object(_) => serde_json::from_value::<Full>(object)
+                .map(|f| BrickRoot {
+                    path: f.path,
+                    size_limit: f.size_limit,
+                })
+                .map_err(|e| format!("brick root: {e}")),
+            other => Err(format!(
+                "brick root {other}: expected a path or {{\"path\": ..., \"size_limit\": \"image\" or \"quota\"}}"
+            )),
+        }
+    }
 }
 
 /// Why an IPv6 storage address is refused, wherever one comes from.
@@ -154,11 +241,11 @@ impl Topology {
                 if node.brick_roots.is_empty() {
                     return invalid(format!("node {:?} has no brick_roots", node.name));
                 }
-                if let Some(root) = node.brick_roots.iter().find(|r| !is_safe_abs_path(r)) {
+                if let Some(root) = node.brick_roots.iter().find(|r| !is_safe_abs_path(&r.path)) {
                     return invalid(format!(
                         "node {:?}: brick root {} must be an absolute path of letters, digits, '/', '.', '_', '-'",
                         node.name,
-                        root.display()
+                        root.path.display()
                     ));
                 }
             }
@@ -211,12 +298,46 @@ mod tests {
     }
 
     #[test]
+    fn a_root_says_how_it_limits_sizes() {
+        let t = parse(&GOOD.replace(
+            r#"["/srv/b1"]"#,
+            r#"["/srv/b1", {"path": "/srv/b2", "size_limit": "quota"}, {"path": "/srv/b3"}]"#,
+        ))
+        .unwrap();
+        let limits: Vec<_> = t.clusters[0].nodes[0]
+            .brick_roots
+            .iter()
+            .map(|r| (r.path.to_str().unwrap(), r.size_limit))
+            .collect();
+        assert_eq!(
+            limits,
+            [
+                ("/srv/b1", SizeLimit::Image),
+                ("/srv/b2", SizeLimit::Quota),
+                ("/srv/b3", SizeLimit::Image)
+            ]
+        );
+    }
+
+    #[test]
     fn rejects_bad_files() {
         let cases = [
             (GOOD.replace("\"zone\"", "\"zonee\""), "unknown field"),
             (GOOD.replace("/srv/b1", "/srv/b1;rm -rf /"), "brick root"),
             (GOOD.replace("/srv/b1", "srv/b1"), "brick root"),
             (GOOD.replace("/srv/b1", "/srv/../etc"), "brick root"),
+            (
+                GOOD.replace(
+                    r#""/srv/b1""#,
+                    r#"{"path": "/srv/b1", "size_limit": "lvm"}"#,
+                ),
+                "unknown variant `lvm`, expected `image` or `quota`",
+            ),
+            (
+                GOOD.replace(r#""/srv/b1""#, r#"{"path": "/srv/b1", "limit": "quota"}"#),
+                "unknown field `limit`",
+            ),
+            (GOOD.replace(r#""/srv/b1""#, "7"), "expected a path or"),
             (
                 GOOD.replace(
                     "\"storage_address\": \"10.0.0.1\"",

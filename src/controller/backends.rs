@@ -32,7 +32,7 @@ impl Context {
         params: &'p ClassParams,
     ) -> Result<(Backend<'_>, Option<&'p str>)> {
         Ok(match &params.backend {
-            BackendParams::Ssh { cluster } => (Backend::Ssh(self.ssh()?), cluster.as_deref()),
+            BackendParams::Ssh { cluster, .. } => (Backend::Ssh(self.ssh()?), cluster.as_deref()),
             BackendParams::Heketi(heketi) => {
                 (Backend::Heketi(Box::new(self.heketi(heketi).await?)), None)
             }

@@ -74,7 +74,7 @@ pub(super) async fn refresh_gauges(ctx: Arc<Context>) {
             let (capacity, _) = ssh.capacity(cluster).await;
             for node in capacity {
                 for space in node.roots {
-                    let root = space.root.display().to_string();
+                    let root = space.root.path.display().to_string();
                     let labels = [node.node.name.as_str(), root.as_str()];
                     m.brick_bytes
                         .with_label_values(&labels)

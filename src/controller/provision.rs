@@ -14,7 +14,7 @@ use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::{Context, event_note, failure_key};
-use crate::config::{ClassParams, PvType};
+use crate::config::{BackendParams, ClassParams, PvType, SizeLimitChoice};
 use crate::gluster::plan;
 use crate::k8s::cached::CachedPvc;
 use crate::k8s::objects::{
@@ -229,6 +229,10 @@ async fn provision(
         size_gib,
         gid,
         options: &params.volume_options,
+        size_limit: match params.backend {
+            BackendParams::Ssh { size_limit, .. } => size_limit,
+            BackendParams::Heketi(_) => SizeLimitChoice::default(),
+        },
         promised: Promised(&|each| ctx.promises().for_each(each)),
         fence: Fenced(&|| Box::pin(ctx.fenced())),
     };

@@ -14,12 +14,16 @@ pub async fn report(backend: &SshBackend, topology: &Topology) -> usize {
     for cluster in &topology.clusters {
         let backend = &backend;
         let checks = futures::future::join_all(cluster.nodes.iter().map(|node| async move {
-            let (peers, space) = tokio::join!(backend.peers(node), backend.node_space(node));
-            (node, peers, space)
+            let (peers, space, images) = tokio::join!(
+                backend.peers(node),
+                backend.node_space(node),
+                backend.image_findings(node)
+            );
+            (node, peers, space, images)
         }))
         .await;
         let health = backend.health(cluster).await;
-        for (node, peers, space) in checks {
+        for (node, peers, space, images) in checks {
             let mut status: Vec<String> = Vec::new();
             if let Some(h) = health.iter().find(|h| h.node == node.name) {
                 status.extend(h.down.clone());
@@ -46,7 +50,10 @@ pub async fn report(backend: &SshBackend, topology: &Topology) -> usize {
                 Ok(space) => space
                     .roots
                     .iter()
-                    .map(|r| format!("{} {}/{}", r.root.display(), gib(r.free), gib(r.total)))
+                    .map(|r| {
+                        let (path, limit) = (r.root.path.display(), r.root.size_limit);
+                        format!("{path} ({limit}) {}/{}", gib(r.free), gib(r.total))
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
                 Err(e) => {
@@ -54,6 +61,10 @@ pub async fn report(backend: &SshBackend, topology: &Topology) -> usize {
                     "-".into()
                 }
             };
+            match images {
+                Ok(found) => status.extend(found),
+                Err(e) => status.push(format!("image bricks not checked: {e}")),
+            }
             status.dedup();
             problems += usize::from(!status.is_empty());
             let status = if status.is_empty() {
@@ -78,8 +89,60 @@ pub async fn report(backend: &SshBackend, topology: &Topology) -> usize {
             cluster.nodes.len(),
             zones.len()
         );
+        let (line, ok) = multiplexing(backend, cluster).await;
+        println!("cluster {}: {line}", cluster.name);
+        problems += usize::from(!ok);
     }
     problems
+}
+
+/// Most bricks a multiplexed GlusterFS 10 brick process holds well: at about 75 it runs out of
+/// file descriptors (about 260 a brick, limit 20,000) and later bricks do not start.
+const MUX_BRICKS_SAFE: u64 = 50;
+
+/// What the pool does with brick processes, and whether that is sound.
+async fn multiplexing(backend: &SshBackend, cluster: &crate::config::Cluster) -> (String, bool) {
+    let (mux, most) = tokio::join!(
+        backend.pool_option(cluster, "cluster.brick-multiplex"),
+        backend.pool_option(cluster, "cluster.max-bricks-per-process")
+    );
+    let mux = match mux {
+        Ok(value) => value.unwrap_or_default(),
+        Err(e) => return (format!("brick multiplexing not read: {e}"), false),
+    };
+    if !matches!(mux.as_str(), "on" | "enable" | "true" | "yes" | "1") {
+        return (
+            "brick multiplexing off: a brick process per brick (about 21 MiB each, 64 MiB a \
+             replica-3 volume)"
+                .into(),
+            true,
+        );
+    }
+    // 0 is no limit.
+    let most: u64 = most
+        .ok()
+        .flatten()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    if most == 0 || most > MUX_BRICKS_SAFE {
+        let shown = if most == 0 {
+            "no limit".into()
+        } else {
+            most.to_string()
+        };
+        return (
+            format!(
+                "brick multiplexing on with {shown} bricks a process: a brick process runs out \
+                 of file descriptors at about 75 bricks, and later bricks do not start; set \
+                 `gluster volume set all cluster.max-bricks-per-process {MUX_BRICKS_SAFE}`"
+            ),
+            false,
+        );
+    }
+    (
+        format!("brick multiplexing on, at most {most} bricks a process"),
+        true,
+    )
 }
 
 fn gib(bytes: u64) -> String {

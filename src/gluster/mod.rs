@@ -5,6 +5,7 @@ pub mod backend;
 pub mod check;
 pub mod heal;
 pub mod health;
+pub mod image;
 pub mod plan;
 pub mod ssh;
 pub mod xml;

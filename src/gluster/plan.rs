@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::config::{Cluster, Durability, Node};
+use crate::config::{BrickRoot, Cluster, Durability, Node, SizeLimit};
 use crate::{Error, Result};
 
 /// Gluster accepts longer names, but brick paths and client log file names embed the name.
@@ -63,15 +63,18 @@ pub struct Brick {
     pub storage_address: IpAddr,
     /// The brick directory, `<brick root>/<volume>/brick`.
     pub path: PathBuf,
+    /// How its brick root keeps it to the volume's size.
+    pub size_limit: SizeLimit,
 }
 
 impl Brick {
-    pub fn new(node: &Node, root: &Path, volume: &str) -> Self {
+    pub fn new(node: &Node, root: &BrickRoot, volume: &str) -> Self {
         Brick {
             node: node.name.clone(),
             ssh_address: node.ssh_address.clone(),
             storage_address: node.storage_address,
-            path: root.join(volume).join("brick"),
+            path: root.path.join(volume).join("brick"),
+            size_limit: root.size_limit,
         }
     }
 
@@ -89,7 +92,7 @@ impl Brick {
 /// Space of one brick root, in bytes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RootSpace {
-    pub root: PathBuf,
+    pub root: BrickRoot,
     pub free: u64,
     pub total: u64,
     /// The enforced sizes of the volumes with a brick here: what they may still write.
@@ -124,7 +127,7 @@ pub fn count_promises<'p>(
                 .iter_mut()
                 .filter(|c| c.node.name == *node)
                 .flat_map(|c| c.roots.iter_mut());
-            if let Some(root) = roots.find(|r| path.starts_with(&r.root)) {
+            if let Some(root) = roots.find(|r| path.starts_with(&r.root.path)) {
                 root.promised += promise.bytes;
             }
         }
@@ -139,8 +142,11 @@ pub struct NodeCapacity<'a> {
 }
 
 impl NodeCapacity<'_> {
-    fn best_root(&self) -> Option<&RootSpace> {
-        self.roots.iter().max_by_key(|r| r.room())
+    fn best_root(&self, size_limit: SizeLimit) -> Option<&RootSpace> {
+        self.roots
+            .iter()
+            .filter(|r| r.root.size_limit == size_limit)
+            .max_by_key(|r| r.room())
     }
 }
 
@@ -148,33 +154,59 @@ fn gib(bytes: u64) -> String {
     format!("{:.1} GiB", bytes as f64 / f64::from(1 << 30))
 }
 
+/// What a volume needs of its bricks.
+#[derive(Clone, Copy, Debug)]
+pub struct Need {
+    pub durability: Durability,
+    pub bytes: u64,
+    /// Every brick of a volume is kept to its size the same way.
+    pub size_limit: SizeLimit,
+}
+
+/// How a cluster's volumes are kept to their size when the class does not say: by their bricks
+/// when any root can, else by gluster's quota.
+pub fn default_size_limit(cluster: &Cluster) -> SizeLimit {
+    let roots = cluster.nodes.iter().flat_map(|n| &n.brick_roots);
+    if roots.clone().any(|r| r.size_limit == SizeLimit::Image) {
+        SizeLimit::Image
+    } else {
+        SizeLimit::Quota
+    }
+}
+
 /// Chooses one brick per node for `durability`: distinct nodes always, distinct zones whenever
-/// the nodes allow, and on each node the brick root with the most free space.
+/// the nodes allow, and on each node the brick root of the size limit with the most free space.
 pub fn place_bricks(
     cluster: &Cluster,
     capacity: &[NodeCapacity<'_>],
-    durability: Durability,
-    size_bytes: u64,
+    need: Need,
     volume: &str,
 ) -> Result<Vec<Brick>> {
+    let Need {
+        durability,
+        bytes: size_bytes,
+        size_limit,
+    } = need;
     let wanted = durability.bricks() as usize;
     let mut candidates: Vec<(&NodeCapacity, &RootSpace)> = capacity
         .iter()
-        .filter_map(|c| c.best_root().map(|root| (c, root)))
+        .filter_map(|c| c.best_root(size_limit).map(|root| (c, root)))
         .filter(|(_, root)| root.room() >= size_bytes)
         .collect();
     if candidates.len() < wanted {
         let rooms: Vec<String> = capacity
             .iter()
             .flat_map(|c| {
-                c.roots
-                    .iter()
-                    .map(move |r| format!("{}:{} {}", c.node.name, r.root.display(), gib(r.room())))
+                c.roots.iter().map(move |r| {
+                    let root = &r.root;
+                    let (path, limit) = (root.path.display(), root.size_limit);
+                    format!("{}:{path} ({limit}) {}", c.node.name, gib(r.room()))
+                })
             })
             .collect();
         return Err(Error::Placement(format!(
-            "volumetype {durability} needs {wanted} bricks of {} on distinct nodes, but cluster \
-             {:?} has {} node(s) with the room ({} node(s) in the topology); room by brick root \
+            "volumetype {durability} needs {wanted} bricks of {} on distinct nodes, in brick \
+             roots with size limit {size_limit}, but cluster {:?} has {} node(s) with the room ({} node(s) in the topology); room by brick root \
              (free, less what its volumes are promised): {}",
             gib(size_bytes),
             cluster.name,
@@ -240,10 +272,16 @@ pub fn create_args(volume: &str, durability: Durability, bricks: &[Brick]) -> Ve
 
 /// The `volume set` commands of a new volume: each option profile (`group NAME` in
 /// `volumeoptions`, the files in gluster's `groups` directory) alone, as gluster takes no other
-/// option with one; then one command for the group the volume root belongs to, quota checked
-/// on every write (at the default timeouts usage is cached for seconds, and a fast burst
-/// overshoots the size) and the class's other options, which so win over a profile's.
-pub fn options_args(volume: &str, gid: u32, options: &[(String, String)]) -> Vec<Vec<String>> {
+/// option with one; then one command for the group the volume root belongs to, with a
+/// `strict_quota` quota checked on every write (at the default timeouts usage is cached for
+/// seconds, and a fast writer overshoots the size), and the class's other options, which so
+/// win over a profile's.
+pub fn options_args(
+    volume: &str,
+    gid: u32,
+    options: &[(String, String)],
+    strict_quota: bool,
+) -> Vec<Vec<String>> {
     let (profiles, plain): (Vec<_>, Vec<_>) = options.iter().partition(|(k, _)| k == "group");
     let mut out: Vec<Vec<String>> = profiles
         .into_iter()
@@ -256,17 +294,24 @@ pub fn options_args(volume: &str, gid: u32, options: &[(String, String)]) -> Vec
         "storage.owner-gid",
         &gid.to_string(),
     ]);
-    set.extend(args([
-        "features.soft-timeout",
-        "0",
-        "features.hard-timeout",
-        "0",
-    ]));
+    if strict_quota {
+        set.extend(args([
+            "features.soft-timeout",
+            "0",
+            "features.hard-timeout",
+            "0",
+        ]));
+    }
     for (key, value) in plain {
         set.extend([key.clone(), value.clone()]);
     }
     out.push(set);
     out
+}
+
+/// An option of the whole pool (`cluster.brick-multiplex`, say).
+pub fn pool_option_args(option: &str) -> Vec<String> {
+    args(["volume", "get", "all", option])
 }
 
 pub fn list_args() -> Vec<String> {
@@ -338,7 +383,7 @@ mod tests {
                 node,
                 roots: [("/b1", b1), ("/b2", b2)]
                     .map(|(root, gib)| RootSpace {
-                        root: root.into(),
+                        root: BrickRoot::from(root),
                         free: gib << 30,
                         total: 10 << 30,
                         promised: 0,
@@ -346,6 +391,14 @@ mod tests {
                     .to_vec(),
             })
             .collect()
+    }
+
+    fn need(durability: Durability, bytes: u64) -> Need {
+        Need {
+            durability,
+            bytes,
+            size_limit: SizeLimit::Image,
+        }
     }
 
     fn cluster(nodes: &[Node]) -> Cluster {
@@ -397,8 +450,7 @@ mod tests {
         let bricks = place_bricks(
             &cluster(&nodes),
             &cap,
-            Durability::Replicate(3),
-            1 << 30,
+            need(Durability::Replicate(3), 1 << 30),
             "v",
         )
         .unwrap();
@@ -437,21 +489,66 @@ mod tests {
         let err = place_bricks(
             &cluster(&nodes),
             &cap,
-            Durability::Replicate(2),
-            6 << 30,
+            need(Durability::Replicate(2), 6 << 30),
             "v3",
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("n1:/b1 4.0 GiB, n1:/b2 4.0 GiB"), "{err}");
+        assert!(
+            err.contains("n1:/b1 (image) 4.0 GiB, n1:/b2 (image) 4.0 GiB"),
+            "{err}"
+        );
         let fits = place_bricks(
             &cluster(&nodes),
             &cap,
-            Durability::Replicate(2),
-            4 << 30,
+            need(Durability::Replicate(2), 4 << 30),
             "v3",
         );
         assert_eq!(fits.unwrap().len(), 2);
+    }
+
+    #[test]
+    fn every_brick_of_a_volume_is_limited_the_same_way() {
+        let nodes = [node("n1", "a", 1), node("n2", "b", 2)];
+        let mut cap = capacity(&nodes, &[(9, 1), (1, 9)]);
+        // n2's roomier root limits sizes by quota.
+        cap[1].roots[1].root.size_limit = SizeLimit::Quota;
+        let bricks = place_bricks(
+            &cluster(&nodes),
+            &cap,
+            need(Durability::Replicate(2), 1 << 30),
+            "v",
+        )
+        .unwrap();
+        let got: Vec<_> = bricks
+            .iter()
+            .map(|b| (b.path.to_str().unwrap(), b.size_limit))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("/b1/v/brick", SizeLimit::Image),
+                ("/b1/v/brick", SizeLimit::Image)
+            ]
+        );
+        let quota = Need {
+            size_limit: SizeLimit::Quota,
+            ..need(Durability::Replicate(2), 1 << 30)
+        };
+        let err = place_bricks(&cluster(&nodes), &cap, quota, "v")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("has 1 node(s) with the room"), "{err}");
+        let mut quota_cluster = cluster(&nodes);
+        assert_eq!(default_size_limit(&quota_cluster), SizeLimit::Image);
+        for root in quota_cluster
+            .nodes
+            .iter_mut()
+            .flat_map(|n| &mut n.brick_roots)
+        {
+            root.size_limit = SizeLimit::Quota;
+        }
+        assert_eq!(default_size_limit(&quota_cluster), SizeLimit::Quota);
     }
 
     #[test]
@@ -461,14 +558,13 @@ mod tests {
         let err = place_bricks(
             &cluster(&nodes),
             &cap,
-            Durability::Replicate(4),
-            1 << 30,
+            need(Durability::Replicate(4), 1 << 30),
             "v",
         )
         .unwrap_err();
         assert!(
             err.to_string()
-                .contains("replicate:4 needs 4 bricks of 1.0 GiB on distinct nodes"),
+                .contains("replicate:4 needs 4 bricks of 1.0 GiB on distinct nodes, in brick roots with size limit image"),
             "{err}"
         );
         // A node whose roots are too small for the volume does not count.
@@ -477,13 +573,13 @@ mod tests {
             place_bricks(
                 &cluster(&nodes),
                 &cap,
-                Durability::Replicate(3),
-                1 << 30,
+                need(Durability::Replicate(3), 1 << 30),
                 "v"
             )
             .is_err()
         );
-        let one = place_bricks(&cluster(&nodes), &cap, Durability::None, 1 << 30, "v").unwrap();
+        let one =
+            place_bricks(&cluster(&nodes), &cap, need(Durability::None, 1 << 30), "v").unwrap();
         assert_eq!(one.len(), 1);
     }
 
@@ -492,7 +588,7 @@ mod tests {
         let nodes = [node("n1", "a", 1), node("n2", "b", 2), node("n3", "c", 3)];
         let bricks: Vec<Brick> = nodes
             .iter()
-            .map(|n| Brick::new(n, Path::new("/b1"), "v"))
+            .map(|n| Brick::new(n, &"/b1".into(), "v"))
             .collect();
         assert_eq!(
             create_args("v", Durability::Replicate(3), &bricks).join(" "),
@@ -523,18 +619,24 @@ mod tests {
             ("performance.quick-read".to_string(), "off".to_string()),
             ("group".to_string(), "nl-cache".to_string()),
         ];
-        let commands: Vec<String> = options_args("v", 2000, &options)
-            .iter()
-            .map(|c| c.join(" "))
-            .collect();
+        let commands = |strict| -> Vec<String> {
+            options_args("v", 2000, &options, strict)
+                .iter()
+                .map(|c| c.join(" "))
+                .collect()
+        };
         assert_eq!(
-            commands,
+            commands(true),
             [
                 "volume set v group metadata-cache",
                 "volume set v group nl-cache",
                 "volume set v storage.owner-gid 2000 features.soft-timeout 0 \
                  features.hard-timeout 0 performance.quick-read off",
             ]
+        );
+        assert_eq!(
+            commands(false)[2],
+            "volume set v storage.owner-gid 2000 performance.quick-read off"
         );
     }
 }

@@ -21,6 +21,22 @@ struct CliOutput {
     vol_status: Option<VolStatus>,
     #[serde(rename = "healInfo", default)]
     heal_info: Option<HealInfo>,
+    #[serde(rename = "volGetopts", default)]
+    vol_getopts: Option<VolGetopts>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct VolGetopts {
+    #[serde(rename = "Opt", default)]
+    opts: Vec<Opt>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Opt {
+    #[serde(rename = "Option")]
+    name: String,
+    #[serde(rename = "Value", default)]
+    value: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,9 +289,45 @@ pub fn parse_volume_list(xml: &str) -> Result<Vec<String>> {
         .names)
 }
 
+/// The value `volume get VOLUME|all OPTION` shows for `option`, without gluster's
+/// ` (DEFAULT)` mark.
+pub fn parse_volume_get(xml: &str, option: &str) -> Result<Option<String>> {
+    let opts = parse("volume get", xml)?
+        .vol_getopts
+        .unwrap_or_default()
+        .opts;
+    Ok(opts.into_iter().find(|o| o.name == option).map(|o| {
+        let value = o.value.trim();
+        value
+            .strip_suffix(" (DEFAULT)")
+            .unwrap_or(value)
+            .to_string()
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn volume_get_values_lose_the_default_mark() {
+        let xml = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>
+<cliOutput>
+  <opRet>0</opRet>
+  <opErrno>0</opErrno>
+  <opErrstr/>
+  <volGetopts>
+    <count>1</count>
+    <Opt>
+      <Option>cluster.brick-multiplex</Option>
+      <Value>disable (DEFAULT)</Value>
+    </Opt>
+  </volGetopts>
+</cliOutput>"#;
+        let value = parse_volume_get(xml, "cluster.brick-multiplex").unwrap();
+        assert_eq!(value.as_deref(), Some("disable"));
+        assert_eq!(parse_volume_get(xml, "other").unwrap(), None);
+    }
 
     // Shapes as printed by glusterfs 10.3.
     const PEERS: &str = r#"<?xml version="1.0" encoding="UTF-8" standalone="yes"?>

@@ -471,7 +471,7 @@ mod tests {
             zone: "a".into(),
             brick_roots: vec!["/b1".into()],
         };
-        let bricks = [Brick::new(&node, std::path::Path::new("/b1"), "vol_x")];
+        let bricks = [Brick::new(&node, &node.brick_roots[0], "vol_x")];
         let recorded = BTreeMap::from([
             (ANN_CLUSTER.to_string(), "main".to_string()),
             (ANN_BRICKS.to_string(), brick_record(&bricks)),

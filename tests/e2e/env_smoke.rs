@@ -173,7 +173,7 @@ async fn replica_3_volume_stores_a_file_on_all_three_nodes() {
     let volume = unique("smoke").replace('-', "_");
     let first = nodes[0].ssh_address.as_str();
     let brick_dir = |n: &glusterfs_provisioner::config::Node| {
-        format!("{}/{volume}", n.brick_roots[0].display())
+        format!("{}/{volume}", n.brick_roots[0].path.display())
     };
     let gluster = |args: &[&str]| {
         let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();

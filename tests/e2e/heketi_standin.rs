@@ -210,6 +210,7 @@ async fn make(
         size_gib: size,
         gid,
         options,
+        size_limit: Default::default(),
         promised: Promised(&|_| {}),
         fence: Fenced::none(),
     };

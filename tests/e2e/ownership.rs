@@ -186,7 +186,7 @@ async fn a_volume_with_a_foreign_brick_is_not_stopped() {
     let uid = uuid::Uuid::new_v4();
     let volume = format!("vol_{}", uid.simple());
     let node = &nodes()[0];
-    let root = node.brick_roots[0].display().to_string();
+    let root = node.brick_roots[0].path.display().to_string();
     let foreign_dir = format!("{root}/{}", crate::support::unique("foreign"));
     ssh()
         .run_ok(

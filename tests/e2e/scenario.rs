@@ -274,14 +274,16 @@ pub async fn gluster_volumes() -> Vec<String> {
         .collect()
 }
 
-/// Volume directories under every brick root of every node, as `node:/root/volume`.
+/// Volume directories and brick images under every brick root of every node, as
+/// `node:/root/volume` and `node:/root/volume.img`.
 pub async fn brick_dirs() -> Vec<String> {
     let ssh = ssh();
     let mut out = Vec::new();
     for node in nodes() {
         let mut args: Vec<String> = vec![];
-        args.extend(node.brick_roots.iter().map(|r| r.display().to_string()));
-        args.extend(["-mindepth", "1", "-maxdepth", "1", "-type", "d"].map(String::from));
+        args.extend(node.brick_roots.iter().map(|r| r.path.display().to_string()));
+        let kinds = ["-mindepth", "1", "-maxdepth", "1", "(", "-type", "d", "-o"];
+        args.extend(kinds.into_iter().chain(["-name", "*.img", ")"]).map(String::from));
         let found = ssh.run_ok(&node.ssh_address, "find", &args).await.unwrap();
         out.extend(found.lines().map(|l| format!("{}:{l}", node.name)));
     }

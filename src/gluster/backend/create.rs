@@ -48,14 +48,21 @@ impl SshBackend {
                 }
                 plan::count_promises(&mut capacity, placing.values());
                 let bytes = req.size_gib << 30;
+                let need = plan::Need {
+                    durability: req.durability,
+                    bytes,
+                    size_limit: (req.size_limit.kind)
+                        .unwrap_or_else(|| plan::default_size_limit(cluster)),
+                };
                 let bricks =
-                    plan::place_bricks(cluster, &capacity, req.durability, bytes, req.name)
-                        .map_err(|e| match (e, health::describe_down(&health)) {
+                    plan::place_bricks(cluster, &capacity, need, req.name).map_err(|e| {
+                        match (e, health::describe_down(&health)) {
                             (Error::Placement(m), Some(down)) => {
                                 Error::Placement(format!("{m}; {down}"))
                             }
                             (e, _) => e,
-                        })?;
+                        }
+                    })?;
                 let held = bricks.iter().map(|b| (b.node.clone(), b.path.clone()));
                 let promise = Promise {
                     volume: req.name.to_string(),
@@ -88,8 +95,8 @@ impl SshBackend {
         })
     }
 
-    /// The gluster work proper for a volume on chosen bricks: brick directories, create
-    /// (unless `existing`), options, start, size limit. Nothing is looked up, so with no
+    /// The gluster work proper for a volume on chosen bricks: image bricks, brick directories,
+    /// create (unless `existing`), options, start, quota. Nothing is looked up, so with no
     /// `existing` volume it is the least any tool must do for such a volume (the benchmark's
     /// baseline).
     pub async fn build(
@@ -99,24 +106,19 @@ impl SshBackend {
         existing: Option<&Volume>,
         bricks: &[Brick],
     ) -> Result<()> {
-        let gid = req.gid.to_string();
+        let quota = bricks.iter().any(|b| b.size_limit == SizeLimit::Quota);
         req.fence.check().await?;
+        let images = bricks.iter().filter(|b| b.size_limit == SizeLimit::Image);
+        self.on_bricks(images, "sh", |b| image::create_args(b, req.size_gib))
+            .await?;
         // Brick directories group-owned by the GID with setgid, so files keep the group.
-        let dirs = bricks.iter().map(|b| {
-            let args = vec![
-                "-d".into(),
-                "-m".into(),
-                "2775".into(),
-                "-g".into(),
-                gid.clone(),
-                path_arg(&b.path),
-            ];
-            async move { self.ssh.run_ok(&b.ssh_address, "install", &args).await }
-        });
-        join_all(dirs)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
+        let gid = req.gid.to_string();
+        self.on_bricks(bricks.iter(), "install", |b| {
+            let mut args = words(&["-d", "-m", "2775", "-g", &gid]);
+            args.push(path_arg(&b.path));
+            args
+        })
+        .await?;
         let name = req.name;
         if existing.is_none() {
             // The name is this claim's alone: one that exists is a retried create's own.
@@ -125,7 +127,8 @@ impl SshBackend {
             self.gluster_tolerant(cluster, create, &["already exists"])
                 .await?;
         }
-        for set in plan::options_args(name, req.gid, req.options) {
+        let strict = quota && req.size_limit.strict;
+        for set in plan::options_args(name, req.gid, req.options, strict) {
             req.fence.check().await?;
             self.gluster(cluster, set).await?;
         }
@@ -134,14 +137,16 @@ impl SshBackend {
             req.fence.check().await?;
             self.gluster(cluster, plan::start_args(name)).await?;
         }
-        // Quota needs a started volume. Enabling it turns quota-deem-statfs on, so df in a
-        // mount shows the limit as the size.
-        req.fence.check().await?;
-        self.gluster_tolerant(cluster, plan::quota_enable_args(name), &["already enabled"])
-            .await?;
-        let limit = plan::quota_limit_args(name, req.size_gib);
-        req.fence.check().await?;
-        self.gluster(cluster, limit).await?;
+        if quota {
+            // Quota needs a started volume. Enabling it turns quota-deem-statfs on, so df in a
+            // mount shows the limit as the size.
+            req.fence.check().await?;
+            self.gluster_tolerant(cluster, plan::quota_enable_args(name), &["already enabled"])
+                .await?;
+            let limit = plan::quota_limit_args(name, req.size_gib);
+            req.fence.check().await?;
+            self.gluster(cluster, limit).await?;
+        }
         Ok(())
     }
 }

@@ -3,12 +3,32 @@
 use super::*;
 
 impl SshBackend {
-    /// Sets the size the volume enforces (its quota limit): expansion.
+    /// Sets the size the volume enforces: each image brick grows, file and file system, while
+    /// mounted; a volume with quota gets the new limit. What the volume has decides, not what
+    /// its PV says nor what its roots would give a new volume.
     pub async fn resize(&self, cluster: &str, name: &str, size_gib: u64) -> Result<()> {
         let cluster = self.cluster(Some(cluster))?;
-        self.gluster(cluster, plan::quota_limit_args(name, size_gib))
-            .await
-            .map(drop)
+        let Some((volume, bricks)) = self.checked_volume(cluster, name).await? else {
+            return Err(Error::Gluster {
+                command: format!("volume info {name}"),
+                message: "no such volume to grow".into(),
+            });
+        };
+        let grown = self
+            .on_bricks(bricks.iter(), "sh", |b| image::grow_args(b, size_gib))
+            .await?;
+        let images = grown.iter().filter(|out| out.trim() == "grown").count();
+        let quota = volume.option("features.quota") == Some("on");
+        if quota {
+            self.gluster(cluster, plan::quota_limit_args(name, size_gib))
+                .await?;
+        }
+        if images == 0 && !quota {
+            return Err(Error::NotOurs(format!(
+                "volume {name} has neither image bricks nor a quota: nothing limits its size"
+            )));
+        }
+        Ok(())
     }
 
     /// Raises the enforced size. Each brick root must have the room: free bytes, and beyond
@@ -46,7 +66,7 @@ impl SshBackend {
                     volume.volume,
                     to_gib - from_gib,
                     brick.node,
-                    root.root.display(),
+                    root.root.path.display(),
                     root.room() >> 30
                 )));
             }

@@ -22,10 +22,11 @@ use backon::{ExponentialBuilder, Retryable};
 use futures::future::join_all;
 
 use super::health::{self, Answer, NodeHealth};
+use super::image;
 use super::plan::{self, Brick, NodeCapacity, Promise, RootSpace};
 use super::ssh::SshExecutor;
 use super::xml::{self, Peer, Volume};
-use crate::config::{Cluster, Node, Topology};
+use crate::config::{Cluster, Node, SizeLimit, Topology};
 use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, brick_record};
 use crate::metrics::Metrics;
 use crate::volumes::{Made, Recorded, VolumeBackend, VolumeRequest};
@@ -248,6 +249,33 @@ impl SshBackend {
         }
     }
 
+    /// The value of a pool-wide option (`None`: this gluster has no such option).
+    pub async fn pool_option(&self, cluster: &Cluster, option: &str) -> Result<Option<String>> {
+        let out = self
+            .gluster(cluster, plan::pool_option_args(option))
+            .await?;
+        xml::parse_volume_get(&out, option)
+    }
+
+    /// Problems the node has making and keeping image bricks under its image roots: tools
+    /// missing, images not in its fstab or not mounted, fstab lines of images gone.
+    pub async fn image_findings(&self, node: &Node) -> Result<Vec<String>> {
+        let roots: Vec<_> = node
+            .brick_roots
+            .iter()
+            .filter(|r| r.size_limit == SizeLimit::Image)
+            .cloned()
+            .collect();
+        if roots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .ssh
+            .run_ok(&node.ssh_address, "sh", &image::check_args(&roots))
+            .await?;
+        Ok(image::check_findings(&out))
+    }
+
     /// The trusted-pool peers `node`'s glusterd knows.
     /// Gluster's own timeout bounds a hung glusterd; SSH's retries a restarting sshd.
     pub async fn peers(&self, node: &Node) -> Result<Vec<Peer>> {
@@ -255,6 +283,21 @@ impl SshBackend {
         let args = words(&["--mode=script", &timeout, "peer", "status", "--xml"]);
         let out = self.ssh.run_ok(&node.ssh_address, "gluster", &args).await?;
         xml::parse_peer_status(&out)
+    }
+
+    /// Runs `program` on the node of each brick, all at once, with the arguments `args` gives
+    /// for that brick; the output of each.
+    async fn on_bricks<'b>(
+        &self,
+        bricks: impl Iterator<Item = &'b Brick>,
+        program: &str,
+        args: impl Fn(&Brick) -> Vec<String>,
+    ) -> Result<Vec<String>> {
+        let runs = bricks.map(|b| {
+            let args = args(b);
+            async move { self.ssh.run_ok(&b.ssh_address, program, &args).await }
+        });
+        join_all(runs).await.into_iter().collect()
     }
 
     async fn gluster_tolerant(

@@ -8,7 +8,7 @@ impl SshBackend {
     /// before anything is stopped: see [`Self::checked_volume`].
     pub async fn remove(&self, cluster: &str, name: &str, bricks: &[Brick]) -> Result<()> {
         let cluster = self.cluster(Some(cluster))?;
-        let Some(bricks_now) = self.checked_volume(cluster, name).await? else {
+        let Some((_, bricks_now)) = self.checked_volume(cluster, name).await? else {
             return self.remove_bricks(name, bricks).await;
         };
         self.stop(cluster, name).await?;
@@ -16,7 +16,7 @@ impl SshBackend {
         self.remove_bricks(name, &bricks_now).await
     }
 
-    /// The bricks of the volume `name` (`None`: no such volume), once every one of them is
+    /// The volume `name` and its bricks (`None`: no such volume), once every one of them is
     /// `<brick root>/<name>/brick` of a topology node. A volume of that name with a brick
     /// anywhere else is not one this provisioner made (or was moved by hand): it is neither
     /// stopped nor deleted. The look-up and the stop are one after the other, never at once.
@@ -24,13 +24,13 @@ impl SshBackend {
         &self,
         cluster: &Cluster,
         name: &str,
-    ) -> Result<Option<Vec<Brick>>> {
+    ) -> Result<Option<(Volume, Vec<Brick>)>> {
         let Some(volume) = self.volume_info(cluster, name).await? else {
             return Ok(None);
         };
         match self.bricks_of(cluster, &volume) {
             Err(Error::Placement(why)) => Err(Error::NotOurs(why)),
-            other => other.map(Some),
+            other => other.map(|bricks| Some((volume, bricks))),
         }
     }
 
@@ -50,20 +50,19 @@ impl SshBackend {
             .await
     }
 
+    /// Clears each brick: its image (unmounted, out of the fstab, removed) when it has one,
+    /// then its directory. Either kind of brick is cleared the same way, so what a PV says
+    /// of a brick's size limit decides nothing here.
     pub(super) async fn remove_bricks(&self, name: &str, bricks: &[Brick]) -> Result<()> {
         self.placing.lock().expect("placing lock").remove(name);
-        let removals = bricks.iter().map(|b| {
-            let args = vec![
-                "-rf".into(),
-                "--one-file-system".into(),
-                path_arg(b.volume_dir()),
-            ];
-            async move { self.ssh.run_ok(&b.ssh_address, "rm", &args).await }
-        });
-        join_all(removals)
-            .await
-            .into_iter()
-            .collect::<Result<Vec<_>>>()?;
+        self.on_bricks(bricks.iter(), "sh", image::remove_args)
+            .await?;
+        self.on_bricks(bricks.iter(), "rm", |b| {
+            let mut args = words(&["-rf", "--one-file-system"]);
+            args.push(path_arg(b.volume_dir()));
+            args
+        })
+        .await?;
         Ok(())
     }
 

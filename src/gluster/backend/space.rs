@@ -53,7 +53,7 @@ impl SshBackend {
 
     pub(super) async fn read_space(&self, node: &Node) -> Result<Vec<RootSpace>> {
         let mut args = words(&["-f", "-c", "%a %b %S"]);
-        args.extend(node.brick_roots.iter().map(|r| path_arg(r)));
+        args.extend(node.brick_roots.iter().map(|r| path_arg(&r.path)));
         let out = self.ssh.run_ok(&node.ssh_address, "stat", &args).await?;
         let roots = node
             .brick_roots

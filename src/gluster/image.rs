@@ -1,0 +1,122 @@
+//! Bricks that keep to their own size ([`SizeLimit::Image`]): the steps on the node live in
+//! `brick_image.sh`, run over SSH as `sh -c SCRIPT` with every argument passed on its own.
+//!
+//! [`SizeLimit::Image`]: crate::config::SizeLimit::Image
+
+use super::plan::Brick;
+use crate::config::BrickRoot;
+
+const SCRIPT: &str = include_str!("brick_image.sh");
+
+/// XFS's log, which the image holds besides the volume's size (the script makes it this big),
+/// so that `df` in a pod shows the size asked for.
+const LOG_BYTES: u64 = 64 << 20;
+
+pub fn image_bytes(size_gib: u64) -> u64 {
+    (size_gib << 30) + LOG_BYTES
+}
+
+fn args<'a>(action: &'a str, rest: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    ["-c", SCRIPT, "brick-image", action]
+        .into_iter()
+        .chain(rest)
+        .map(String::from)
+        .collect()
+}
+
+fn dir(brick: &Brick) -> &str {
+    brick
+        .volume_dir()
+        .to_str()
+        .expect("topology paths are ASCII")
+}
+
+/// Makes (or finds) the brick's image, lists it in the node's fstab, and mounts it.
+pub fn create_args(brick: &Brick, size_gib: u64) -> Vec<String> {
+    args("create", [dir(brick), &image_bytes(size_gib).to_string()])
+}
+
+/// Grows the image and its file system, mounted; prints `none` when the brick has no image.
+pub fn grow_args(brick: &Brick, size_gib: u64) -> Vec<String> {
+    args("grow", [dir(brick), &image_bytes(size_gib).to_string()])
+}
+
+/// Unmounts the image, takes it out of the fstab and removes it; nothing there is done.
+pub fn remove_args(brick: &Brick) -> Vec<String> {
+    args("remove", [dir(brick)])
+}
+
+/// Whether the node can make image bricks, and whether each image under `roots` is listed in
+/// its fstab and mounted.
+pub fn check_args(roots: &[BrickRoot]) -> Vec<String> {
+    args(
+        "check",
+        roots
+            .iter()
+            .map(|r| r.path.to_str().expect("topology paths are ASCII")),
+    )
+}
+
+/// What the check found, one problem a line, in words.
+pub fn check_findings(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|line| {
+            let (what, path) = line.split_once(' ')?;
+            Some(match what {
+                "missing" => format!(
+                    "{path} missing (image bricks need xfsprogs, util-linux and loop devices)"
+                ),
+                "unlisted" => format!("{path} not in /etc/fstab (not mounted after a reboot)"),
+                "unmounted" => format!("{path} not mounted (its brick cannot start)"),
+                "stale" => format!("/etc/fstab lists {path}, which does not exist"),
+                _ => line.to_string(),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Node;
+
+    #[test]
+    fn arguments_are_passed_apart_from_the_script() {
+        let node = Node {
+            name: "n1".into(),
+            ssh_address: "10.0.0.1".into(),
+            storage_address: "10.0.0.1".parse().unwrap(),
+            zone: String::new(),
+            brick_roots: vec!["/b1".into()],
+        };
+        let brick = Brick::new(&node, &node.brick_roots[0], "vol_x");
+        let create = create_args(&brick, 1);
+        assert_eq!(create[0], "-c");
+        assert_eq!(create[1], SCRIPT);
+        assert_eq!(
+            create[2..],
+            ["brick-image", "create", "/b1/vol_x", "1140850688"]
+        );
+        assert_eq!(
+            remove_args(&brick)[2..],
+            ["brick-image", "remove", "/b1/vol_x"]
+        );
+        assert_eq!(grow_args(&brick, 2)[4], "/b1/vol_x");
+        assert_eq!(
+            check_args(&node.brick_roots)[2..],
+            ["brick-image", "check", "/b1"]
+        );
+    }
+
+    #[test]
+    fn findings_say_what_a_reboot_would_do() {
+        let found = check_findings("unlisted /b1/v.img\nunmounted /b1/w.img\n");
+        assert_eq!(
+            found,
+            [
+                "/b1/v.img not in /etc/fstab (not mounted after a reboot)",
+                "/b1/w.img not mounted (its brick cannot start)"
+            ]
+        );
+    }
+}
