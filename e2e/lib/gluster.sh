@@ -7,6 +7,8 @@ SSH_DIR=$STATE_DIR/ssh
 TOPOLOGY=$STATE_DIR/topology.json
 # Every node sees its brick roots at the same paths, as real servers usually do.
 BRICK_ROOTS=(/srv/gluster/brick1 /srv/gluster/brick2)
+# How each root keeps volumes to their size: tests and the benchmark use both kinds.
+BRICK_LIMITS=(image quota)
 # The benchmark asks for more room (GP_BRICK_SIZES): a burst of 30 1 GiB replica-3 volumes.
 read -r -a BRICK_SIZES <<< "${GP_BRICK_SIZES:-10G 8G}"
 
@@ -121,9 +123,10 @@ pool_up() {
 write_topology() { # file, and the directory the SSH key and known_hosts are read from
   local out=$1 key_dir=$2 i specs=()
   for i in "${!NODES[@]}"; do specs+=("${NODES[$i]}" "$(node_ip "$i")" "${NODE_ZONES[$i]}"); done
-  python3 - "$out" "$key_dir" "${BRICK_ROOTS[*]}" "${specs[@]}" <<'PY'
+  python3 - "$out" "$key_dir" "${BRICK_ROOTS[*]}" "${BRICK_LIMITS[*]}" "${specs[@]}" <<'PY'
 import json, sys
-out, ssh_dir, roots, specs = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4:]
+out, ssh_dir, paths, limits, specs = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split(), sys.argv[5:]
+roots = [{"path": path, "size_limit": limit} for path, limit in zip(paths, limits)]
 nodes = [
     {"name": name, "ssh_address": ip, "storage_address": ip, "zone": zone, "brick_roots": roots}
     for name, ip, zone in zip(specs[0::3], specs[1::3], specs[2::3])

@@ -270,17 +270,29 @@ pub fn create_args(volume: &str, durability: Durability, bricks: &[Brick]) -> Ve
     out
 }
 
+/// The options a volume's way of keeping to its size needs, as `key value ...`.
+pub fn limit_options(size_limit: SizeLimit, strict_quota: bool) -> &'static [&'static str] {
+    match (size_limit, strict_quota) {
+        // A brick whose own file system is full fails gluster's health check (a file it
+        // writes on the brick every 30 s), and the brick process then stops itself: every
+        // replica at once, as they fill together. The writer must get ENOSPC, nothing more.
+        (SizeLimit::Image, _) => &["storage.health-check-interval", "0"],
+        // Usage re-read on every write: the limit holds exactly, at a third of the speed.
+        (SizeLimit::Quota, true) => &["features.soft-timeout", "0", "features.hard-timeout", "0"],
+        (SizeLimit::Quota, false) => &[],
+    }
+}
+
 /// The `volume set` commands of a new volume: each option profile (`group NAME` in
 /// `volumeoptions`, the files in gluster's `groups` directory) alone, as gluster takes no other
-/// option with one; then one command for the group the volume root belongs to, with a
-/// `strict_quota` quota checked on every write (at the default timeouts usage is cached for
-/// seconds, and a fast writer overshoots the size), and the class's other options, which so
-/// win over a profile's.
+/// option with one; then one command for the group the volume root belongs to, the options of
+/// its size limit ([`limit_options`]) and the class's other options, which so win over a
+/// profile's.
 pub fn options_args(
     volume: &str,
     gid: u32,
     options: &[(String, String)],
-    strict_quota: bool,
+    limit: &[&str],
 ) -> Vec<Vec<String>> {
     let (profiles, plain): (Vec<_>, Vec<_>) = options.iter().partition(|(k, _)| k == "group");
     let mut out: Vec<Vec<String>> = profiles
@@ -294,14 +306,7 @@ pub fn options_args(
         "storage.owner-gid",
         &gid.to_string(),
     ]);
-    if strict_quota {
-        set.extend(args([
-            "features.soft-timeout",
-            "0",
-            "features.hard-timeout",
-            "0",
-        ]));
-    }
+    set.extend(limit.iter().map(|w| w.to_string()));
     for (key, value) in plain {
         set.extend([key.clone(), value.clone()]);
     }
@@ -620,7 +625,7 @@ mod tests {
             ("group".to_string(), "nl-cache".to_string()),
         ];
         let commands = |strict| -> Vec<String> {
-            options_args("v", 2000, &options, strict)
+            options_args("v", 2000, &options, limit_options(SizeLimit::Quota, strict))
                 .iter()
                 .map(|c| c.join(" "))
                 .collect()
@@ -637,6 +642,10 @@ mod tests {
         assert_eq!(
             commands(false)[2],
             "volume set v storage.owner-gid 2000 performance.quick-read off"
+        );
+        assert_eq!(
+            options_args("v", 2000, &[], limit_options(SizeLimit::Image, false))[0].join(" "),
+            "volume set v storage.owner-gid 2000 storage.health-check-interval 0"
         );
     }
 }

@@ -15,4 +15,5 @@ mod ownership;
 mod pods;
 mod provision;
 mod scenario;
+mod size_limits;
 mod support;

@@ -281,9 +281,18 @@ pub async fn brick_dirs() -> Vec<String> {
     let mut out = Vec::new();
     for node in nodes() {
         let mut args: Vec<String> = vec![];
-        args.extend(node.brick_roots.iter().map(|r| r.path.display().to_string()));
+        args.extend(
+            node.brick_roots
+                .iter()
+                .map(|r| r.path.display().to_string()),
+        );
         let kinds = ["-mindepth", "1", "-maxdepth", "1", "(", "-type", "d", "-o"];
-        args.extend(kinds.into_iter().chain(["-name", "*.img", ")"]).map(String::from));
+        args.extend(
+            kinds
+                .into_iter()
+                .chain(["-name", "*.img", ")"])
+                .map(String::from),
+        );
         let found = ssh.run_ok(&node.ssh_address, "find", &args).await.unwrap();
         out.extend(found.lines().map(|l| format!("{}:{l}", node.name)));
     }

@@ -106,7 +106,9 @@ impl SshBackend {
         existing: Option<&Volume>,
         bricks: &[Brick],
     ) -> Result<()> {
-        let quota = bricks.iter().any(|b| b.size_limit == SizeLimit::Quota);
+        // Placement gives every brick of a volume the same size limit.
+        let size_limit = bricks.first().map_or(SizeLimit::Quota, |b| b.size_limit);
+        let quota = size_limit == SizeLimit::Quota;
         req.fence.check().await?;
         let images = bricks.iter().filter(|b| b.size_limit == SizeLimit::Image);
         self.on_bricks(images, "sh", |b| image::create_args(b, req.size_gib))
@@ -127,8 +129,8 @@ impl SshBackend {
             self.gluster_tolerant(cluster, create, &["already exists"])
                 .await?;
         }
-        let strict = quota && req.size_limit.strict;
-        for set in plan::options_args(name, req.gid, req.options, strict) {
+        let limit = plan::limit_options(size_limit, req.size_limit.strict);
+        for set in plan::options_args(name, req.gid, req.options, limit) {
             req.fence.check().await?;
             self.gluster(cluster, set).await?;
         }

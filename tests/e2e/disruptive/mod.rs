@@ -15,6 +15,7 @@ use kube::api::Api;
 use serde_json::json;
 
 mod health;
+mod reboot;
 
 use crate::scenario::*;
 use crate::support::{Provisioner, env, eventually, metrics, unique};
@@ -102,6 +103,48 @@ impl GlusterNode {
         self.start("glusterd", &["--log-file=/var/log/glusterfs/glusterd.log"]);
     }
 
+    /// Runs `program` in the node's mount namespace and waits for it to succeed.
+    fn in_mounts(&self, program: &str, args: &[&str]) {
+        let status = std::process::Command::new("nsenter")
+            .args(["-t", &self.holder(), "-m", program])
+            .args(args)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{program} {args:?} on {}", self.name);
+    }
+
+    /// What a power cut does: every gluster process ends, and every mount under the brick
+    /// roots (the image bricks) is gone; the roots themselves stay, as disks would.
+    pub(crate) fn shut_down(&self) {
+        for comm in ["glusterd", "glusterfsd", "glusterfs"] {
+            self.signal(comm, "-KILL");
+        }
+        let gone = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            ["glusterd", "glusterfsd", "glusterfs"]
+                .iter()
+                .all(|comm| self.pids(comm).is_empty())
+        });
+        assert!(gone, "gluster processes of {} still running", self.name);
+        let mounts = std::fs::read_to_string(format!("/proc/{}/mounts", self.holder())).unwrap();
+        let roots = &crate::scenario::node_by_name(&self.name).brick_roots;
+        for target in mounts.lines().filter_map(|l| l.split(' ').nth(1)) {
+            if roots
+                .iter()
+                .any(|r| target.starts_with(&format!("{}/", r.path.display())))
+            {
+                self.in_mounts("umount", &[target]);
+            }
+        }
+    }
+
+    /// What a server does when it boots: mounts what its /etc/fstab lists, starts glusterd
+    /// (which starts the bricks of started volumes).
+    pub(crate) fn boot(&self) {
+        self.in_mounts("mount", &["-a"]);
+        self.start_glusterd();
+    }
+
     /// The node as the environment made it: sshd and glusterd running, the original host key.
     pub(crate) fn mend(&self) {
         let key = self.dir.join("etc/ssh_host_ed25519_key");
@@ -115,7 +158,7 @@ impl GlusterNode {
         }
         self.signal("glusterd", "-CONT");
         if self.pids("glusterd").is_empty() {
-            self.start_glusterd();
+            self.boot();
         }
     }
 }
