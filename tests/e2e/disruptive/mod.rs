@@ -138,9 +138,12 @@ impl GlusterNode {
         }
     }
 
-    /// What a server does when it boots: mounts what its /etc/fstab lists, starts glusterd
-    /// (which starts the bricks of started volumes).
+    /// What a server does when it boots: /run starts empty (a killed brick's pid file, its pid
+    /// not yet reaped here, would pass for a running brick), it mounts what its /etc/fstab
+    /// lists and starts glusterd (which starts the bricks of started volumes).
     pub(crate) fn boot(&self) {
+        self.in_mounts("rm", &["-rf", "/run/gluster"]);
+        self.in_mounts("mkdir", &["/run/gluster"]);
         self.in_mounts("mount", &["-a"]);
         self.start_glusterd();
     }
@@ -158,7 +161,9 @@ impl GlusterNode {
         }
         self.signal("glusterd", "-CONT");
         if self.pids("glusterd").is_empty() {
-            self.boot();
+            // Image bricks a failed reboot test left unmounted.
+            self.in_mounts("mount", &["-a"]);
+            self.start_glusterd();
         }
     }
 }

@@ -28,12 +28,14 @@ async fn a_rebooted_node_mounts_its_image_bricks_and_serves_them_again() {
     for limit in ["image", "quota"] {
         let class = space.class(json!({"sizeLimit": limit}), "Delete").await;
         space.claim(limit, &class, "1Gi", "ReadWriteOnce").await;
+    }
+    for limit in ["image", "quota"] {
+        pvs.push(space.bound_pv(limit).await);
         space.pod(limit, limit, json!({})).await;
     }
     for limit in ["image", "quota"] {
         space.running(limit, None).await;
         space.exec_ok(limit, "echo before >/data/before").await;
-        pvs.push(space.bound_pv(limit).await);
     }
     // Replica 3 on three nodes: the last node holds a brick of each.
     let victim = &nodes()[2];
