@@ -273,9 +273,11 @@ pub fn create_args(volume: &str, durability: Durability, bricks: &[Brick]) -> Ve
 /// The options a volume's way of keeping to its size needs, as `key value ...`.
 pub fn limit_options(size_limit: SizeLimit, strict_quota: bool) -> &'static [&'static str] {
     match (size_limit, strict_quota) {
-        // A brick whose own file system is full fails gluster's health check (a file it
-        // writes on the brick every 30 s), and the brick process then stops itself: every
-        // replica at once, as they fill together. The writer must get ENOSPC, nothing more.
+        // With its own file system full, a brick fails gluster's health check (a file it
+        // writes on the brick every 30 s) and stops itself: every replica at once, as they
+        // fill together. Gluster's reserve stays: writes are refused below 1% free (checked
+        // every 5 s), which leaves the replication's own metadata room unless a writer fills
+        // that 1% within the 5 s.
         (SizeLimit::Image, _) => &["storage.health-check-interval", "0"],
         // Usage re-read on every write: the limit holds exactly, at a third of the speed.
         (SizeLimit::Quota, true) => &["features.soft-timeout", "0", "features.hard-timeout", "0"],
