@@ -50,7 +50,8 @@ pub(crate) struct Claims {
     pub(crate) all_bound: f64,
 }
 
-/// A namespace, a Delete class of the bench provisioner, and watches on its claims and PVs.
+/// A namespace, a Delete class of the bench provisioner whose volumes keep to their size as
+/// `size_limit` says (`sizeLimit`), and watches on its claims and PVs.
 pub(crate) struct Burst {
     pub(crate) client: Client,
     pub(crate) claims: Api<PersistentVolumeClaim>,
@@ -60,8 +61,9 @@ pub(crate) struct Burst {
 }
 
 impl Burst {
-    pub(crate) async fn new(client: &Client, provisioner: &str) -> Self {
-        let params = json!({"volumetype": "replicate:3", "gidMin": "40000", "gidMax": "50000"});
+    pub(crate) async fn new(client: &Client, provisioner: &str, size_limit: &str) -> Self {
+        let params = json!({"volumetype": "replicate:3", "gidMin": "40000", "gidMax": "50000",
+                            "sizeLimit": size_limit});
         let (ns, class) = namespace_and_class(client, "bench", provisioner, "Delete", params).await;
         let class = class.name_any();
         let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), &ns);

@@ -14,12 +14,17 @@
 //!    and 10 claims on top;
 //! 5. the health sweep: N volumes made raw on the nodes with PVs of ours, the provisioner's
 //!    first look at all of them (seconds, gluster commands, CPU), and claims one at a time
-//!    with the sweep idle and with it running back to back.
+//!    with the sweep idle and with it running back to back;
+//! 6. size limits: for each `sizeLimit`, claims one at a time, a burst, and the data path
+//!    against a plain volume (see `limits.rs`);
+//! 7. pool growth: a claim's time to Bound and the brick processes' memory at 0, 100 and 200
+//!    volumes, with and without brick multiplexing.
 //!
 //! Prints a table and writes `results.json` and `latency.png` to `--out`.
 //! Flags: `--claims N` (30), `--one-by-one N` (10), `--commands K,K,..` (bursts at these
 //! `GLUSTER_COMMANDS` too), `--scale N` (20000), `--sweep N` (500),
-//! `--only bursts|scale|sweep` (phases 1-3, 4 or 5), `--out DIR` (target/bench).
+//! `--only bursts,scale,limits,pool,sweep` (phases 1-3, 4, 6, 7, 5; any of them),
+//! `--out DIR` (target/bench).
 
 #[path = "../../tests/e2e/support.rs"]
 #[allow(dead_code)]
@@ -31,6 +36,7 @@ mod scenario;
 
 mod baseline;
 mod bursts;
+mod limits;
 mod process;
 mod report;
 mod scale;
@@ -60,6 +66,7 @@ use support::{Provisioner, admin_client, env, eventually, unique};
 
 use baseline::*;
 use bursts::*;
+use limits::*;
 use process::*;
 use report::*;
 use scale::*;
@@ -79,7 +86,7 @@ struct Options {
     sweep: usize,
     /// `GLUSTER_COMMANDS` settings to compare bursts at, besides the default.
     commands: Vec<u16>,
-    /// Only phases 1 to 3 (`bursts`), 4 (`scale`) or 5 (`sweep`).
+    /// Only these phases: `bursts` (1 to 3), `scale` (4), `limits` (6), `pool` (7), `sweep` (5).
     only: Option<String>,
     out: PathBuf,
 }
@@ -146,14 +153,17 @@ async fn main() {
             .await;
     }
     let name = format!("bench.gluster.org/{}", unique("p"));
-    let burst = Burst::new(&client, &name).await;
+    // Phases 1 to 5 compare with the baseline, which limits sizes with gluster's quota.
+    let burst = Burst::new(&client, &name, "strict-quota").await;
     let (mut rows, mut results, mut series) = (Vec::new(), json!({}), Vec::new());
     let mut add = |(more_rows, more_results): (Vec<Row>, Value)| {
         rows.extend(more_rows);
         let more = more_results.as_object().unwrap().clone();
         results.as_object_mut().unwrap().extend(more);
     };
-    let runs = |phase: &str| o.only.as_deref().is_none_or(|only| only == phase);
+    let runs = |phase: &str| {
+        (o.only.as_deref()).is_none_or(|only| only.split(',').any(|p| p == phase))
+    };
     if runs("bursts") {
         let (rows, results, lines) = bursts(&o, &cli, &cluster, &burst, &name).await;
         add((rows, results));
@@ -162,7 +172,13 @@ async fn main() {
     if runs("scale") {
         add(scale(&o, &client, &cluster, &burst, &name).await);
     }
-    // Last: its volumes stay until the environment goes down.
+    if runs("limits") {
+        add(limits(&o, &client, &cli, &cluster, &name).await);
+    }
+    // Its multiplexed volumes, and the sweep's, stay until the environment goes down.
+    if runs("pool") {
+        add(pool(&client, &cli, &cluster, &name).await);
+    }
     if runs("sweep") {
         add(sweep(&o, &client, &cli, &cluster, &burst, &name).await);
     }

@@ -45,7 +45,7 @@ fn looked(text: &str, ns: &str) -> usize {
 }
 
 /// Brick processes on the host (every node's) and their resident memory, in bytes.
-fn brick_processes() -> (usize, u64) {
+pub(crate) fn brick_processes() -> (usize, u64) {
     let mut count = 0;
     let mut rss = 0;
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
