@@ -145,7 +145,10 @@ async fn plain_volume(cli: &Cli, cluster: &Cluster) -> String {
 /// The volume a claim of the burst's class got.
 async fn volume_of(burst: &Burst, claim: &PersistentVolumeClaim) -> String {
     let pvs = Api::<PersistentVolume>::all(burst.client.clone());
-    let pv = pvs.get(&objects::pv_name(&claim.uid().unwrap())).await.unwrap();
+    let pv = pvs
+        .get(&objects::pv_name(&claim.uid().unwrap()))
+        .await
+        .unwrap();
     pv.spec.unwrap().glusterfs.unwrap().path
 }
 
@@ -288,9 +291,8 @@ async fn raw_volumes(cli: &Cli, cluster: &Cluster, from: usize, to: usize, tag: 
 async fn remove_raw(cli: &Cli, cluster: &Cluster, count: usize, tag: &str) {
     stream::iter(0..count)
         .map(|i| async move {
-            let script = format!(
-                "{GLUSTER_FN}g volume stop {tag}{i} force\ng volume delete {tag}{i}\n"
-            );
+            let script =
+                format!("{GLUSTER_FN}g volume stop {tag}{i} force\ng volume delete {tag}{i}\n");
             cli.run(&cluster.nodes[i % 3].ssh_address, &script).await;
         })
         .buffer_unordered(3)
@@ -309,7 +311,11 @@ pub(crate) async fn pool(
     let mut rows = Vec::new();
     let mut results = json!({});
     for mux in [false, true] {
-        let setting = if mux { "multiplexed" } else { "one process a brick" };
+        let setting = if mux {
+            "multiplexed"
+        } else {
+            "one process a brick"
+        };
         let tag = if mux { "poolm" } else { "pool" };
         if mux {
             // At most 50 a process: at about 75, one runs out of file descriptors.

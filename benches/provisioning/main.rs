@@ -161,9 +161,8 @@ async fn main() {
         let more = more_results.as_object().unwrap().clone();
         results.as_object_mut().unwrap().extend(more);
     };
-    let runs = |phase: &str| {
-        (o.only.as_deref()).is_none_or(|only| only.split(',').any(|p| p == phase))
-    };
+    let runs =
+        |phase: &str| (o.only.as_deref()).is_none_or(|only| only.split(',').any(|p| p == phase));
     if runs("bursts") {
         let (rows, results, lines) = bursts(&o, &cli, &cluster, &burst, &name).await;
         add((rows, results));

@@ -2,8 +2,10 @@
 //! the CSI names both roles share.
 
 pub mod csi;
+mod heketi;
 pub mod params;
 pub mod topology;
+mod values;
 
 pub use params::{
     BackendParams, ClassParams, Durability, HeketiParams, PvType, SecretRef, SizeLimitChoice,

@@ -5,14 +5,17 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+pub use super::heketi::{HeketiParams, SecretRef, redacted};
+use super::heketi::{parse_cluster_ids, parse_snap_factor, parse_url};
+use super::values::*;
 use crate::config::SizeLimit;
 use crate::{Error, Result};
 
 pub const GID_MIN_DEFAULT: u32 = 2000;
 pub const GID_MAX_DEFAULT: u32 = 2_147_483_647;
 const EP_PREFIX_DEFAULT: &str = "glusterfs-dynamic";
-const EP_PREFIX_MAX: usize = 26;
-const VOLUME_PREFIX_MAX: usize = 32;
+pub(super) const EP_PREFIX_MAX: usize = 26;
+pub(super) const VOLUME_PREFIX_MAX: usize = 32;
 
 /// How the bricks of a volume protect the data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,50 +129,6 @@ impl std::str::FromStr for SizeLimitChoice {
     }
 }
 
-#[derive(Clone, PartialEq)]
-pub struct HeketiParams {
-    pub url: String,
-    pub user: String,
-    /// The key from `restuserkey`; a named Secret takes precedence.
-    pub user_key: Option<String>,
-    pub secret: Option<SecretRef>,
-    /// Heketi cluster ids to choose from; empty lets Heketi choose.
-    pub clusters: Vec<String>,
-    pub snap_factor: f32,
-}
-
-/// Logs and errors may show `{:?}` of anything: never the key.
-impl std::fmt::Debug for HeketiParams {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeketiParams")
-            .field("url", &self.url)
-            .field("user", &self.user)
-            .field("user_key", &redacted(&self.user_key))
-            .field("secret", &self.secret)
-            .field("clusters", &self.clusters)
-            .field("snap_factor", &self.snap_factor)
-            .finish()
-    }
-}
-
-/// What `{:?}` shows of a secret value: whether there is one.
-pub fn redacted(secret: &Option<String>) -> Option<&'static str> {
-    secret.as_ref().map(|_| "<redacted>")
-}
-
-/// A Secret of type `kubernetes.io/glusterfs` holding the Heketi user's key under `key`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct SecretRef {
-    pub namespace: String,
-    pub name: String,
-}
-
-impl fmt::Display for SecretRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
-
 /// Keys that only mean something with Heketi, and only with the SSH backend.
 const HEKETI_KEYS: &[&str] = &[
     "resturl",
@@ -183,7 +142,7 @@ const HEKETI_KEYS: &[&str] = &[
 ];
 const SSH_KEYS: &[&str] = &["cluster", "sizelimit"];
 
-fn invalid(msg: impl Into<String>) -> Error {
+pub(super) fn invalid(msg: impl Into<String>) -> Error {
     Error::InvalidParameter(msg.into())
 }
 
@@ -285,178 +244,6 @@ impl ClassParams {
         }
         Ok(out)
     }
-}
-
-fn parse_url(value: &str) -> Result<String> {
-    let uri: Option<hyper::Uri> = value.parse().ok();
-    let ok = uri.as_ref().is_some_and(|u| {
-        matches!(u.scheme_str(), Some("http" | "https"))
-            && u.host().is_some()
-            && u.query().is_none()
-    });
-    if !ok {
-        return Err(invalid(format!(
-            "resturl {value:?}: expected the Heketi server's http:// or https:// URL"
-        )));
-    }
-    // Credentials in the URL would end up in PV annotations, events and logs.
-    if uri
-        .as_ref()
-        .and_then(|u| u.authority())
-        .is_some_and(|a| a.as_str().contains('@'))
-    {
-        return Err(invalid(
-            "resturl must not carry credentials (user:password@); use restuser and a Secret",
-        ));
-    }
-    Ok(value.trim_end_matches('/').to_string())
-}
-
-fn parse_cluster_ids(value: &str) -> Result<Vec<String>> {
-    value
-        .split(',')
-        .map(str::trim)
-        .map(|id| {
-            if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) {
-                Ok(id.to_string())
-            } else {
-                Err(invalid(format!(
-                    "clusterid {value:?}: expected comma-separated Heketi cluster ids"
-                )))
-            }
-        })
-        .collect()
-}
-
-fn parse_snap_factor(value: &str) -> Result<f32> {
-    value
-        .parse::<f32>()
-        .ok()
-        .filter(|f| (1.0..=100.0).contains(f))
-        .ok_or_else(|| {
-            invalid(format!(
-                "snapfactor {value:?}: must be a number from 1 to 100"
-            ))
-        })
-}
-
-fn parse_durability(value: &str) -> Result<Durability> {
-    let bad = || {
-        invalid(format!(
-            "volumetype {value:?}: expected replicate:N, disperse:D:R or none"
-        ))
-    };
-    let count = |s: &str| s.parse::<u32>().ok().filter(|n| (1..=16).contains(n));
-    let parts: Vec<&str> = value.split(':').collect();
-    match parts.as_slice() {
-        ["none"] => Ok(Durability::None),
-        // The in-tree plugin read a bare "replicate" as three replicas; classes rely on it.
-        ["replicate"] => Ok(Durability::Replicate(3)),
-        ["replicate", n] => count(n).map(Durability::Replicate).ok_or_else(bad),
-        ["disperse", d, r] => {
-            let (data, redundancy) = (count(d).ok_or_else(bad)?, count(r).ok_or_else(bad)?);
-            // Gluster needs more data bricks than twice the redundancy.
-            if data <= redundancy {
-                return Err(invalid(format!(
-                    "volumetype {value:?}: data bricks must outnumber redundancy bricks"
-                )));
-            }
-            Ok(Durability::Disperse { data, redundancy })
-        }
-        _ => Err(bad()),
-    }
-}
-
-fn parse_gid(key: &str, value: &str) -> Result<u32> {
-    value
-        .parse::<u32>()
-        .ok()
-        .filter(|g| (GID_MIN_DEFAULT..=GID_MAX_DEFAULT).contains(g))
-        .ok_or_else(|| {
-            invalid(format!(
-                "{key} {value:?}: must be an integer from {GID_MIN_DEFAULT} to {GID_MAX_DEFAULT}"
-            ))
-        })
-}
-
-fn is_option_key(key: &str) -> bool {
-    !key.is_empty()
-        && key.len() <= 128
-        && key.starts_with(|c: char| c.is_ascii_alphabetic())
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
-}
-
-fn is_option_value(value: &str) -> bool {
-    !value.is_empty()
-        && value.len() <= 256
-        && !value.starts_with('-')
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/' | '*'))
-}
-
-/// `"key value, key value"`. Keys and values are restricted to the characters gluster options
-/// use, so nothing a user writes here reaches the gluster CLI as anything but one option.
-fn parse_volume_options(value: &str) -> Result<Vec<(String, String)>> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
-        .map(|option| {
-            let mut words = option.split_whitespace();
-            match (words.next(), words.next(), words.next()) {
-                // A profile names a file in gluster's groups directory: a plain name only.
-                (Some("group"), Some(v), None)
-                    if v.chars()
-                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) =>
-                {
-                    Ok(("group".to_string(), v.to_string()))
-                }
-                (Some(k), Some(v), None)
-                    if k != "group" && is_option_key(k) && is_option_value(v) =>
-                {
-                    Ok((k.to_string(), v.to_string()))
-                }
-                _ => Err(invalid(format!(
-                    "volumeoptions entry {option:?}: expected \"key value\" with a gluster option \
-                     name and a plain value"
-                ))),
-            }
-        })
-        .collect()
-}
-
-fn parse_volume_prefix(value: &str) -> Result<String> {
-    let ok = !value.is_empty()
-        && value.len() <= VOLUME_PREFIX_MAX
-        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if !ok {
-        return Err(invalid(format!(
-            "volumenameprefix {value:?}: use up to {VOLUME_PREFIX_MAX} letters, digits and '-' \
-             (no '_'), starting with a letter or digit"
-        )));
-    }
-    Ok(value.to_string())
-}
-
-/// The prefix becomes part of Service and Endpoints names, so it must be a DNS label start.
-fn parse_endpoint_prefix(value: &str) -> Result<String> {
-    let ok = !value.is_empty()
-        && value.len() <= EP_PREFIX_MAX
-        && value.starts_with(|c: char| c.is_ascii_lowercase())
-        && value
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-    if !ok {
-        return Err(invalid(format!(
-            "customepnameprefix {value:?}: use up to {EP_PREFIX_MAX} lowercase letters, digits \
-             and '-', starting with a letter"
-        )));
-    }
-    Ok(value.to_string())
 }
 
 #[cfg(test)]

@@ -1,0 +1,125 @@
+//! The values of the parameters every class may have: checked here, before anything is made.
+
+use super::params::{
+    Durability, EP_PREFIX_MAX, GID_MAX_DEFAULT, GID_MIN_DEFAULT, VOLUME_PREFIX_MAX, invalid,
+};
+use crate::Result;
+
+pub(super) fn parse_durability(value: &str) -> Result<Durability> {
+    let bad = || {
+        invalid(format!(
+            "volumetype {value:?}: expected replicate:N, disperse:D:R or none"
+        ))
+    };
+    let count = |s: &str| s.parse::<u32>().ok().filter(|n| (1..=16).contains(n));
+    let parts: Vec<&str> = value.split(':').collect();
+    match parts.as_slice() {
+        ["none"] => Ok(Durability::None),
+        // The in-tree plugin read a bare "replicate" as three replicas; classes rely on it.
+        ["replicate"] => Ok(Durability::Replicate(3)),
+        ["replicate", n] => count(n).map(Durability::Replicate).ok_or_else(bad),
+        ["disperse", d, r] => {
+            let (data, redundancy) = (count(d).ok_or_else(bad)?, count(r).ok_or_else(bad)?);
+            // Gluster needs more data bricks than twice the redundancy.
+            if data <= redundancy {
+                return Err(invalid(format!(
+                    "volumetype {value:?}: data bricks must outnumber redundancy bricks"
+                )));
+            }
+            Ok(Durability::Disperse { data, redundancy })
+        }
+        _ => Err(bad()),
+    }
+}
+
+pub(super) fn parse_gid(key: &str, value: &str) -> Result<u32> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|g| (GID_MIN_DEFAULT..=GID_MAX_DEFAULT).contains(g))
+        .ok_or_else(|| {
+            invalid(format!(
+                "{key} {value:?}: must be an integer from {GID_MIN_DEFAULT} to {GID_MAX_DEFAULT}"
+            ))
+        })
+}
+
+fn is_option_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 128
+        && key.starts_with(|c: char| c.is_ascii_alphabetic())
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+}
+
+fn is_option_value(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 256
+        && !value.starts_with('-')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '/' | '*'))
+}
+
+/// `"key value, key value"`. Keys and values are restricted to the characters gluster options
+/// use, so nothing a user writes here reaches the gluster CLI as anything but one option.
+pub(super) fn parse_volume_options(value: &str) -> Result<Vec<(String, String)>> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|o| !o.is_empty())
+        .map(|option| {
+            let mut words = option.split_whitespace();
+            match (words.next(), words.next(), words.next()) {
+                // A profile names a file in gluster's groups directory: a plain name only.
+                (Some("group"), Some(v), None)
+                    if v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')) =>
+                {
+                    Ok(("group".to_string(), v.to_string()))
+                }
+                (Some(k), Some(v), None)
+                    if k != "group" && is_option_key(k) && is_option_value(v) =>
+                {
+                    Ok((k.to_string(), v.to_string()))
+                }
+                _ => Err(invalid(format!(
+                    "volumeoptions entry {option:?}: expected \"key value\" with a gluster option \
+                     name and a plain value"
+                ))),
+            }
+        })
+        .collect()
+}
+
+pub(super) fn parse_volume_prefix(value: &str) -> Result<String> {
+    let ok = !value.is_empty()
+        && value.len() <= VOLUME_PREFIX_MAX
+        && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !ok {
+        return Err(invalid(format!(
+            "volumenameprefix {value:?}: use up to {VOLUME_PREFIX_MAX} letters, digits and '-' \
+             (no '_'), starting with a letter or digit"
+        )));
+    }
+    Ok(value.to_string())
+}
+
+/// The prefix becomes part of Service and Endpoints names, so it must be a DNS label start.
+pub(super) fn parse_endpoint_prefix(value: &str) -> Result<String> {
+    let ok = !value.is_empty()
+        && value.len() <= EP_PREFIX_MAX
+        && value.starts_with(|c: char| c.is_ascii_lowercase())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !ok {
+        return Err(invalid(format!(
+            "customepnameprefix {value:?}: use up to {EP_PREFIX_MAX} lowercase letters, digits \
+             and '-', starting with a letter"
+        )));
+    }
+    Ok(value.to_string())
+}
