@@ -65,9 +65,12 @@ check)
 		command -v "$tool" >/dev/null || echo "missing $tool"
 	done
 	[ -e /dev/loop-control ] || echo "missing /dev/loop-control"
+	now=$(date +%s)
 	for root; do
 		for img in "$root"/*.img; do
 			[ -e "$img" ] || continue
+			# One made in the last minute may be between its rename and its mount.
+			[ $((now - $(stat -c %W "$img"))) -ge 60 ] || continue
 			dir=${img%.img}
 			grep -qxF -- "$(line "$dir")" /etc/fstab 2>/dev/null || echo "unlisted $img"
 			mountpoint -q "$dir" 2>/dev/null || echo "unmounted $img"

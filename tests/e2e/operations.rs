@@ -229,11 +229,23 @@ async fn topology_check_reports_every_node_and_fails_on_problems() {
     for node in nodes() {
         let row = table.lines().find(|l| l.contains(&node.name)).unwrap();
         assert!(
-            row.contains("2/2 up") && row.contains("/srv/gluster/brick2") && row.ends_with("ok"),
+            row.contains("2/2 up")
+                && row.contains("/srv/gluster/brick1 (image)")
+                && row.contains("/srv/gluster/brick2 (quota)")
+                && row.ends_with("ok"),
             "{row}"
         );
     }
     assert!(table.contains("3 nodes in 2 zone(s)"), "{table}");
+    assert!(table.contains("brick multiplexing off"), "{table}");
+    // An image brick the node would not mount at boot: in an image root, in no fstab line.
+    let node = &nodes()[2];
+    let stray = format!("/srv/gluster/brick1/{}.img", unique("stray"));
+    let ssh = crate::support::ssh();
+    let truncate = ["-s", "1M", &stray].map(String::from);
+    ssh.run_ok(&node.ssh_address, "truncate", &truncate)
+        .await
+        .unwrap();
 
     // A brick root missing on one node, then host keys nobody knows: each fails its rows.
     let dir = env().state_dir.join(unique("topo"));
@@ -261,6 +273,16 @@ async fn topology_check_reports_every_node_and_fails_on_problems() {
             assert!(table.contains("/srv/gluster/missing"), "{table}");
         }
     }
+    // Images made in the last minute may be between their rename and their mount.
+    let row = eventually(BIND_WAIT, "the stray image reported", || async {
+        let (ok, table) = topology_check(&path).await;
+        let row = table.lines().find(|l| l.contains(&node.name))?.to_string();
+        (!ok && row.contains(&format!("{stray} not in /etc/fstab"))).then_some(row)
+    })
+    .await;
+    assert!(row.contains(&format!("{stray} not mounted")), "{row}");
+    let rm = ["-f", &stray].map(String::from);
+    ssh.run_ok(&node.ssh_address, "rm", &rm).await.unwrap();
 }
 
 /// The series of a deleted class go with it (nothing grows with classes ever seen).

@@ -274,8 +274,8 @@ pub async fn gluster_volumes() -> Vec<String> {
         .collect()
 }
 
-/// Volume directories and brick images under every brick root of every node, as
-/// `node:/root/volume` and `node:/root/volume.img`.
+/// Volumes with a directory or a brick image (`volume.img`) under a brick root, as
+/// `node:/root/volume`, once each.
 pub async fn brick_dirs() -> Vec<String> {
     let ssh = ssh();
     let mut out = Vec::new();
@@ -294,8 +294,11 @@ pub async fn brick_dirs() -> Vec<String> {
                 .map(String::from),
         );
         let found = ssh.run_ok(&node.ssh_address, "find", &args).await.unwrap();
-        out.extend(found.lines().map(|l| format!("{}:{l}", node.name)));
+        let volumes = found.lines().map(|l| l.trim_end_matches(".img"));
+        out.extend(volumes.map(|l| format!("{}:{l}", node.name)));
     }
+    out.sort();
+    out.dedup();
     out
 }
 
