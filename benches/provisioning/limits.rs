@@ -178,6 +178,7 @@ pub(crate) async fn limits(
         volumes.push((limit, volume_of(&burst, &claim[0]).await));
         provisioner.stop().await;
         let (p50, _, max) = percentiles(&single);
+        log(format!("   one at a time: p50 {p50:.2} s, max {max:.2} s"));
         speed.insert(limit, (p50, run.claims.all_bound));
         rows.push(row(
             format!("{limit}: one claim Bound p50 / max (s)"),
@@ -264,6 +265,9 @@ pub(crate) async fn limits(
 /// Volumes made raw on the nodes, bricks under each node's own directory of the environment,
 /// one at a time: `pool_<from>` to `pool_<to - 1>`.
 async fn raw_volumes(cli: &Cli, cluster: &Cluster, from: usize, to: usize, tag: &str) {
+    if from >= to {
+        return;
+    }
     let nodes = &cluster.nodes;
     let brick = |node: &Node, i: usize| {
         let root = env().state_dir.join("nodes").join(&node.name).join("pool");
@@ -342,10 +346,15 @@ pub(crate) async fn pool(
             let base = *first.get_or_insert(p50);
             let mib = (rss.saturating_sub(rss_empty)) as f64 / (1 << 20) as f64;
             let each = if level == 0 { 0.0 } else { mib / level as f64 };
+            // What one brick process's crash takes down, on average.
+            let per_process = (3 * level) as f64 / processes.max(1) as f64;
+            log(format!(
+                "   claim p50 {p50:.2} s; {processes} brick processes ({per_process:.1} bricks each), {mib:.0} MiB"
+            ));
             rows.push(row(
                 format!("pool {setting}, {level} volumes: claim p50 (s), x empty"),
                 format!(
-                    "{p50:.2}, {:.2}x; {processes} procs, {mib:.0} MiB ({each:.1}/volume); raw create {per_volume:.2} s",
+                    "{p50:.2}, {:.2}x; {processes} procs ({per_process:.1} bricks each), {mib:.0} MiB ({each:.1}/volume); raw create {per_volume:.2} s",
                     p50 / base
                 ),
                 if level == 200 {
@@ -355,7 +364,7 @@ pub(crate) async fn pool(
                 },
             ));
             results[format!("pool_{tag}_{level}")] = json!({"one_by_one": single,
-                "brick_processes": processes, "brick_rss_mib": mib,
+                "brick_processes": processes, "bricks_per_process": per_process, "brick_rss_mib": mib,
                 "raw_create_seconds_each": per_volume});
         }
         if !mux {
