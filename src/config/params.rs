@@ -30,6 +30,15 @@ pub enum Durability {
 }
 
 impl Durability {
+    /// Over how many bricks the volume's data is spread: each brick of a disperse volume
+    /// holds its share.
+    pub fn data_bricks(self) -> u32 {
+        match self {
+            Durability::None | Durability::Replicate(_) => 1,
+            Durability::Disperse { data, .. } => data,
+        }
+    }
+
     /// How many bricks, each on its own node, the volume needs.
     pub fn bricks(self) -> u32 {
         match self {

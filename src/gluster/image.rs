@@ -12,8 +12,11 @@ const SCRIPT: &str = include_str!("brick_image.sh");
 /// so that `df` in a pod shows the size asked for.
 const LOG_BYTES: u64 = 64 << 20;
 
-pub fn image_bytes(size_gib: u64) -> u64 {
-    (size_gib << 30) + LOG_BYTES
+/// The image of one brick of a volume of `size_gib` whose data is spread over `data_bricks`:
+/// its share, in whole 4 KiB blocks, and the log.
+pub fn image_bytes(size_gib: u64, data_bricks: u32) -> u64 {
+    let share = (size_gib << 30).div_ceil(u64::from(data_bricks.max(1)));
+    share.next_multiple_of(4096) + LOG_BYTES
 }
 
 fn args<'a>(action: &'a str, rest: impl IntoIterator<Item = &'a str>) -> Vec<String> {
@@ -31,14 +34,16 @@ fn dir(brick: &Brick) -> &str {
         .expect("topology paths are ASCII")
 }
 
-/// Makes (or finds) the brick's image, lists it in the node's fstab, and mounts it.
-pub fn create_args(brick: &Brick, size_gib: u64) -> Vec<String> {
-    args("create", [dir(brick), &image_bytes(size_gib).to_string()])
+/// Makes (or finds) the brick's image of `bytes` ([`image_bytes`]), lists it in the node's
+/// fstab, and mounts it.
+pub fn create_args(brick: &Brick, bytes: u64) -> Vec<String> {
+    args("create", [dir(brick), &bytes.to_string()])
 }
 
-/// Grows the image and its file system, mounted; prints `none` when the brick has no image.
-pub fn grow_args(brick: &Brick, size_gib: u64) -> Vec<String> {
-    args("grow", [dir(brick), &image_bytes(size_gib).to_string()])
+/// Grows the image to `bytes` and its file system, mounted; prints `none` when the brick has
+/// no image.
+pub fn grow_args(brick: &Brick, bytes: u64) -> Vec<String> {
+    args("grow", [dir(brick), &bytes.to_string()])
 }
 
 /// Unmounts the image, takes it out of the fstab and removes it; nothing there is done.
@@ -90,7 +95,7 @@ mod tests {
             brick_roots: vec!["/b1".into()],
         };
         let brick = Brick::new(&node, &node.brick_roots[0], "vol_x");
-        let create = create_args(&brick, 1);
+        let create = create_args(&brick, image_bytes(1, 1));
         assert_eq!(create[0], "-c");
         assert_eq!(create[1], SCRIPT);
         assert_eq!(
@@ -101,11 +106,22 @@ mod tests {
             remove_args(&brick)[2..],
             ["brick-image", "remove", "/b1/vol_x"]
         );
-        assert_eq!(grow_args(&brick, 2)[4], "/b1/vol_x");
+        assert_eq!(grow_args(&brick, image_bytes(2, 1))[4], "/b1/vol_x");
         assert_eq!(
             check_args(&node.brick_roots)[2..],
             ["brick-image", "check", "/b1"]
         );
+    }
+
+    #[test]
+    fn a_disperse_brick_holds_its_share() {
+        let log = 64 << 20;
+        assert_eq!(image_bytes(1, 1), (1 << 30) + log);
+        assert_eq!(image_bytes(1, 4), (256 << 20) + log);
+        // A third of 1 GiB, in whole blocks: the volume holds at least the size.
+        let third = image_bytes(1, 3) - log;
+        assert_eq!(third % 4096, 0);
+        assert!(3 * third >= 1 << 30 && 3 * third < (1 << 30) + 3 * 4096);
     }
 
     #[test]

@@ -209,6 +209,14 @@ impl Volume {
         self.status == "Started"
     }
 
+    /// Over how many bricks the data is spread: a disperse volume's data bricks, else one.
+    pub fn data_bricks(&self) -> u32 {
+        match self.disperse_count {
+            0 => 1,
+            n => n.saturating_sub(self.redundancy_count).max(1),
+        }
+    }
+
     pub fn option(&self, name: &str) -> Option<&str> {
         self.options
             .options

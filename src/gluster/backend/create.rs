@@ -111,7 +111,8 @@ impl SshBackend {
         let quota = size_limit == SizeLimit::Quota;
         req.fence.check().await?;
         let images = bricks.iter().filter(|b| b.size_limit == SizeLimit::Image);
-        self.on_bricks(images, "sh", |b| image::create_args(b, req.size_gib))
+        let bytes = image::image_bytes(req.size_gib, req.durability.data_bricks());
+        self.on_bricks(images, "sh", |b| image::create_args(b, bytes))
             .await?;
         // Brick directories group-owned by the GID with setgid, so files keep the group.
         let gid = req.gid.to_string();

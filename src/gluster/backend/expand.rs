@@ -14,8 +14,9 @@ impl SshBackend {
                 message: "no such volume to grow".into(),
             });
         };
+        let bytes = image::image_bytes(size_gib, volume.data_bricks());
         let grown = self
-            .on_bricks(bricks.iter(), "sh", |b| image::grow_args(b, size_gib))
+            .on_bricks(bricks.iter(), "sh", |b| image::grow_args(b, bytes))
             .await?;
         let images = grown.iter().filter(|out| out.trim() == "grown").count();
         let quota = volume.option("features.quota") == Some("on");
