@@ -262,6 +262,16 @@ pub(crate) async fn limits(
     (rows, results)
 }
 
+/// Turns brick multiplexing on, at most 50 bricks a process: at about 75, a GlusterFS 10 brick
+/// process runs out of file descriptors and further bricks fail to attach.
+pub(crate) async fn multiplex(cli: &Cli, cluster: &Cluster) {
+    let all = format!(
+        "{GLUSTER_FN}g volume set all cluster.brick-multiplex on\n\
+         g volume set all cluster.max-bricks-per-process 50\n"
+    );
+    cli.run(&cluster.nodes[0].ssh_address, &all).await;
+}
+
 /// Volumes made raw on the nodes, bricks under each node's own directory of the environment,
 /// one at a time: `pool_<from>` to `pool_<to - 1>`.
 async fn raw_volumes(cli: &Cli, cluster: &Cluster, from: usize, to: usize, tag: &str) {
@@ -322,12 +332,7 @@ pub(crate) async fn pool(
         };
         let tag = if mux { "poolm" } else { "pool" };
         if mux {
-            // At most 50 a process: at about 75, one runs out of file descriptors.
-            let all = format!(
-                "{GLUSTER_FN}g volume set all cluster.brick-multiplex on\n\
-                 g volume set all cluster.max-bricks-per-process 50\n"
-            );
-            cli.run(&cluster.nodes[0].ssh_address, &all).await;
+            multiplex(cli, cluster).await;
         }
         let (_, rss_empty) = brick_processes();
         let mut made = 0;

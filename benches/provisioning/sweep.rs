@@ -99,11 +99,7 @@ pub(crate) async fn sweep(
     // descriptors (about 260 a brick, its limit 20,000) and further bricks fail to attach: 50
     // a process.
     let nodes = &cluster.nodes;
-    let all = format!(
-        "{GLUSTER_FN}g volume set all cluster.brick-multiplex on\n\
-         g volume set all cluster.max-bricks-per-process 50\n"
-    );
-    cli.run(&nodes[0].ssh_address, &all).await;
+    multiplex(cli, cluster).await;
     let pre = preload(client, name, cluster, n, sweep_root).await;
     for node in nodes {
         let dirs: Vec<String> = pre

@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 
 use crate::heketi_standin::{ADMIN_KEY, HeketiStandIn};
@@ -33,17 +32,7 @@ async fn grows(s: &Scenario, params: Value) -> String {
     let before = df_size(&mount).await;
     assert_eq!(before, 1 << 30, "a 1Gi volume shows 1 GiB");
 
-    let bigger = json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}});
-    s.claims
-        .patch("grow", &PatchParams::default(), &Patch::Merge(&bigger))
-        .await
-        .unwrap();
-    eventually(BIND_WAIT, "claim reports 2Gi", || async {
-        let claim = s.claims.get("grow").await.unwrap();
-        let capacity = claim.status?.capacity?.get("storage")?.0.clone();
-        (capacity == "2Gi").then_some(())
-    })
-    .await;
+    s.grow_claim("grow", "2Gi").await;
     let pv_now = s.pvs.get(&pv.name_any()).await.unwrap();
     assert_eq!(pv_now.spec.unwrap().capacity.unwrap()["storage"].0, "2Gi");
     let after = eventually(Duration::from_secs(60), "mount shows 2Gi", || async {

@@ -9,7 +9,7 @@ use glusterfs_provisioner::config::Node;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -166,6 +166,25 @@ impl Space {
                 && e.regarding.as_ref().and_then(|r| r.uid.clone()) == uid
         })
         .await
+    }
+
+    /// Asks for `size` on the bound claim `name` and waits until its status reports it.
+    pub async fn grow_claim(&self, name: &str, size: &str) {
+        let bigger = json!({"spec": {"resources": {"requests": {"storage": size}}}});
+        self.claims
+            .patch(name, &PatchParams::default(), &Patch::Merge(&bigger))
+            .await
+            .unwrap();
+        eventually(
+            BIND_WAIT,
+            &format!("claim {name} reports {size}"),
+            || async {
+                let claim = self.claims.get(name).await.unwrap();
+                let capacity = claim.status?.capacity?.get("storage")?.0.clone();
+                (capacity == size).then_some(())
+            },
+        )
+        .await;
     }
 
     pub async fn delete_claim(&self, name: &str) {

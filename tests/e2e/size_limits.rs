@@ -4,7 +4,6 @@
 //! gluster's quota.
 
 use kube::ResourceExt;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::scenario::*;
@@ -148,18 +147,7 @@ async fn keeps_a_claim_to_its_size(size_limit: &str) {
     })
     .await;
 
-    let bigger = json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}});
-    space
-        .claims
-        .patch("full", &PatchParams::default(), &Patch::Merge(&bigger))
-        .await
-        .unwrap();
-    eventually(BIND_WAIT, "claim reports 2Gi", || async {
-        let claim = space.claims.get("full").await.unwrap();
-        let capacity = claim.status?.capacity?.get("storage")?.0.clone();
-        (capacity == "2Gi").then_some(())
-    })
-    .await;
+    space.grow_claim("full", "2Gi").await;
     let grown = eventually(BIND_WAIT, "df in the pod shows 2Gi", || async {
         let size = df_in_pod(&space, "filler").await;
         (size > 1 << 30).then_some(size)
