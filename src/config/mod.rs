@@ -11,3 +11,4 @@ pub use params::{
     BackendParams, ClassParams, Durability, HeketiParams, PvType, SecretRef, SizeLimitChoice,
 };
 pub use topology::{BrickRoot, Cluster, Node, SizeLimit, SshSettings, Topology};
+pub use values::AVERAGE_FILE_KIB_DEFAULT;

@@ -27,6 +27,11 @@ pub enum Durability {
         data: u32,
         redundancy: u32,
     },
+    /// `replica 3 arbiter 1`: two bricks hold the data, the third only names and metadata,
+    /// sized for files of `average_file_kib` on average (see `plan::arbiter_bytes`).
+    Arbiter {
+        average_file_kib: u32,
+    },
 }
 
 impl Durability {
@@ -34,7 +39,7 @@ impl Durability {
     /// holds its share.
     pub fn data_bricks(self) -> u32 {
         match self {
-            Durability::None | Durability::Replicate(_) => 1,
+            Durability::None | Durability::Replicate(_) | Durability::Arbiter { .. } => 1,
             Durability::Disperse { data, .. } => data,
         }
     }
@@ -45,7 +50,13 @@ impl Durability {
             Durability::None => 1,
             Durability::Replicate(n) => n,
             Durability::Disperse { data, redundancy } => data + redundancy,
+            Durability::Arbiter { .. } => 3,
         }
+    }
+
+    /// How many of its bricks are arbiters.
+    pub fn arbiters(self) -> u32 {
+        u32::from(matches!(self, Durability::Arbiter { .. }))
     }
 }
 
@@ -55,6 +66,7 @@ impl fmt::Display for Durability {
             Durability::None => f.write_str("none"),
             Durability::Replicate(n) => write!(f, "replicate:{n}"),
             Durability::Disperse { data, redundancy } => write!(f, "disperse:{data}:{redundancy}"),
+            Durability::Arbiter { .. } => f.write_str("arbiter"),
         }
     }
 }
@@ -250,6 +262,8 @@ impl ClassParams {
                 rest.secret = None;
             }
             out.backend = BackendParams::Heketi(rest);
+        } else {
+            out.durability = heketi_options(out.durability, &out.volume_options)?;
         }
         Ok(out)
     }
@@ -374,6 +388,58 @@ mod tests {
         assert_eq!(h.snap_factor, 1.0);
     }
 
+    /// What OpenShift Container Storage's helpers write for arbiter classes.
+    #[test]
+    fn heketi_arbiter_options_build_an_arbiter_or_are_refused() {
+        let arbiter = |kib| Durability::Arbiter {
+            average_file_kib: kib,
+        };
+        let options = "user.heketi.arbiter true,user.heketi.average-file-size 64";
+        let p = parse(&[("volumeoptions", options)]).unwrap();
+        assert_eq!(p.durability, arbiter(64));
+        let p = parse(&[("volumetype", "arbiter")]).unwrap();
+        assert_eq!(p.durability, arbiter(64));
+        let small = "user.heketi.arbiter true, user.heketi.average-file-size 16";
+        let p = parse(&[("volumetype", "replicate:3"), ("volumeoptions", small)]);
+        assert_eq!(p.unwrap().durability, arbiter(16));
+        let plain = parse(&[("volumeoptions", "user.heketi.arbiter false")]).unwrap();
+        assert_eq!(plain.durability, Durability::Replicate(3));
+        for (pairs, want) in [
+            (
+                &[("volumeoptions", "user.heketi.zone-checking strict")][..],
+                "\"user.heketi.zone-checking\": a Heketi option the SSH backend does not implement",
+            ),
+            (
+                &[("volumetype", "replicate:2"), ("volumeoptions", options)],
+                "needs volumetype replicate:3",
+            ),
+            (
+                &[
+                    ("volumetype", "arbiter"),
+                    ("volumeoptions", "user.heketi.arbiter false"),
+                ],
+                "contradicts",
+            ),
+            (
+                &[("volumeoptions", "user.heketi.arbiter yes")],
+                "expected true or false",
+            ),
+            (
+                &[("volumeoptions", "user.heketi.average-file-size 0")],
+                "expected a size in KiB",
+            ),
+        ] {
+            let err = parse(pairs).unwrap_err().to_string();
+            assert!(err.contains(want), "{pairs:?}: {err}");
+        }
+        // Heketi builds its own options.
+        let heketi = [
+            ("resturl", "http://h"),
+            ("volumeoptions", "user.heketi.zone-checking strict"),
+        ];
+        assert!(parse(&heketi).is_ok());
+    }
+
     #[test]
     fn volume_types() {
         for (text, want) in [
@@ -385,6 +451,12 @@ mod tests {
                 Durability::Disperse {
                     data: 2,
                     redundancy: 1,
+                },
+            ),
+            (
+                "arbiter",
+                Durability::Arbiter {
+                    average_file_kib: 64,
                 },
             ),
         ] {

@@ -5,10 +5,71 @@ use super::params::{
 };
 use crate::Result;
 
+/// Heketi's default for `user.heketi.average-file-size`.
+pub const AVERAGE_FILE_KIB_DEFAULT: u32 = 64;
+
+/// The options of Heketi's own that the SSH backend builds as Heketi did. Gluster takes any
+/// `user.*` option as a plain note, so any other would be accepted and silently mean nothing.
+const HEKETI_OPTIONS: &[&str] = &["user.heketi.arbiter", "user.heketi.average-file-size"];
+
+/// The durability Heketi's options in `volumeoptions` ask for (SSH backend): an arbiter volume
+/// for `user.heketi.arbiter true`; any `user.heketi.*` option not built is refused by name.
+pub(super) fn heketi_options(
+    durability: Durability,
+    options: &[(String, String)],
+) -> Result<Durability> {
+    let (mut arbiter, mut average) = (None, AVERAGE_FILE_KIB_DEFAULT);
+    for (key, value) in options {
+        match key.to_ascii_lowercase().as_str() {
+            "user.heketi.arbiter" => {
+                arbiter = match value.to_ascii_lowercase().as_str() {
+                    "true" => Some(true),
+                    "false" => Some(false),
+                    _ => return Err(invalid(format!("{key} {value:?}: expected true or false"))),
+                }
+            }
+            "user.heketi.average-file-size" => {
+                average = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|kib| (1..=1 << 20).contains(kib))
+                    .ok_or_else(|| {
+                        invalid(format!(
+                            "{key} {value:?}: expected a size in KiB from 1 to 1048576"
+                        ))
+                    })?
+            }
+            k if k.starts_with("user.heketi.") => {
+                return Err(invalid(format!(
+                    "volumeoptions {key:?}: a Heketi option the SSH backend does not implement \
+                     (it implements {})",
+                    HEKETI_OPTIONS.join(", ")
+                )));
+            }
+            _ => {}
+        }
+    }
+    let arbiter_volume = Durability::Arbiter {
+        average_file_kib: average,
+    };
+    match (durability, arbiter) {
+        (Durability::Arbiter { .. }, Some(false)) => Err(invalid(
+            "volumetype arbiter contradicts user.heketi.arbiter false",
+        )),
+        (Durability::Arbiter { .. }, _) | (Durability::Replicate(3), Some(true)) => {
+            Ok(arbiter_volume)
+        }
+        (other, Some(true)) => Err(invalid(format!(
+            "user.heketi.arbiter true needs volumetype replicate:3 (the default), not {other}"
+        ))),
+        (other, _) => Ok(other),
+    }
+}
+
 pub(super) fn parse_durability(value: &str) -> Result<Durability> {
     let bad = || {
         invalid(format!(
-            "volumetype {value:?}: expected replicate:N, disperse:D:R or none"
+            "volumetype {value:?}: expected replicate:N, disperse:D:R, arbiter or none"
         ))
     };
     let count = |s: &str| s.parse::<u32>().ok().filter(|n| (1..=16).contains(n));
@@ -18,6 +79,9 @@ pub(super) fn parse_durability(value: &str) -> Result<Durability> {
         // The in-tree plugin read a bare "replicate" as three replicas; classes rely on it.
         ["replicate"] => Ok(Durability::Replicate(3)),
         ["replicate", n] => count(n).map(Durability::Replicate).ok_or_else(bad),
+        ["arbiter"] => Ok(Durability::Arbiter {
+            average_file_kib: AVERAGE_FILE_KIB_DEFAULT,
+        }),
         ["disperse", d, r] => {
             let (data, redundancy) = (count(d).ok_or_else(bad)?, count(r).ok_or_else(bad)?);
             // Gluster needs more data bricks than twice the redundancy.

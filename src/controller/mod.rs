@@ -149,6 +149,8 @@ impl Context {
             .filter_map(|pv| {
                 let bricks = pv.annotation(objects::ANN_BRICKS)?;
                 let gib = objects::storage_gib(pv.spec.capacity.storage.as_ref()).ok()?;
+                let average_file_kib = pv.annotation(objects::ANN_ARBITER);
+                let average_file_kib = average_file_kib.and_then(|kib| kib.parse().ok());
                 Some(Promise {
                     volume: pv
                         .spec
@@ -156,6 +158,8 @@ impl Context {
                         .to_string(),
                     bricks: objects::parse_brick_record(bricks),
                     bytes: gib << 30,
+                    arbiter_bytes: average_file_kib
+                        .map(|kib| crate::gluster::plan::arbiter_bytes(gib << 30, kib)),
                 })
             })
     }

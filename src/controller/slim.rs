@@ -9,8 +9,8 @@ use kube::api::ObjectMeta;
 use crate::heketi::volumes as heketi;
 use crate::k8s::cached::{CachedPv, CachedPvc, Kept};
 use crate::k8s::objects::{
-    ANN_BRICKS, ANN_CLUSTER, ANN_ENDPOINTS, ANN_GID, ANN_PROVISIONED_BY, CLAIM_FINALIZER,
-    FINALIZER, storage_gib,
+    ANN_ARBITER, ANN_BRICKS, ANN_CLUSTER, ANN_ENDPOINTS, ANN_GID, ANN_PROVISIONED_BY,
+    CLAIM_FINALIZER, FINALIZER, storage_gib,
 };
 
 /// The identity of an object: enough to find it, key it and order its versions; and the
@@ -120,6 +120,7 @@ pub fn volume(pv: &mut CachedPv, serves: impl Fn(&str) -> bool) {
             ANN_GID,
             ANN_CLUSTER,
             ANN_BRICKS,
+            ANN_ARBITER,
             ANN_ENDPOINTS,
             heketi::ANN_VOLUME_ID,
             heketi::ANN_URL,

@@ -19,6 +19,13 @@ pub fn image_bytes(size_gib: u64, data_bricks: u32) -> u64 {
     share.next_multiple_of(4096) + LOG_BYTES
 }
 
+/// The image of an arbiter brick: [`arbiter_bytes`] and the log.
+///
+/// [`arbiter_bytes`]: super::plan::arbiter_bytes
+pub fn arbiter_image_bytes(size_gib: u64, average_file_kib: u32) -> u64 {
+    super::plan::arbiter_bytes(size_gib << 30, average_file_kib).next_multiple_of(4096) + LOG_BYTES
+}
+
 fn args<'a>(action: &'a str, rest: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     ["-c", SCRIPT, "brick-image", action]
         .into_iter()

@@ -65,6 +65,8 @@ pub struct Brick {
     pub path: PathBuf,
     /// How its brick root keeps it to the volume's size.
     pub size_limit: SizeLimit,
+    /// An arbiter brick: names and metadata only ([`arbiter_bytes`]).
+    pub arbiter: bool,
 }
 
 impl Brick {
@@ -75,6 +77,7 @@ impl Brick {
             storage_address: node.storage_address,
             path: root.path.join(volume).join("brick"),
             size_limit: root.size_limit,
+            arbiter: false,
         }
     }
 
@@ -114,6 +117,28 @@ pub struct Promise {
     /// `(node name, brick path)`.
     pub bricks: Vec<(String, PathBuf)>,
     pub bytes: u64,
+    /// An arbiter volume's: what its last brick, the arbiter, holds instead.
+    pub arbiter_bytes: Option<u64>,
+}
+
+impl Promise {
+    /// What the brick at `index` holds.
+    fn brick_bytes(&self, index: usize) -> u64 {
+        match self.arbiter_bytes {
+            Some(arbiter) if index + 1 == self.bricks.len() => arbiter,
+            _ => self.bytes,
+        }
+    }
+}
+
+/// What an arbiter brick holds for a volume of `volume_bytes`: 4 KiB (an inode, its
+/// extended attributes and its name) for each file the volume holds at `average_file_kib`,
+/// Heketi's rule; at least 256 MiB, as XFS makes no smaller file system (with the image's log).
+pub fn arbiter_bytes(volume_bytes: u64, average_file_kib: u32) -> u64 {
+    const PER_FILE: u64 = 4 << 10;
+    const MIN: u64 = 256 << 20;
+    let files = volume_bytes.div_ceil(u64::from(average_file_kib.max(1)) << 10);
+    (files * PER_FILE).max(MIN)
 }
 
 /// Counts each promise on the brick root its bricks are under.
@@ -122,13 +147,13 @@ pub fn count_promises<'p>(
     promises: impl IntoIterator<Item = &'p Promise>,
 ) {
     for promise in promises {
-        for (node, path) in &promise.bricks {
+        for (index, (node, path)) in promise.bricks.iter().enumerate() {
             let mut roots = capacity
                 .iter_mut()
                 .filter(|c| c.node.name == *node)
                 .flat_map(|c| c.roots.iter_mut());
             if let Some(root) = roots.find(|r| path.starts_with(&r.root.path)) {
-                root.promised += promise.bytes;
+                root.promised += promise.brick_bytes(index);
             }
         }
     }
@@ -163,6 +188,18 @@ pub struct Need {
     pub size_limit: SizeLimit,
 }
 
+impl Need {
+    /// What its arbiter brick holds, for an arbiter volume.
+    pub fn arbiter_bytes(&self) -> Option<u64> {
+        match self.durability {
+            Durability::Arbiter { average_file_kib } => {
+                Some(arbiter_bytes(self.bytes, average_file_kib))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// How a cluster's volumes are kept to their size when the class does not say: by their bricks
 /// when any root can, else by gluster's quota.
 pub fn default_size_limit(cluster: &Cluster) -> SizeLimit {
@@ -175,7 +212,8 @@ pub fn default_size_limit(cluster: &Cluster) -> SizeLimit {
 }
 
 /// Chooses one brick per node for `durability`: distinct nodes always, distinct zones whenever
-/// the nodes allow, and on each node the brick root of the size limit with the most free space.
+/// the nodes allow, and on each node the brick root of the size limit with the most room. An
+/// arbiter brick goes last, on another node, in a zone the data bricks are not in if there is one.
 pub fn place_bricks(
     cluster: &Cluster,
     capacity: &[NodeCapacity<'_>],
@@ -187,13 +225,21 @@ pub fn place_bricks(
         bytes: size_bytes,
         size_limit,
     } = need;
-    let wanted = durability.bricks() as usize;
-    let mut candidates: Vec<(&NodeCapacity, &RootSpace)> = capacity
-        .iter()
-        .filter_map(|c| c.best_root(size_limit).map(|root| (c, root)))
-        .filter(|(_, root)| root.room() >= size_bytes)
-        .collect();
-    if candidates.len() < wanted {
+    // Most room first; the node name breaks ties so placement is deterministic.
+    let fitting = |bytes: u64| {
+        let mut out: Vec<(&NodeCapacity, &RootSpace)> = capacity
+            .iter()
+            .filter_map(|c| c.best_root(size_limit).map(|root| (c, root)))
+            .filter(|(_, root)| root.room() >= bytes)
+            .collect();
+        out.sort_by(|a, b| {
+            b.1.room()
+                .cmp(&a.1.room())
+                .then(a.0.node.name.cmp(&b.0.node.name))
+        });
+        out
+    };
+    let short = |what: String, found: usize| {
         let rooms: Vec<String> = capacity
             .iter()
             .flat_map(|c| {
@@ -204,27 +250,25 @@ pub fn place_bricks(
                 })
             })
             .collect();
-        return Err(Error::Placement(format!(
-            "volumetype {durability} needs {wanted} bricks of {} on distinct nodes, in brick \
-             roots with size limit {size_limit}, but cluster {:?} has {} node(s) with the room ({} node(s) in the topology); room by brick root \
-             (free, less what its volumes are promised): {}",
-            gib(size_bytes),
+        Error::Placement(format!(
+            "volumetype {durability} needs {what}, in brick roots with size limit {size_limit}, \
+             but cluster {:?} has {found} node(s) with the room ({} node(s) in the topology); \
+             room by brick root (free, less what its volumes are promised): {}",
             cluster.name,
-            candidates.len(),
             cluster.nodes.len(),
             if rooms.is_empty() {
                 "none readable".into()
             } else {
                 rooms.join(", ")
             }
-        )));
+        ))
+    };
+    let wanted = (durability.bricks() - durability.arbiters()) as usize;
+    let mut candidates = fitting(size_bytes);
+    if candidates.len() < wanted {
+        let what = format!("{wanted} bricks of {} on distinct nodes", gib(size_bytes));
+        return Err(short(what, candidates.len()));
     }
-    // Most room first; the node name breaks ties so placement is deterministic.
-    candidates.sort_by(|a, b| {
-        b.1.room()
-            .cmp(&a.1.room())
-            .then(a.0.node.name.cmp(&b.0.node.name))
-    });
     let mut chosen: Vec<(&NodeCapacity, &RootSpace)> = Vec::with_capacity(wanted);
     let mut zones = HashSet::new();
     while chosen.len() < wanted {
@@ -243,10 +287,32 @@ pub fn place_bricks(
         zones.insert(&c.node.zone);
         chosen.push((c, root));
     }
-    Ok(chosen
-        .into_iter()
+    let mut bricks: Vec<Brick> = chosen
+        .iter()
         .map(|(c, space)| Brick::new(c.node, &space.root, volume))
-        .collect())
+        .collect();
+    if let Some(bytes) = need.arbiter_bytes() {
+        let data_zones: HashSet<&String> = chosen.iter().map(|(c, _)| &c.node.zone).collect();
+        let mut rest: Vec<_> = fitting(bytes)
+            .into_iter()
+            .filter(|(c, _)| !bricks.iter().any(|b| b.node == c.node.name))
+            .collect();
+        // A stable sort: most room still decides within each group.
+        rest.sort_by_key(|(c, _)| data_zones.contains(&c.node.zone));
+        let Some((c, space)) = rest.first() else {
+            let what = format!(
+                "{wanted} data bricks of {} and an arbiter brick of {} on a third node",
+                gib(size_bytes),
+                gib(bytes)
+            );
+            return Err(short(what, wanted));
+        };
+        bricks.push(Brick {
+            arbiter: true,
+            ..Brick::new(c.node, &space.root, volume)
+        });
+    }
+    Ok(bricks)
 }
 
 fn args<const N: usize>(words: [&str; N]) -> Vec<String> {
@@ -259,6 +325,8 @@ pub fn create_args(volume: &str, durability: Durability, bricks: &[Brick]) -> Ve
     match durability {
         Durability::None => {}
         Durability::Replicate(n) => out.extend(args(["replica", &n.to_string()])),
+        // Gluster makes the last brick of each set of three the arbiter.
+        Durability::Arbiter { .. } => out.extend(args(["replica", "3", "arbiter", "1"])),
         Durability::Disperse { data, redundancy } => out.extend(args([
             "disperse",
             &(data + redundancy).to_string(),
@@ -477,6 +545,68 @@ mod tests {
         assert_eq!(bricks[0].volume_dir(), Path::new("/b1/v"));
     }
 
+    const ARBITER: Durability = Durability::Arbiter {
+        average_file_kib: 64,
+    };
+
+    #[test]
+    fn an_arbiter_goes_to_a_third_node_in_another_zone_and_needs_little_room() {
+        let nodes = [
+            node("n1", "a", 1),
+            node("n2", "a", 2),
+            node("n3", "b", 3),
+            node("n4", "c", 4),
+        ];
+        // n4 has too little room for data but enough for the arbiter, in a zone of its own.
+        let cap = capacity(&nodes, &[(5, 5), (6, 6), (7, 7), (0, 1)]);
+        let bricks = place_bricks(&cluster(&nodes), &cap, need(ARBITER, 4 << 30), "v").unwrap();
+        let got: Vec<_> = bricks
+            .iter()
+            .map(|b| (b.node.as_str(), b.arbiter))
+            .collect();
+        assert_eq!(got, [("n3", false), ("n2", false), ("n4", true)]);
+        assert_eq!(
+            create_args("v", ARBITER, &bricks).join(" "),
+            "volume create v replica 3 arbiter 1 10.0.0.3:/b2/v/brick 10.0.0.2:/b2/v/brick \
+             10.0.0.4:/b2/v/brick"
+        );
+        // Two zones: the arbiter shares one, but never a node.
+        let cap = capacity(&nodes[..3], &[(5, 5), (6, 6), (7, 7)]);
+        let bricks = place_bricks(&cluster(&nodes[..3]), &cap, need(ARBITER, 4 << 30), "v");
+        let nodes_used: HashSet<_> = bricks.unwrap().into_iter().map(|b| b.node).collect();
+        assert_eq!(nodes_used.len(), 3);
+        // Room for two data bricks, none for a third node's arbiter.
+        let cap = capacity(&nodes[..3], &[(5, 5), (6, 6), (0, 0)]);
+        let err = place_bricks(&cluster(&nodes[..3]), &cap, need(ARBITER, 4 << 30), "v")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("an arbiter brick of 0.2 GiB on a third node"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_arbiter_brick_holds_4_kib_a_file_and_at_least_256_mib() {
+        assert_eq!(arbiter_bytes(1 << 30, 64), 256 << 20);
+        assert_eq!(arbiter_bytes(100 << 30, 64), 6400 << 20);
+        assert_eq!(arbiter_bytes(100 << 30, 4), 100 << 30);
+        let nodes = [node("n1", "a", 1)];
+        let mut cap = capacity(&nodes, &[(10, 10)]);
+        let promise = Promise {
+            volume: "v".into(),
+            bricks: vec![
+                ("n1".into(), "/b1/v/brick".into()),
+                ("n1".into(), "/b2/v/brick".into()),
+            ],
+            bytes: 4 << 30,
+            arbiter_bytes: Some(256 << 20),
+        };
+        count_promises(&mut cap, [&promise]);
+        assert_eq!(cap[0].roots[0].promised, 4 << 30);
+        assert_eq!(cap[0].roots[1].promised, 256 << 20);
+    }
+
     #[test]
     fn promised_space_counts_though_the_volumes_are_empty() {
         let nodes = [node("n1", "a", 1), node("n2", "b", 2)];
@@ -489,6 +619,7 @@ mod tests {
                 ("n2".into(), format!("{root}/{volume}/brick").into()),
             ],
             bytes: 6 << 30,
+            arbiter_bytes: None,
         };
         count_promises(&mut cap, &[promise("v1", "/b1"), promise("v2", "/b2")]);
         assert_eq!(cap[0].roots[0].promised, 6 << 30);

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::config::AVERAGE_FILE_KIB_DEFAULT;
 use crate::{Error, Result};
 
 #[derive(Debug, Deserialize)]
@@ -190,6 +191,8 @@ pub struct Bricks {
 pub struct Brick {
     /// `host:/path`.
     pub name: String,
+    #[serde(rename = "isArbiter", default)]
+    pub is_arbiter: u8,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
@@ -223,6 +226,21 @@ impl Volume {
             .iter()
             .find(|o| o.name == name)
             .map(|o| o.value.as_str())
+    }
+
+    /// Whether the brick `host:/path` is an arbiter.
+    pub fn is_arbiter(&self, brick: &str) -> bool {
+        let bricks = &self.bricks.bricks;
+        bricks.iter().any(|b| b.name == brick && b.is_arbiter == 1)
+    }
+
+    /// The average file size (KiB) an arbiter volume's arbiter brick is sized for: its own
+    /// option, as Heketi set it, else Heketi's default.
+    pub fn average_file_kib(&self) -> u32 {
+        let option = self.option("user.heketi.average-file-size");
+        option
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(AVERAGE_FILE_KIB_DEFAULT)
     }
 
     /// Bricks as `(host, path)`.

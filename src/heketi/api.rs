@@ -51,6 +51,8 @@ impl From<Durability> for DurabilityJson {
                 replicate: Some(Replicate { replica }),
                 ..Default::default()
             },
+            // Heketi builds the arbiter from the `user.heketi.arbiter` option.
+            Durability::Arbiter { .. } => Durability::Replicate(3).into(),
             Durability::Disperse { data, redundancy } => DurabilityJson {
                 type_: "disperse".into(),
                 disperse: Some(Disperse { data, redundancy }),

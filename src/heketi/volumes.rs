@@ -6,7 +6,7 @@ use std::net::IpAddr;
 
 use super::api::{CreateVolume, Snapshot, VolumeInfo};
 use super::client::HeketiClient;
-use crate::config::{HeketiParams, SecretRef};
+use crate::config::{Durability, HeketiParams, SecretRef};
 use crate::gluster::plan::Promise;
 use crate::k8s::objects::ANN_GID;
 use crate::volumes::{Made, Recorded, VolumeBackend, VolumeRequest};
@@ -97,11 +97,7 @@ impl VolumeBackend for HeketiVolumes {
                     clusters: self.params.clusters.clone(),
                     gid: req.gid,
                     durability: req.durability.into(),
-                    glustervolumeoptions: req
-                        .options
-                        .iter()
-                        .map(|(k, v)| format!("{k} {v}"))
-                        .collect(),
+                    glustervolumeoptions: heketi_options(req),
                     snapshot: Snapshot {
                         enable: true,
                         factor: self.params.snap_factor,
@@ -187,6 +183,25 @@ impl VolumeBackend for HeketiVolumes {
         let info = self.info(volume).await?;
         self.client.storage_addresses(&info.cluster).await
     }
+}
+
+/// The class's options as Heketi takes them; `volumetype: arbiter` is Heketi's arbiter option.
+fn heketi_options(req: &VolumeRequest<'_>) -> Vec<String> {
+    let mut out: Vec<String> = req
+        .options
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    if let Durability::Arbiter { average_file_kib } = req.durability {
+        let given = |key: &str| req.options.iter().any(|(k, _)| k.eq_ignore_ascii_case(key));
+        if !given("user.heketi.arbiter") {
+            out.push("user.heketi.arbiter true".into());
+        }
+        if !given("user.heketi.average-file-size") {
+            out.push(format!("user.heketi.average-file-size {average_file_kib}"));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

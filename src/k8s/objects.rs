@@ -30,6 +30,9 @@ pub const ANN_DESCRIPTION: &str = "Description";
 /// Ours: where the volume lives, so deletion needs neither the StorageClass nor a guess.
 pub const ANN_CLUSTER: &str = "gluster.org/cluster";
 pub const ANN_BRICKS: &str = "gluster.org/bricks";
+/// On an arbiter volume's PV: the average file size (KiB) its arbiter brick, the last one
+/// recorded, is sized for; what placement counts that brick at.
+pub const ANN_ARBITER: &str = "gluster.org/arbiter";
 /// On a CSI PV converted from a `glusterfs` one: the Endpoints and Service (in the claim's
 /// namespace) it still has, deleted with it.
 pub const ANN_ENDPOINTS: &str = "gluster.org/endpoints";

@@ -91,7 +91,9 @@ impl SshBackend {
                             volume.name
                         ))
                     })?;
-                self.checked_brick(node, &volume.name, Path::new(path))
+                let brick = self.checked_brick(node, &volume.name, Path::new(path))?;
+                let arbiter = volume.is_arbiter(&format!("{host}:{path}"));
+                Ok(Brick { arbiter, ..brick })
             })
             .collect()
     }

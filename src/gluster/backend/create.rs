@@ -68,6 +68,7 @@ impl SshBackend {
                     volume: req.name.to_string(),
                     bricks: held.collect(),
                     bytes,
+                    arbiter_bytes: need.arbiter_bytes(),
                 };
                 placing.insert(req.name.to_string(), promise);
                 bricks
@@ -112,8 +113,16 @@ impl SshBackend {
         req.fence.check().await?;
         let images = bricks.iter().filter(|b| b.size_limit == SizeLimit::Image);
         let bytes = image::image_bytes(req.size_gib, req.durability.data_bricks());
-        self.on_bricks(images, "sh", |b| image::create_args(b, bytes))
-            .await?;
+        let arbiter = match req.durability {
+            Durability::Arbiter { average_file_kib } => {
+                image::arbiter_image_bytes(req.size_gib, average_file_kib)
+            }
+            _ => bytes,
+        };
+        self.on_bricks(images, "sh", |b| {
+            image::create_args(b, if b.arbiter { arbiter } else { bytes })
+        })
+        .await?;
         // Brick directories group-owned by the GID with setgid, so files keep the group.
         let gid = req.gid.to_string();
         self.on_bricks(bricks.iter(), "install", |b| {

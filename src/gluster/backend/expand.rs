@@ -15,8 +15,11 @@ impl SshBackend {
             });
         };
         let bytes = image::image_bytes(size_gib, volume.data_bricks());
+        let arbiter = image::arbiter_image_bytes(size_gib, volume.average_file_kib());
         let grown = self
-            .on_bricks(bricks.iter(), "sh", |b| image::grow_args(b, bytes))
+            .on_bricks(bricks.iter(), "sh", |b| {
+                image::grow_args(b, if b.arbiter { arbiter } else { bytes })
+            })
             .await?;
         let images = grown.iter().filter(|out| out.trim() == "grown").count();
         let quota = volume.option("features.quota") == Some("on");
@@ -44,7 +47,14 @@ impl SshBackend {
     ) -> Result<()> {
         let (cluster, bricks) = self.recorded_bricks(volume)?;
         let nodes = &self.cluster(Some(cluster))?.nodes;
-        let more = to_gib.saturating_sub(from_gib) << 30;
+        let average_file_kib = volume.annotations.get(ANN_ARBITER);
+        let average_file_kib = average_file_kib.and_then(|kib| kib.parse().ok());
+        // An arbiter brick, the last recorded, grows by its rule.
+        let more = |index: usize| match average_file_kib {
+            Some(kib) if index + 1 == bricks.len() => plan::arbiter_bytes(to_gib << 30, kib)
+                .saturating_sub(plan::arbiter_bytes(from_gib << 30, kib)),
+            _ => to_gib.saturating_sub(from_gib) << 30,
+        };
         let mut capacity = Vec::new();
         // Recorded bricks are checked against the topology, so their nodes are in it.
         for node in nodes
@@ -54,13 +64,13 @@ impl SshBackend {
             capacity.push(self.node_space(node).await?);
         }
         plan::count_promises(&mut capacity, promised);
-        for brick in &bricks {
+        for (index, brick) in bricks.iter().enumerate() {
             let roots = capacity
                 .iter()
                 .filter(|c| c.node.name == brick.node)
                 .flat_map(|c| &c.roots);
             let root = roots.clone().find(|r| brick.path.starts_with(&r.root));
-            if let Some(root) = root.filter(|r| r.room() < more) {
+            if let Some(root) = root.filter(|r| r.room() < more(index)) {
                 return Err(Error::Placement(format!(
                     "cannot grow {} by {} GiB: brick root {}:{} has room for {} GiB (free, less \
                      what its volumes are promised)",

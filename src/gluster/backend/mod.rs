@@ -10,7 +10,7 @@ mod space;
 
 use space::SpaceReading;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,8 +26,8 @@ use super::image;
 use super::plan::{self, Brick, NodeCapacity, Promise, RootSpace};
 use super::ssh::SshExecutor;
 use super::xml::{self, Peer, Volume};
-use crate::config::{Cluster, Node, SizeLimit, Topology};
-use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, brick_record};
+use crate::config::{Cluster, Durability, Node, SizeLimit, Topology};
+use crate::k8s::objects::{ANN_ARBITER, ANN_BRICKS, ANN_CLUSTER, brick_record};
 use crate::metrics::Metrics;
 use crate::volumes::{Made, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
@@ -388,15 +388,18 @@ impl VolumeBackend for SshBackend {
     async fn create(&self, req: &VolumeRequest<'_>) -> Result<Made> {
         let made = self.make(req).await?;
         let addresses = plan::storage_addresses(&made.bricks);
+        let mut annotations = BTreeMap::from([
+            (ANN_CLUSTER.to_string(), made.cluster),
+            (ANN_BRICKS.to_string(), brick_record(&made.bricks)),
+        ]);
+        if let Durability::Arbiter { average_file_kib } = req.durability {
+            annotations.insert(ANN_ARBITER.to_string(), average_file_kib.to_string());
+        }
         Ok(Made {
             volume: made.name,
             addresses,
             gid: req.gid,
-            annotations: [
-                (ANN_CLUSTER.to_string(), made.cluster),
-                (ANN_BRICKS.to_string(), brick_record(&made.bricks)),
-            ]
-            .into(),
+            annotations,
         })
     }
 
