@@ -10,7 +10,7 @@ use crate::scenario::*;
 use crate::support::{eventually, ssh};
 
 /// Bytes `df` shows as the size of /data in the pod.
-async fn df_in_pod(space: &Space, pod: &str) -> u64 {
+pub(crate) async fn df_in_pod(space: &Space, pod: &str) -> u64 {
     let out = space.exec_ok(pod, "stat -f -c '%b %S' /data").await;
     let (blocks, size) = out.trim().split_once(' ').unwrap();
     blocks.parse::<u64>().unwrap() * size.parse::<u64>().unwrap()

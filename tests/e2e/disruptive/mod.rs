@@ -14,6 +14,7 @@ use kube::ResourceExt;
 use kube::api::Api;
 use serde_json::json;
 
+mod arbiter;
 mod health;
 mod reboot;
 

@@ -12,7 +12,7 @@ use crate::size_limits::on_nodes;
 use crate::support::{eventually, ssh};
 
 /// Whether `volume`'s brick on `node` runs, as glusterd reports it.
-async fn brick_online(volume: &str, node: &glusterfs_provisioner::config::Node) -> bool {
+pub(crate) async fn brick_online(volume: &str, node: &glusterfs_provisioner::config::Node) -> bool {
     let status = gluster_cli(&["volume", "status", volume, "--xml"]).await;
     parse_volume_status(&status).is_ok_and(|processes| {
         processes.iter().any(|p| {
