@@ -15,6 +15,7 @@
 // The deletion reconciler's future nests deeper than the default limit lets rustc lay out.
 #![recursion_limit = "256"]
 
+pub mod audit;
 pub mod config;
 pub mod controller;
 pub mod convert;

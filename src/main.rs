@@ -15,7 +15,7 @@ use glusterfs_provisioner::heketi::HeketiHttp;
 use glusterfs_provisioner::http::{self, Health};
 use glusterfs_provisioner::leader::{self, LeaseSettings};
 use glusterfs_provisioner::metrics::Metrics;
-use glusterfs_provisioner::{convert, csi, status};
+use glusterfs_provisioner::{audit, convert, csi, status};
 
 /// Kubernetes external provisioner for GlusterFS volumes.
 ///
@@ -60,6 +60,32 @@ enum Command {
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
     },
+    /// What is left over, both ways: volumes and brick entries of ours with no PV or claim,
+    /// PVs whose volume is gone, Endpoints/Services of ours with no PV, GIDs in use twice.
+    /// Fails while any is left. Removes only orphans of ours with --apply.
+    Audit(AuditArgs),
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    topology: TopologyArgs,
+    /// Kubeconfig file; without it, KUBECONFIG, ~/.kube/config or the in-cluster service account.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// The provisioner name whose PVs are ours.
+    #[arg(
+        long,
+        env = "PROVISIONER_NAME",
+        default_value = "gluster.org/glusterfs"
+    )]
+    provisioner_name: String,
+    /// Orphans younger than this are listed, never removed: a provision may be under way.
+    #[arg(long, default_value_t = 3600)]
+    grace_seconds: u64,
+    /// Remove the orphans of ours older than the grace period; without it only the list.
+    #[arg(long)]
+    apply: bool,
 }
 
 #[derive(Args)]
@@ -289,7 +315,22 @@ async fn main() -> anyhow::Result<()> {
             topology,
             kubeconfig,
         } => volume_status(&topology, kubeconfig.as_deref()).await,
+        Command::Audit(args) => audit(args).await,
     }
+}
+
+/// The `audit` command: fails while anything is left over.
+async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+    let backend = standalone_backend(&args.topology)?;
+    let options = audit::AuditOptions {
+        provisioner: args.provisioner_name,
+        grace: Duration::from_secs(args.grace_seconds),
+        apply: args.apply,
+    };
+    let client = client(args.kubeconfig.as_deref()).await?;
+    let left = audit::run(client, &backend, &options).await?;
+    anyhow::ensure!(left == 0, "{left} problem(s) left over");
+    Ok(())
 }
 
 async fn convert(args: ConvertArgs) -> anyhow::Result<()> {

@@ -12,7 +12,7 @@ use crate::Result;
 use crate::config::Cluster;
 use crate::gluster::SshBackend;
 use crate::gluster::heal::VolumeHealth;
-use crate::k8s::objects::ANN_CLUSTER;
+use crate::k8s::objects::{ANN_CLUSTER, volume_of};
 
 /// Volumes looked at at once: each heal summary runs gluster's `glfsheal` against the bricks.
 const AT_ONCE: usize = 4;
@@ -23,16 +23,6 @@ struct Row<'c> {
     pv: String,
     volume: String,
     cluster: &'c Cluster,
-}
-
-/// The volume a PV names: a `glusterfs` path or a CSI volume handle.
-fn volume_of(pv: &PersistentVolume) -> Option<&str> {
-    let spec = pv.spec.as_ref()?;
-    match (&spec.glusterfs, &spec.csi) {
-        (Some(g), _) => Some(&g.path),
-        (None, Some(c)) => Some(&c.volume_handle),
-        _ => None,
-    }
 }
 
 /// Prints the table; returns how many volumes are not whole.

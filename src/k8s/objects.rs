@@ -291,6 +291,16 @@ pub fn brick_record(bricks: &[Brick]) -> String {
         .join(",")
 }
 
+/// The volume a PV names: a `glusterfs` path or a CSI volume handle.
+pub fn volume_of(pv: &PersistentVolume) -> Option<&str> {
+    let spec = pv.spec.as_ref()?;
+    match (&spec.glusterfs, &spec.csi) {
+        (Some(g), _) => Some(&g.path),
+        (None, Some(c)) => Some(&c.volume_handle),
+        _ => None,
+    }
+}
+
 /// Bricks as a PV records them, as `(node, path)`.
 pub fn parse_brick_record(record: &str) -> Vec<(String, std::path::PathBuf)> {
     record

@@ -5,14 +5,16 @@
 mod bricks;
 mod create;
 mod expand;
+mod inventory;
 mod remove;
 mod space;
 
+pub use inventory::RootEntry;
 use space::SpaceReading;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

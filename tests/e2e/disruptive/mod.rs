@@ -15,6 +15,7 @@ use kube::api::Api;
 use serde_json::json;
 
 mod arbiter;
+mod audit;
 mod health;
 mod reboot;
 
