@@ -11,7 +11,7 @@ PROVISIONER_KUBECONFIG=$STATE_DIR/provisioner.kubeconfig
 # persistentvolume-binder can be left out (GP_KUBE_CONTROLLERS) for tests that must see the
 # objects exactly as a provisioner wrote them. GP_BINDER_SYNC: its resync period (2 s, so tests
 # see its retries soon).
-KUBE_CONTROLLERS=${GP_KUBE_CONTROLLERS:-persistentvolume-binder,pvc-protection,pv-protection,endpoint,endpointslice,namespace,garbagecollector,serviceaccount-token,serviceaccount,statefulset,deployment,replicaset,daemonset,nodelifecycle,podgc}
+KUBE_CONTROLLERS=${GP_KUBE_CONTROLLERS:-persistentvolume-binder,pvc-protection,pv-protection,endpoint,endpointslice,namespace,garbagecollector,serviceaccount-token,serviceaccount,statefulset,deployment,replicaset,daemonset,job,nodelifecycle,podgc}
 APISERVER_URL=https://$HOST_IP:$APISERVER_PORT
 
 kubectl() { "$K8S_BIN/kubectl" --kubeconfig "$ADMIN_KUBECONFIG" "$@"; }

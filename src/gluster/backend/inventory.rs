@@ -15,7 +15,8 @@ pub struct RootEntry {
 
 /// Prints the node's clock, then one `root<TAB>name<TAB>ctime` line for each entry of each root
 /// given as an argument.
-const LIST_ROOTS: &str = "date +%s && exec find \"$@\" -mindepth 1 -maxdepth 1 -printf '%H\\t%f\\t%C@\\n'";
+const LIST_ROOTS: &str =
+    "date +%s && exec find \"$@\" -mindepth 1 -maxdepth 1 -printf '%H\\t%f\\t%C@\\n'";
 
 impl SshBackend {
     /// Every volume of the cluster, with its bricks.
@@ -41,13 +42,18 @@ impl SshBackend {
 
 fn parse_root_entries(node: &str, out: &str) -> Vec<RootEntry> {
     let mut lines = out.lines();
-    let now: f64 = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0.0);
+    let now: f64 = lines
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0.0);
     lines
         .filter_map(|line| {
             let mut fields = line.split('\t');
             let (root, entry, ctime) = (fields.next()?, fields.next()?, fields.next()?);
             let ctime: f64 = ctime.parse().ok()?;
-            let name = entry.strip_suffix(".img.new").or(entry.strip_suffix(".img"));
+            let name = entry
+                .strip_suffix(".img.new")
+                .or(entry.strip_suffix(".img"));
             Some(RootEntry {
                 node: node.to_string(),
                 root: root.into(),
@@ -66,7 +72,10 @@ mod tests {
     fn root_entries_name_their_volume_and_age() {
         let out = "1000\n/b1\tvol_a\t990.5\n/b1\tvol_a.img\t400.0\n/b2\tx.img.new\t1001.0\nbad\n";
         let got = parse_root_entries("n1", out);
-        let names: Vec<_> = got.iter().map(|e| (e.root.to_str().unwrap(), e.name.as_str())).collect();
+        let names: Vec<_> = got
+            .iter()
+            .map(|e| (e.root.to_str().unwrap(), e.name.as_str()))
+            .collect();
         assert_eq!(names, [("/b1", "vol_a"), ("/b1", "vol_a"), ("/b2", "x")]);
         assert_eq!(got[0].age, Duration::from_millis(9500));
         assert_eq!(got[1].age, Duration::from_secs(600));

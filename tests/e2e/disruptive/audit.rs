@@ -6,8 +6,9 @@ use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 
+use crate::pods::{DEPLOYED_NS, POD_WAIT, kubectl};
 use crate::scenario::*;
-use crate::support::{env, ssh, unique};
+use crate::support::{env, eventually, ssh, unique};
 
 /// `glusterfs-provisioner audit ARGS` as the cluster admin: (success, standard output).
 async fn audit(args: &[&str]) -> (bool, String) {
@@ -26,6 +27,46 @@ async fn audit(args: &[&str]) -> (bool, String) {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     (out.status.success(), text)
+}
+
+/// One run of `examples/audit-cronjob.yaml` (as `kubectl create job --from` starts one, its
+/// schedule suspended): whether it succeeded, and its log.
+async fn cron_job_run() -> (bool, String) {
+    let example = include_str!("../../../examples/audit-cronjob.yaml");
+    let manifest = example
+        // This environment's Kubernetes (1.20) serves CronJobs as batch/v1beta1, same fields.
+        .replace(
+            "apiVersion: batch/v1\nkind: CronJob",
+            "apiVersion: batch/v1beta1\nkind: CronJob",
+        )
+        .replace(
+            "  concurrencyPolicy:",
+            "  suspend: true\n  concurrencyPolicy:",
+        )
+        .replace(
+            "image: ghcr.io/gluster/glusterfs-provisioner:0.1.0\n",
+            "image: localhost/glusterfs-provisioner:e2e\n              imagePullPolicy: Never\n",
+        );
+    assert!(manifest.contains("suspend: true") && manifest.contains("localhost/"));
+    let (ok, _, err) = kubectl(&["apply", "-f", "-"], &manifest).await;
+    assert!(ok, "{err}");
+    let job = unique("audit");
+    let from = "--from=cronjob/glusterfs-provisioner-audit";
+    let (ok, _, err) = kubectl(&["-n", DEPLOYED_NS, "create", "job", &job, from], "").await;
+    assert!(ok, "{err}");
+    let status = "jsonpath={.status.succeeded}/{.status.failed}";
+    let done = eventually(POD_WAIT, &format!("Job {job} done"), || async {
+        let (_, out, _) = kubectl(&["-n", DEPLOYED_NS, "get", "job", &job, "-o", status], "").await;
+        match out.trim() {
+            "1/" => Some(true),
+            "/1" => Some(false),
+            _ => None,
+        }
+    })
+    .await;
+    let (_, log, _) = kubectl(&["-n", DEPLOYED_NS, "logs", &format!("job/{job}")], "").await;
+    kubectl(&["-n", DEPLOYED_NS, "delete", "job", &job], "").await;
+    (done, log)
 }
 
 /// A name as this provisioner gives a claim's volume, for a claim that does not exist.
@@ -85,7 +126,10 @@ async fn audit_lists_each_leftover_and_apply_removes_only_provable_orphans() {
     let stray = volume_like_ours();
     let node1 = &nodes()[0];
     let args = ["-p".to_string(), format!("{root}/{stray}/brick")];
-    ssh().run_ok(&node1.ssh_address, "mkdir", &args).await.unwrap();
+    ssh()
+        .run_ok(&node1.ssh_address, "mkdir", &args)
+        .await
+        .unwrap();
     // A volume named like ours, its bricks where this provisioner never puts them (each node's
     // brick root is its own file system; the directory above is the machine's).
     let foreign = volume_like_ours();
@@ -99,11 +143,22 @@ async fn audit_lists_each_leftover_and_apply_removes_only_provable_orphans() {
         "subsets": [{"addresses": [{"ip": nodes()[0].storage_address.to_string()}],
                      "ports": [{"port": 1}]}],
     }));
-    endpoints.create(&PostParams::default(), &stale).await.unwrap();
+    endpoints
+        .create(&PostParams::default(), &stale)
+        .await
+        .unwrap();
 
     let (ok, report) = audit(&[]).await;
     assert!(!ok, "leftovers make audit fail:\n{report}");
-    assert!(line_of(&report, &orphan).contains("orphan volume"), "{report}");
+    let (ok, log) = cron_job_run().await;
+    assert!(
+        !ok && log.contains(&orphan),
+        "the CronJob's run fails and says why:\n{log}"
+    );
+    assert!(
+        line_of(&report, &orphan).contains("orphan volume"),
+        "{report}"
+    );
     let stray_line = line_of(&report, &format!("gp-node1:{root}/{stray}"));
     assert!(stray_line.contains("stray brick"), "{report}");
     let missing = line_of(&report, &format!("PV {}: ", gone_pv.name_any()));
@@ -111,7 +166,10 @@ async fn audit_lists_each_leftover_and_apply_removes_only_provable_orphans() {
     assert!(line_of(&report, &foreign).contains("not ours"), "{report}");
     let ep = line_of(&report, "glusterfs-dynamic-stale");
     assert!(ep.contains("pvc-never"), "{report}");
-    assert!(!report.contains(&kept), "a volume with its PV is fine:\n{report}");
+    assert!(
+        !report.contains(&kept),
+        "a volume with its PV is fine:\n{report}"
+    );
 
     // Everything is younger than the default grace period: nothing is removed.
     let (_, young) = audit(&["--apply"]).await;
@@ -121,20 +179,34 @@ async fn audit_lists_each_leftover_and_apply_removes_only_provable_orphans() {
     let (ok, applied) = audit(&["--apply", "--grace-seconds", "0"]).await;
     assert!(!ok, "what it may not remove is left:\n{applied}");
     for removed in [orphan.as_str(), &stray, "glusterfs-dynamic-stale"] {
-        assert!(line_of(&applied, removed).contains("[removed]"), "{applied}");
+        assert!(
+            line_of(&applied, removed).contains("[removed]"),
+            "{applied}"
+        );
     }
     for kept in [foreign.as_str(), &format!("PV {}: ", gone_pv.name_any())] {
         assert!(!line_of(&applied, kept).contains("[removed]"), "{applied}");
     }
     let volumes = gluster_volumes().await;
     assert!(!volumes.contains(&orphan), "{volumes:?}");
-    assert!(volumes.contains(&foreign) && volumes.contains(&kept), "{volumes:?}");
+    assert!(
+        volumes.contains(&foreign) && volumes.contains(&kept),
+        "{volumes:?}"
+    );
     let dirs = brick_dirs().await;
     assert!(
-        !dirs.iter().any(|d| d.ends_with(&orphan) || d.ends_with(&stray)),
+        !dirs
+            .iter()
+            .any(|d| d.ends_with(&orphan) || d.ends_with(&stray)),
         "{dirs:?}"
     );
-    assert!(endpoints.get_opt("glusterfs-dynamic-stale").await.unwrap().is_none());
+    assert!(
+        endpoints
+            .get_opt("glusterfs-dynamic-stale")
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // The foreign volume is its owner's to remove; the rest goes with the namespace.
     gluster_cli(&["volume", "stop", &foreign]).await;
@@ -144,4 +216,17 @@ async fn audit_lists_each_leftover_and_apply_removes_only_provable_orphans() {
     space.delete_all(&pvs).await;
     let (ok, after) = audit(&[]).await;
     assert!(ok, "nothing left:\n{after}");
+    let (ok, log) = cron_job_run().await;
+    assert!(ok, "{log}");
+    kubectl(
+        &[
+            "-n",
+            DEPLOYED_NS,
+            "delete",
+            "cronjob",
+            "glusterfs-provisioner-audit",
+        ],
+        "",
+    )
+    .await;
 }
