@@ -115,11 +115,13 @@ fn uid_suffix(name: &str) -> Option<&str> {
     (hex && plan::is_volume_name(name) && name.len() > suffix.len()).then_some(suffix)
 }
 
+/// A volume's bricks as `(node, brick path)` when they are where this provisioner puts them,
+/// else why not.
+pub type Placed = std::result::Result<Vec<(String, PathBuf)>, String>;
+
 /// What a cluster holds, as read from gluster and the nodes.
 pub struct Pool {
-    /// Each volume, with its bricks as `(node, brick path)` when they are where this
-    /// provisioner puts them, else why not.
-    pub volumes: Vec<(String, std::result::Result<Vec<(String, PathBuf)>, String>)>,
+    pub volumes: Vec<(String, Placed)>,
     pub entries: Vec<RootEntry>,
 }
 
@@ -471,7 +473,7 @@ mod tests {
         }
     }
 
-    fn ours(volume: &str) -> std::result::Result<Vec<(String, PathBuf)>, String> {
+    fn ours(volume: &str) -> Placed {
         Ok(vec![("n1".into(), format!("/b1/{volume}/brick").into())])
     }
 
