@@ -38,6 +38,8 @@ pub struct Metrics {
     pub brick_bytes: GaugeVec,
     pub brick_free_bytes: GaugeVec,
     pub in_flight: IntGaugeVec,
+    /// What clones have copied, growing while they copy.
+    pub clone_copied_bytes: IntCounterVec,
     pub leader: IntGauge,
     /// The CSI node plugin's: mounts whose FUSE client stayed in the plugin's cgroup.
     pub fuse_cgroup_join_failures: IntCounter,
@@ -200,6 +202,11 @@ impl Metrics {
                 "glusterfs_provisioner_operations_in_flight",
                 "Provisions and deletes running",
                 &["operation"],
+            ),
+            clone_copied_bytes: counter(
+                "glusterfs_provisioner_clone_copied_bytes_total",
+                "Bytes clones have copied into their new volumes, counted as they are copied",
+                &["cluster"],
             ),
             volume_bricks_up: gauge(
                 "glusterfs_provisioner_volume_bricks_up",

@@ -1,7 +1,7 @@
 # Container images without a registry: built here from Debian packages and the project's own
 # Dockerfile with buildah, saved as docker-archive tars and imported into the node's containerd.
 #   pause   build/pause/linux/pause.c of the Kubernetes source tree, linked statically
-#   shell   Debian's busybox-static (a shell, coreutils and httpd for test pods)
+#   shell   Debian's busybox-static (a shell, coreutils and httpd for test pods), setfattr, getfattr
 #   provisioner   the Dockerfile's `prebuilt` stage: its runtime image around the binary cargo
 #                 built, so the test image costs seconds instead of a second compile
 # shellcheck shell=bash
@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 IMAGE_CACHE=$CACHE_DIR/images
 PAUSE_IMAGE=localhost/gp-e2e/pause:3.2
-SHELL_IMAGE=localhost/gp-e2e/shell:1
+SHELL_IMAGE=localhost/gp-e2e/shell:2
 PROVISIONER_IMAGE=localhost/glusterfs-provisioner:e2e
 # The Dockerfile's base image, made once from Debian packages (what debian:bookworm-slim is).
 BASE_IMAGE=docker.io/library/debian:bookworm-slim
@@ -44,13 +44,20 @@ build_pause_image() {
 }
 
 build_shell_image() {
-  local out=$IMAGE_CACHE/shell.tar
+  local out=$IMAGE_CACHE/shell-2.tar
   [ -s "$out" ] && return 0
   local dir a
   dir=$(mktemp -d)
   mkdir -p "$dir/bin" "$dir/tmp" "$dir/etc"
   cp /bin/busybox "$dir/bin/busybox"
   for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$dir/bin/$a"; done
+  # setfattr and getfattr (attr), for the clone tests' user xattrs, with what they load.
+  local tool lib
+  for tool in setfattr getfattr; do cp "$(command -v $tool)" "$dir/bin/$tool"; done
+  for lib in $(ldd "$dir/bin/setfattr" "$dir/bin/getfattr" | grep -o '/[^ ]*' | sort -u); do
+    mkdir -p "$dir$(dirname "$lib")"
+    cp -L "$lib" "$dir$lib"
+  done
   printf 'root:x:0:0:root:/:/bin/sh\n' >"$dir/etc/passwd"
   printf 'root:x:0:\n' >"$dir/etc/group"
   image_from_dir "$SHELL_IMAGE" "$dir" '["/bin/sh"]' "$out"

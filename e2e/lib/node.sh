@@ -126,7 +126,7 @@ worker_up() {
   start_bg containerd "${IN_WORKER[@]}" /usr/bin/containerd --config "$NODE_DIR/containerd.toml"
   wait_for 30 containerd ctr_ version
   local img
-  for img in "$IMAGE_CACHE/pause.tar" "$IMAGE_CACHE/shell.tar" "$STATE_DIR/provisioner.tar"; do
+  for img in "$IMAGE_CACHE/pause.tar" "$IMAGE_CACHE/shell-2.tar" "$STATE_DIR/provisioner.tar"; do
     ctr_ images import "$img" >/dev/null
   done
   start_bg kube-proxy "${IN_WORKER[@]}" "$K8S_BIN/kube-proxy" --kubeconfig "$KUBE_DIR/kube-proxy.kubeconfig" \

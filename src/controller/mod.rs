@@ -11,6 +11,7 @@
 
 mod backends;
 mod backoff;
+mod clone;
 pub mod delete;
 mod endpoints;
 mod events;

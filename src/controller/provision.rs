@@ -193,6 +193,7 @@ async fn provision(
     }
     let (backend, cluster) = ctx.backend_for(&params).await?;
     let size_gib = objects::requested_gib(claim)?;
+    let source = super::clone::source(claim, &params, cluster, size_gib, ctx).await?;
     let (namespace, name, uid) = (
         claim.namespace().unwrap_or_default(),
         claim.name_any(),
@@ -244,6 +245,9 @@ async fn provision(
         }
     };
     crate::failpoint::crash_point("after-volume-create");
+    if let Some(source) = &source {
+        super::clone::copy(claim, source, &made, ctx).await?;
+    }
     // A volume an earlier attempt made (whose reply was lost) keeps the GID it has.
     let gid = made.gid;
     if gid != req.gid {

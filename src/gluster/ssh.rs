@@ -118,10 +118,22 @@ impl SshExecutor {
     /// backoff: every remote step is idempotent. A connection attempt that times out is not
     /// repeated here; the caller's own retries come back to an unreachable node later.
     pub async fn run(&self, host: &str, program: &str, args: &[String]) -> Result<RemoteOutput> {
+        self.run_within(host, program, args, self.settings.command_timeout())
+            .await
+    }
+
+    /// Like [`run`](Self::run), for a command that may take longer than the topology's
+    /// command timeout (a copy of a volume's files): at most `limit`.
+    pub async fn run_within(
+        &self,
+        host: &str,
+        program: &str,
+        args: &[String],
+        limit: std::time::Duration,
+    ) -> Result<RemoteOutput> {
         let slot = self.host(host).await;
         let seat = slot.seat().await;
         let connection = &slot.connections[seat.connection];
-        let limit = self.settings.command_timeout();
         let attempt = || async {
             let session = self.session(host, connection).await?;
             match exec(&session, program, args, limit).await {
@@ -158,7 +170,19 @@ impl SshExecutor {
 
     /// Like [`run`](Self::run), but a non-zero exit is an error carrying stderr.
     pub async fn run_ok(&self, host: &str, program: &str, args: &[String]) -> Result<String> {
-        let out = self.run(host, program, args).await?;
+        let limit = self.settings.command_timeout();
+        self.run_ok_within(host, program, args, limit).await
+    }
+
+    /// [`run_ok`](Self::run_ok) within `limit`, as [`run_within`](Self::run_within).
+    pub async fn run_ok_within(
+        &self,
+        host: &str,
+        program: &str,
+        args: &[String],
+        limit: std::time::Duration,
+    ) -> Result<String> {
+        let out = self.run_within(host, program, args, limit).await?;
         if out.success {
             return Ok(out.stdout);
         }

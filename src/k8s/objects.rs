@@ -115,11 +115,6 @@ pub fn check_claim(claim: &PersistentVolumeClaim) -> Result<()> {
             "claims with a selector are not supported by dynamic provisioning".into(),
         ));
     }
-    if spec.data_source.is_some() || spec.data_source_ref.is_some() {
-        return Err(Error::InvalidClaim(
-            "dataSource (cloning, snapshots) is not supported".into(),
-        ));
-    }
     if let Some(mode) = spec
         .access_modes
         .iter()
@@ -422,10 +417,6 @@ mod tests {
         for (extra, want) in [
             (json!({"volumeMode": "Block"}), "volumeMode Block"),
             (json!({"selector": {"matchLabels": {"a": "b"}}}), "selector"),
-            (
-                json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "x"}}),
-                "dataSource",
-            ),
             (
                 json!({"accessModes": ["ReadWriteOncePod"]}),
                 "access mode ReadWriteOncePod",

@@ -40,24 +40,6 @@ async fn is_glusterfs(space: &Space, pv: &str) -> bool {
     pv.spec.unwrap().glusterfs.is_some()
 }
 
-async fn delete_pod(space: &Space, pod: &str) {
-    space
-        .pods()
-        .delete(pod, &DeleteParams::default())
-        .await
-        .unwrap();
-    eventually(POD_WAIT, &format!("pod {pod} gone"), || async {
-        space
-            .pods()
-            .get_opt(pod)
-            .await
-            .unwrap()
-            .is_none()
-            .then_some(())
-    })
-    .await;
-}
-
 #[tokio::test]
 async fn convert_moves_a_glusterfs_pv_to_csi_keeping_the_data() {
     let _stable = crate::csi::PLUGIN.read().await;
@@ -83,7 +65,7 @@ async fn convert_moves_a_glusterfs_pv_to_csi_keeping_the_data() {
         "{out}"
     );
     assert!(is_glusterfs(&space, &name).await);
-    delete_pod(&space, "before").await;
+    space.delete_pod("before").await;
 
     // The dry run (the default) prints the plan and changes nothing.
     let (ok, out) = convert(&["--namespace", &space.ns], None).await;
@@ -105,7 +87,7 @@ async fn convert_moves_a_glusterfs_pv_to_csi_keeping_the_data() {
         "{out}"
     );
     assert!(is_glusterfs(&space, &name).await);
-    delete_pod(&space, "meanwhile").await;
+    space.delete_pod("meanwhile").await;
 
     // Killed right after the old PV went: its GID is still taken. A class whose range holds
     // only that GID has none to give.
@@ -167,7 +149,7 @@ async fn convert_moves_a_glusterfs_pv_to_csi_keeping_the_data() {
     let service = format!("glusterfs-dynamic-{}", claim.uid().unwrap());
     let services: Api<Service> = Api::namespaced(space.client.clone(), &space.ns);
     assert!(services.get_opt(&service).await.unwrap().is_some());
-    delete_pod(&space, "after").await;
+    space.delete_pod("after").await;
     space.delete_claim("data").await;
     space.wait_pv_gone(&name).await;
     assert!(services.get_opt(&service).await.unwrap().is_none());

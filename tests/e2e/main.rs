@@ -2,6 +2,7 @@
 //! kubelet runs pods, the provisioner deployed on it, and three glusterd nodes reached over SSH.
 //! Run them with `e2e/test`.
 
+mod clone;
 mod convert;
 mod csi;
 mod disruptive;

@@ -20,7 +20,7 @@ pub const CSI_NS: &str = "glusterfs-csi";
 pub const POD_WAIT: Duration = Duration::from_secs(240);
 
 pub fn shell_image() -> String {
-    std::env::var("GP_SHELL_IMAGE").unwrap_or("localhost/gp-e2e/shell:1".into())
+    std::env::var("GP_SHELL_IMAGE").unwrap_or("localhost/gp-e2e/shell:2".into())
 }
 
 /// Runs the environment's kubectl as the admin, with `stdin`; returns (success, stdout, stderr).
@@ -111,6 +111,19 @@ impl Space {
         let (ok, out) = self.exec(pod, script).await;
         assert!(ok, "{pod}: {script}: {out}");
         out
+    }
+
+    /// Deletes the pod and waits until it is gone.
+    pub async fn delete_pod(&self, pod: &str) {
+        self.pods()
+            .delete(pod, &DeleteParams::default())
+            .await
+            .unwrap();
+        eventually(POD_WAIT, &format!("pod {pod} gone"), || async {
+            let gone = self.pods().get_opt(pod).await.unwrap().is_none();
+            gone.then_some(())
+        })
+        .await;
     }
 
     /// Deletes the namespace and waits until the PVs of its claims and their gluster volumes

@@ -3,12 +3,14 @@
 //! picks up where the last attempt stopped.
 
 mod bricks;
+mod clone;
 mod create;
 mod expand;
 mod inventory;
 mod remove;
 mod space;
 
+pub use clone::Copied;
 pub use inventory::RootEntry;
 use space::SpaceReading;
 

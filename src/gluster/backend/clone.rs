@@ -1,0 +1,158 @@
+//! Cloning: a volume's files copied into a new volume on a gluster node (`clone.sh`), so the
+//! provisioner's pod needs neither FUSE nor privileges.
+
+use super::*;
+
+const SCRIPT: &str = include_str!("../clone.sh");
+
+/// How often a running copy is asked how far it got.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Longest a copy may take: a volume of several TiB through gluster's client.
+const COPY_LIMIT: Duration = Duration::from_secs(24 * 3600);
+
+fn args<'a>(rest: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    ["-c", SCRIPT, "clone"]
+        .into_iter()
+        .chain(rest)
+        .map(String::from)
+        .collect()
+}
+
+/// A finished copy.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Copied {
+    /// The node it ran on.
+    pub node: String,
+    /// What the destination grew by.
+    pub bytes: u64,
+}
+
+/// The node a copy into `dest` runs on: the same for every attempt while it is up, so a copy
+/// left running by a provisioner that died is waited for there instead of running beside it.
+fn copy_node<'c>(cluster: &'c Cluster, health: &[NodeHealth], dest: &str) -> Result<&'c Node> {
+    let start = dest
+        .bytes()
+        .fold(0usize, |h, b| h.wrapping_mul(31) + usize::from(b));
+    let n = cluster.nodes.len();
+    (0..n)
+        .map(|i| &cluster.nodes[(start + i) % n])
+        .find(|node| health.iter().any(|h| h.node == node.name && h.is_up()))
+        .ok_or_else(|| {
+            Error::Placement(format!(
+                "no node of cluster {:?} is up to copy on",
+                cluster.name
+            ))
+        })
+}
+
+impl SshBackend {
+    /// Copies the files of volume `source` into volume `dest`, emptied first, on a node of
+    /// `cluster`: both must be started volumes whose bricks are where this provisioner puts
+    /// them. Files of the source's GID get `dest_gid`. `progress` hears the bytes written so
+    /// far every few seconds.
+    pub async fn copy_volume(
+        &self,
+        cluster: &str,
+        source: &str,
+        dest: &str,
+        dest_gid: u32,
+        progress: &(dyn Fn(u64) + Sync),
+    ) -> Result<Copied> {
+        let cluster = self.cluster(Some(cluster))?;
+        let mut gids = Vec::new();
+        for name in [source, dest] {
+            let volume = match self.checked_volume(cluster, name).await? {
+                Some((volume, _)) if volume.is_started() => volume,
+                _ => {
+                    return Err(Error::Gluster {
+                        command: format!("volume info {name}"),
+                        message: "no such started volume to copy".into(),
+                    });
+                }
+            };
+            let gid = volume
+                .option("storage.owner-gid")
+                .and_then(|g| g.parse().ok());
+            gids.push(gid.unwrap_or(dest_gid).to_string());
+        }
+        gids[1] = dest_gid.to_string();
+        let node = copy_node(cluster, &self.health(cluster).await, dest)?;
+        let server = node.storage_address.to_string();
+        let copy = args(["copy", &server, source, dest, &gids[0], &gids[1]]);
+        let ask = args(["progress", dest]);
+        let run = self
+            .ssh
+            .run_ok_within(&node.ssh_address, "sh", &copy, COPY_LIMIT);
+        tokio::pin!(run);
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.tick().await;
+        let out = loop {
+            tokio::select! {
+                out = &mut run => break out?,
+                _ = tick.tick() => {
+                    let asked = self.ssh.run_ok(&node.ssh_address, "sh", &ask).await;
+                    if let Some(bytes) = asked.ok().and_then(|o| o.trim().parse().ok()) {
+                        progress(bytes);
+                        crate::failpoint::crash_point("clone-copying");
+                    }
+                }
+            }
+        };
+        let bytes = out
+            .lines()
+            .find_map(|l| l.strip_prefix("copied "))
+            .and_then(|n| n.trim().parse().ok())
+            .ok_or_else(|| Error::Gluster {
+                command: format!("copy of {source} into {dest}"),
+                message: format!("no byte count in its output {out:?}"),
+            })?;
+        Ok(Copied {
+            node: node.name.clone(),
+            bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_attempt_copies_on_the_same_node_while_it_is_up() {
+        let node = |name: &str, ip: u8| Node {
+            name: name.into(),
+            ssh_address: format!("10.0.0.{ip}"),
+            storage_address: format!("10.0.0.{ip}").parse().unwrap(),
+            zone: "z".into(),
+            brick_roots: vec!["/b".into()],
+        };
+        let cluster = Cluster {
+            name: "c".into(),
+            nodes: vec![node("n1", 1), node("n2", 2), node("n3", 3)],
+        };
+        let up = |node: &str| NodeHealth {
+            node: node.into(),
+            down: None,
+            disputed: None,
+        };
+        let all_up: Vec<NodeHealth> = ["n1", "n2", "n3"].map(up).to_vec();
+        let first = copy_node(&cluster, &all_up, "vol_x").unwrap().name.clone();
+        assert_eq!(copy_node(&cluster, &all_up, "vol_x").unwrap().name, first);
+        let others: Vec<NodeHealth> = all_up.into_iter().filter(|h| h.node != first).collect();
+        assert_ne!(copy_node(&cluster, &others, "vol_x").unwrap().name, first);
+        assert!(copy_node(&cluster, &[], "vol_x").is_err());
+    }
+
+    #[test]
+    fn arguments_go_one_by_one() {
+        let a = args(["copy", "10.0.0.1", "vol_a", "vol_b", "2000", "2001"]);
+        assert_eq!(a[0], "-c");
+        assert_eq!(
+            &a[2..],
+            [
+                "clone", "copy", "10.0.0.1", "vol_a", "vol_b", "2000", "2001"
+            ]
+        );
+    }
+}
