@@ -90,12 +90,12 @@ fn workload(dir: &Path) -> DataPath {
 }
 
 /// A FUSE mount of `volume` on this host, served by the first node.
-struct FuseMount {
+pub(crate) struct FuseMount {
     dir: tempfile::TempDir,
 }
 
 impl FuseMount {
-    async fn of(cluster: &Cluster, volume: &str) -> FuseMount {
+    pub(crate) async fn of(cluster: &Cluster, volume: &str) -> FuseMount {
         let dir = tempfile::tempdir().unwrap();
         let source = format!("{}:/{volume}", cluster.nodes[0].storage_address);
         let path = dir.path().to_str().unwrap().to_string();
@@ -110,14 +110,18 @@ impl FuseMount {
             .unwrap()
     }
 
-    async fn unmount(self) {
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub(crate) async fn unmount(self) {
         support::local("umount", &[self.dir.path().to_str().unwrap()]).await;
     }
 }
 
 /// A replica-3 volume with no size limit, made by gluster's CLI under the first brick root of
 /// each node: gluster's own speed on the same disks.
-async fn plain_volume(cli: &Cli, cluster: &Cluster) -> String {
+pub(crate) async fn plain_volume(cli: &Cli, cluster: &Cluster) -> String {
     let volume = format!("bench_plain_{}", unique("v").replace('-', ""));
     let bricks: Vec<String> = cluster
         .nodes
@@ -143,7 +147,7 @@ async fn plain_volume(cli: &Cli, cluster: &Cluster) -> String {
 }
 
 /// The volume a claim of the burst's class got.
-async fn volume_of(burst: &Burst, claim: &PersistentVolumeClaim) -> String {
+pub(crate) async fn volume_of(burst: &Burst, claim: &PersistentVolumeClaim) -> String {
     let pvs = Api::<PersistentVolume>::all(burst.client.clone());
     let pv = pvs
         .get(&objects::pv_name(&claim.uid().unwrap()))

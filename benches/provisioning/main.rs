@@ -18,12 +18,13 @@
 //! 6. size limits: for each `sizeLimit`, claims one at a time, a burst, and the data path
 //!    against a plain volume (see `limits.rs`);
 //! 7. pool growth: a claim's time to Bound and the brick processes' memory at 0, 100 and 200
-//!    volumes, with and without brick multiplexing.
+//!    volumes, with and without brick multiplexing;
+//! 8. a clone of 1 GiB in 10,000 files, against `cp -a` between two raw gluster mounts.
 //!
 //! Prints a table and writes `results.json` and `latency.png` to `--out`.
 //! Flags: `--claims N` (30), `--one-by-one N` (10), `--commands K,K,..` (bursts at these
 //! `GLUSTER_COMMANDS` too), `--scale N` (20000), `--sweep N` (500),
-//! `--only bursts,scale,limits,pool,sweep` (phases 1-3, 4, 6, 7, 5; any of them),
+//! `--only bursts,scale,limits,pool,sweep,clone` (phases 1-3, 4, 6, 7, 5, 8; any of them),
 //! `--out DIR` (target/bench).
 
 #[path = "../../tests/e2e/support.rs"]
@@ -36,6 +37,7 @@ mod scenario;
 
 mod baseline;
 mod bursts;
+mod clone;
 mod limits;
 mod process;
 mod report;
@@ -66,6 +68,7 @@ use support::{Provisioner, admin_client, env, eventually, unique};
 
 use baseline::*;
 use bursts::*;
+use clone::*;
 use limits::*;
 use process::*;
 use report::*;
@@ -86,7 +89,8 @@ struct Options {
     sweep: usize,
     /// `GLUSTER_COMMANDS` settings to compare bursts at, besides the default.
     commands: Vec<u16>,
-    /// Only these phases: `bursts` (1 to 3), `scale` (4), `limits` (6), `pool` (7), `sweep` (5).
+    /// Only these phases: `bursts` (1 to 3), `scale` (4), `limits` (6), `pool` (7), `sweep` (5),
+    /// `clone` (8).
     only: Option<String>,
     out: PathBuf,
 }
@@ -180,6 +184,9 @@ async fn main() {
     }
     if runs("sweep") {
         add(sweep(&o, &client, &cli, &cluster, &burst, &name).await);
+    }
+    if runs("clone") {
+        add(clone(&client, &cli, &cluster, &name).await);
     }
 
     println!();

@@ -53,10 +53,12 @@ build_shell_image() {
   for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "$dir/bin/$a"; done
   # setfattr and getfattr (attr), for the clone tests' user xattrs, with what they load.
   local tool lib
-  for tool in setfattr getfattr; do cp "$(command -v $tool)" "$dir/bin/$tool"; done
-  for lib in $(ldd "$dir/bin/setfattr" "$dir/bin/getfattr" | grep -o '/[^ ]*' | sort -u); do
-    mkdir -p "$dir$(dirname "$lib")"
-    cp -L "$lib" "$dir$lib"
+  for tool in setfattr getfattr; do
+    cp "$(command -v $tool)" "$dir/bin/$tool"
+    for lib in $(ldd "$dir/bin/$tool" | grep -o '/[^ ]*'); do
+      mkdir -p "$dir$(dirname "$lib")"
+      cp -L "$lib" "$dir$lib"
+    done
   done
   printf 'root:x:0:0:root:/:/bin/sh\n' >"$dir/etc/passwd"
   printf 'root:x:0:\n' >"$dir/etc/group"
