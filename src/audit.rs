@@ -129,6 +129,8 @@ pub struct Pool {
 pub struct Objects<'a> {
     /// PVs of ours and of this cluster (by its record, when it has one).
     pub pvs: Vec<&'a PersistentVolume>,
+    /// Every PV, whoever made it: a volume any of them names is in use.
+    pub all_pvs: &'a [PersistentVolume],
     /// Every claim, by its UID without dashes.
     pub claims: HashMap<String, Claim>,
 }
@@ -145,7 +147,7 @@ pub struct Claim {
 /// The findings for one cluster.
 pub fn judge(pool: &Pool, objects: &Objects<'_>) -> Vec<Finding> {
     let named: HashMap<&str, String> = objects
-        .pvs
+        .all_pvs
         .iter()
         .filter_map(|pv| Some((volume_of(pv)?, pv.name_any())))
         .collect();
@@ -287,6 +289,7 @@ pub async fn run(client: Client, backend: &SshBackend, options: &AuditOptions) -
                     recorded.is_some_and(|c| *c == cluster.name)
                 })
                 .collect(),
+            all_pvs: &all_pvs.items,
             claims: claims.clone(),
         };
         let findings = judge(&pool, &objects);
@@ -479,6 +482,8 @@ mod tests {
 
     #[test]
     fn each_leftover_is_told_apart() {
+        // Named by a PV of another provisioner (another instance on the same pool): in use.
+        let d = "vol_3f5c2d9e1b7a4c3e9d2f8a6b5c4d3e2f".to_string();
         let (a, b, c) = (
             format!("vol_{UID_A}"),
             format!("dept_ns_claim_{UID_B}"),
@@ -491,6 +496,7 @@ mod tests {
                 (c.clone(), Err("brick elsewhere".into())),
                 ("shared".into(), Err("brick elsewhere".into())),
                 ("vol_named".into(), ours("vol_named")),
+                (d.clone(), ours(&d)),
             ],
             entries: vec![
                 entry("n1", &a, 7200),
@@ -500,8 +506,10 @@ mod tests {
             ],
         };
         let (with_pv, missing) = (pv("pv-named", "vol_named"), pv("pv-missing", "vol_gone"));
+        let all = [with_pv.clone(), missing.clone(), pv("theirs", &d)];
         let objects = Objects {
             pvs: vec![&with_pv, &missing],
+            all_pvs: &all,
             claims: HashMap::from([(
                 UID_B.to_string(),
                 Claim {
@@ -558,6 +566,7 @@ mod tests {
         };
         let objects = Objects {
             pvs: vec![],
+            all_pvs: &[],
             claims: HashMap::from([(UID_A.to_string(), pending)]),
         };
         assert_eq!(judge(&pool, &objects), []);
@@ -572,6 +581,7 @@ mod tests {
         };
         let objects = Objects {
             pvs: vec![],
+            all_pvs: &[],
             claims: HashMap::new(),
         };
         let found = judge(&pool, &objects);

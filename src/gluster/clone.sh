@@ -25,8 +25,9 @@ copy)
 	exec 9>"$work.lock"
 	flock 9
 	release() {
+		# Not `mountpoint`: a client whose volume is gone fails every stat of its mount.
 		for m in "$work/source" "$work/dest"; do
-			if mountpoint -q "$m"; then umount "$m" || umount -l "$m"; fi
+			umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
 		done
 		# rmdir, never rm -r: a directory still mounted stays, with what it holds.
 		rmdir "$work/source" "$work/dest" "$work" 2>/dev/null || true
@@ -34,10 +35,14 @@ copy)
 	}
 	release
 	trap release EXIT
+	# A copy whose SSH session ends (its provisioner died) still unmounts.
+	trap 'exit 1' HUP INT TERM PIPE
 	mkdir -p "$work/source" "$work/dest"
 	log=/var/log/glusterfs/clone-$dest
-	mount -t glusterfs -o ro,log-level=WARNING,log-file="$log-source.log" "$server:/$source" "$work/source"
-	mount -t glusterfs -o log-level=WARNING,log-file="$log.log" "$server:/$dest" "$work/dest"
+	# The clients live on as daemons: without the lock's descriptor, which they would hold.
+	mount -t glusterfs -o ro,log-level=WARNING,log-file="$log-source.log" \
+		"$server:/$source" "$work/source" 9>&-
+	mount -t glusterfs -o log-level=WARNING,log-file="$log.log" "$server:/$dest" "$work/dest" 9>&-
 	# Starting over: whatever an interrupted copy wrote goes first.
 	find "$work/dest" -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system {} +
 	used "$work/dest" >"$work.base"
