@@ -193,7 +193,7 @@ async fn a_crash_mid_copy_ends_with_one_whole_clone() {
     let source_pv = s.bound_pv("source").await;
     s.pod("writer", "source", json!({})).await;
     s.running("writer", None).await;
-    // Large enough that the copy runs past the first progress reading (5 s).
+    // Large enough that the copy runs past the first progress reading (2 s).
     let write = "cd /data && for i in $(seq 1 400); do dd if=/dev/urandom of=f$i bs=1M count=1 \
                  2>/dev/null; done; mkdir -p d/e; echo hello >d/e/f";
     s.exec_ok("writer", write).await;

@@ -6,7 +6,7 @@ use super::*;
 const SCRIPT: &str = include_str!("../clone.sh");
 
 /// How often a running copy is asked how far it got.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 /// Longest a copy may take: a volume of several TiB through gluster's client.
 const COPY_LIMIT: Duration = Duration::from_secs(24 * 3600);
