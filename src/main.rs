@@ -69,17 +69,7 @@ enum Command {
 #[derive(Args)]
 struct AuditArgs {
     #[command(flatten)]
-    topology: TopologyArgs,
-    /// Kubeconfig file; without it, KUBECONFIG, ~/.kube/config or the in-cluster service account.
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<PathBuf>,
-    /// The provisioner name whose PVs are ours.
-    #[arg(
-        long,
-        env = "PROVISIONER_NAME",
-        default_value = "gluster.org/glusterfs"
-    )]
-    provisioner_name: String,
+    access: Access,
     /// Orphans younger than this are listed, never removed: a provision may be under way.
     #[arg(long, default_value_t = 3600)]
     grace_seconds: u64,
@@ -172,20 +162,27 @@ struct TopologyArgs {
     ssh_control_dir: PathBuf,
 }
 
+/// What `run` and `audit` reach and who they are.
 #[derive(Args)]
-struct RunArgs {
+struct Access {
     #[command(flatten)]
     topology: TopologyArgs,
     /// Kubeconfig file; without it, KUBECONFIG, ~/.kube/config or the in-cluster service account.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
-    /// Provisioner name that StorageClasses put in `provisioner:`.
+    /// Provisioner name that StorageClasses put in `provisioner:`; PVs it made are ours.
     #[arg(
         long,
         env = "PROVISIONER_NAME",
         default_value = "gluster.org/glusterfs"
     )]
     provisioner_name: String,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    #[command(flatten)]
+    access: Access,
     /// Claims provisioned, and volumes deleted, in parallel.
     #[arg(long, env = "WORKERS", default_value_t = 32)]
     workers: u16,
@@ -321,13 +318,13 @@ async fn main() -> anyhow::Result<()> {
 
 /// The `audit` command: fails while anything is left over.
 async fn audit(args: AuditArgs) -> anyhow::Result<()> {
-    let backend = standalone_backend(&args.topology)?;
+    let backend = standalone_backend(&args.access.topology)?;
     let options = audit::AuditOptions {
-        provisioner: args.provisioner_name,
+        provisioner: args.access.provisioner_name,
         grace: Duration::from_secs(args.grace_seconds),
         apply: args.apply,
     };
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let client = client(args.access.kubeconfig.as_deref()).await?;
     let left = audit::run(client, &backend, &options).await?;
     anyhow::ensure!(left == 0, "{left} problem(s) left over");
     Ok(())
@@ -396,9 +393,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {}", args.http_address))?;
     tokio::spawn(http::serve(listener, metrics.clone(), health.clone()));
 
-    let backend = match &args.topology.path {
+    let backend = match &args.access.topology.path {
         Some(path) => {
-            let (topology, ssh) = executor(&args.topology, path)?;
+            let (topology, ssh) = executor(&args.access.topology, path)?;
             let ssh = ssh.with_metrics(metrics.clone());
             Some(SshBackend::new(
                 topology,
@@ -410,7 +407,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => None,
     };
     let heketi = HeketiHttp::new(Duration::from_secs(args.heketi_timeout_seconds));
-    let client = client(args.kubeconfig.as_deref()).await?;
+    let client = client(args.access.kubeconfig.as_deref()).await?;
     let lease = lease.leader_election.then(|| LeaseSettings {
         name: lease.lease_name.clone(),
         namespace: lease.lease_namespace.clone(),
@@ -424,7 +421,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "MANAGE_ENDPOINTS=false makes CSI PVs only: set PV_TYPE=csi (glusterfs PVs need Endpoints)"
     );
     let settings = Settings {
-        provisioner: args.provisioner_name,
+        provisioner: args.access.provisioner_name,
         workers: args.workers.max(1),
         retry_min: Duration::from_secs_f64(args.retry_min_seconds),
         retry_max: Duration::from_secs_f64(args.retry_max_seconds),
