@@ -501,6 +501,7 @@ mod tests {
         <bricks>
           <brick uuid="d046d2f5">10.213.7.11:/srv/gluster/brick1/vol_abc/brick<name>10.213.7.11:/srv/gluster/brick1/vol_abc/brick</name><hostUuid>d046d2f5</hostUuid><isArbiter>0</isArbiter></brick>
           <brick uuid="34486b83">10.213.7.12:/srv/gluster/brick2/vol_abc/brick<name>10.213.7.12:/srv/gluster/brick2/vol_abc/brick</name><hostUuid>34486b83</hostUuid><isArbiter>0</isArbiter></brick>
+          <brick uuid="5a6b7c8d">10.213.7.13:/srv/gluster/brick1/vol_abc/brick<name>10.213.7.13:/srv/gluster/brick1/vol_abc/brick</name><hostUuid>5a6b7c8d</hostUuid><isArbiter>1</isArbiter></brick>
         </bricks>
         <optCount>2</optCount>
         <options>
@@ -526,9 +527,13 @@ mod tests {
             bricks,
             [
                 ("10.213.7.11", "/srv/gluster/brick1/vol_abc/brick"),
-                ("10.213.7.12", "/srv/gluster/brick2/vol_abc/brick")
+                ("10.213.7.12", "/srv/gluster/brick2/vol_abc/brick"),
+                ("10.213.7.13", "/srv/gluster/brick1/vol_abc/brick")
             ]
         );
+        assert!(v.is_arbiter("10.213.7.13:/srv/gluster/brick1/vol_abc/brick"));
+        assert!(!v.is_arbiter("10.213.7.11:/srv/gluster/brick1/vol_abc/brick"));
+        assert_eq!(v.average_file_kib(), 64, "Heketi's default");
     }
 
     #[test]

@@ -217,6 +217,34 @@ mod tests {
     }
 
     #[test]
+    fn an_arbiter_class_asks_heketi_for_its_arbiter() {
+        let options = [(
+            "user.heketi.average-file-size".to_string(),
+            "16".to_string(),
+        )];
+        let req = VolumeRequest {
+            name: "v",
+            cluster: None,
+            durability: Durability::Arbiter {
+                average_file_kib: 16,
+            },
+            size_gib: 1,
+            gid: 2000,
+            options: &options,
+            size_limit: Default::default(),
+            promised: crate::volumes::Promised(&|_| {}),
+            fence: crate::volumes::Fenced::none(),
+        };
+        assert_eq!(
+            heketi_options(&req),
+            [
+                "user.heketi.average-file-size 16",
+                "user.heketi.arbiter true"
+            ]
+        );
+    }
+
+    #[test]
     fn the_volume_id_comes_from_the_pv() {
         let ann = BTreeMap::from([(ANN_VOLUME_ID.to_string(), "abc123".to_string())]);
         assert_eq!(
