@@ -35,6 +35,16 @@ pub enum Error {
     )]
     SshHostKey { host: String, known_hosts: String },
 
+    #[error(
+        "cannot read {path}: {source}; in a pod, the SSH Secret's files are readable by the \
+         pod's fsGroup only"
+    )]
+    SshFileUnreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("SSH command on {host} failed: {}", with_causes(source))]
     SshCommand {
         host: String,
@@ -166,7 +176,7 @@ impl Error {
             | Error::TopologyParse { .. }
             | Error::TopologyInvalid(_) => "topology",
             Error::SshConnect { .. } | Error::SshCommand { .. } => "unreachable",
-            Error::SshHostKey { .. } => "hostkey",
+            Error::SshHostKey { .. } | Error::SshFileUnreadable { .. } => "hostkey",
             Error::RemoteCommand { .. } | Error::GlusterXml { .. } | Error::Gluster { .. } => {
                 "gluster"
             }

@@ -255,6 +255,14 @@ impl SshExecutor {
                 .set(rejected.into());
         }
         if rejected {
+            // ssh says the same when it cannot read the file at all (a Secret's file in a pod
+            // without the fsGroup that may read it): that is no changed key.
+            if let Err(source) = std::fs::File::open(&s.known_hosts) {
+                return Err(Error::SshFileUnreadable {
+                    path: s.known_hosts.clone(),
+                    source,
+                });
+            }
             // Never trusted silently: a changed key is a reinstalled node or an impostor.
             return Err(Error::SshHostKey {
                 host: host.into(),
