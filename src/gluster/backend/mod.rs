@@ -112,6 +112,12 @@ impl SshBackend {
             .iter()
             .map(|c| (c.name.clone(), Default::default()))
             .collect();
+        // At 0 from the start, so a rate over it reads before the first clone.
+        for cluster in &topology.clusters {
+            metrics
+                .clone_copied_bytes
+                .with_label_values(&[&cluster.name]);
+        }
         Self {
             space,
             listing,
