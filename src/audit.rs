@@ -554,6 +554,22 @@ mod tests {
     }
 
     #[test]
+    fn a_gid_two_pvs_of_ours_share_is_a_problem() {
+        let with_gid = |name: &str, gid: &str| {
+            let mut pv = pv(name, name);
+            pv.metadata.annotations = Some([(ANN_GID.to_string(), gid.to_string())].into());
+            pv
+        };
+        let (a, b, c) = (
+            with_gid("a", "2000"),
+            with_gid("b", "2000"),
+            with_gid("c", "2001"),
+        );
+        assert_eq!(gids_twice(&[&a, &b, &c]), 1);
+        assert_eq!(gids_twice(&[&a, &c]), 0);
+    }
+
+    #[test]
     fn what_a_pending_claim_waits_for_is_in_flight() {
         let a = format!("vol_{UID_A}");
         let pool = Pool {
