@@ -42,10 +42,11 @@ pub(super) fn source_name(claim: &PersistentVolumeClaim) -> Result<Option<&str>>
     // With AnyVolumeDataSource the API server mirrors dataSource into dataSourceRef; a
     // dataSourceRef of its own (another kind, another namespace) is no clone.
     if let Some(r) = &spec.data_source_ref {
-        let mirrored = spec
-            .data_source
-            .as_ref()
-            .is_some_and(|d| d.kind == r.kind && d.name == r.name && d.api_group == r.api_group);
+        // The core group is written either way: null or "".
+        let group = |g: &Option<String>| g.as_deref().unwrap_or_default().to_string();
+        let mirrored = spec.data_source.as_ref().is_some_and(|d| {
+            d.kind == r.kind && d.name == r.name && group(&d.api_group) == group(&r.api_group)
+        });
         if !mirrored
             || r.namespace
                 .as_ref()
@@ -232,6 +233,10 @@ mod tests {
             Some("src")
         );
         let mirrored = serde_json::json!({"dataSource": pvc, "dataSourceRef": pvc});
+        assert_eq!(source_name(&claim(mirrored)).unwrap(), Some("src"));
+        let core =
+            serde_json::json!({"kind": "PersistentVolumeClaim", "name": "src", "apiGroup": ""});
+        let mirrored = serde_json::json!({"dataSource": pvc, "dataSourceRef": core});
         assert_eq!(source_name(&claim(mirrored)).unwrap(), Some("src"));
         assert_eq!(source_name(&claim(serde_json::json!({}))).unwrap(), None);
         for (spec, want) in [
