@@ -668,8 +668,9 @@ async fn bad_input_fails_with_a_clear_event_and_leaves_nothing() {
             "selector",
         ),
         (
-            json!({"dataSource": {"kind": "PersistentVolumeClaim", "name": "other"}}),
-            "dataSource",
+            json!({"dataSource": {"kind": "VolumeSnapshot", "name": "s",
+                                  "apiGroup": "snapshot.storage.k8s.io"}}),
+            "dataSource VolumeSnapshot",
         ),
     ];
     for (i, (extra, want)) in claim_cases.iter().enumerate() {
