@@ -1,5 +1,6 @@
 //! The `topology` command's check: one row per node (SSH and host key, glusterd and its
-//! peers, brick roots and their space) and a line per cluster on its zones.
+//! peers, brick roots and their space, the tools image bricks and clones need) and a line per
+//! cluster on its zones.
 
 use crate::config::Topology;
 use crate::gluster::SshBackend;
@@ -14,16 +15,17 @@ pub async fn report(backend: &SshBackend, topology: &Topology) -> usize {
     for cluster in &topology.clusters {
         let backend = &backend;
         let checks = futures::future::join_all(cluster.nodes.iter().map(|node| async move {
-            let (peers, space, images) = tokio::join!(
+            let (peers, space, images, clones) = tokio::join!(
                 backend.peers(node),
                 backend.node_space(node),
-                backend.image_findings(node)
+                backend.image_findings(node),
+                backend.clone_findings(node)
             );
-            (node, peers, space, images)
+            (node, peers, space, images, clones)
         }))
         .await;
         let health = backend.health(cluster).await;
-        for (node, peers, space, images) in checks {
+        for (node, peers, space, images, clones) in checks {
             let mut status: Vec<String> = Vec::new();
             if let Some(h) = health.iter().find(|h| h.node == node.name) {
                 status.extend(h.down.clone());
@@ -64,6 +66,10 @@ pub async fn report(backend: &SshBackend, topology: &Topology) -> usize {
             match images {
                 Ok(found) => status.extend(found),
                 Err(e) => status.push(format!("image bricks not checked: {e}")),
+            }
+            match clones {
+                Ok(found) => status.extend(found),
+                Err(e) => status.push(format!("tools for clones not checked: {e}")),
             }
             status.dedup();
             problems += usize::from(!status.is_empty());

@@ -5,6 +5,8 @@
 #     xattrs; files of SOURCE_GID get DEST_GID), prints "copied BYTES" (DEST's growth).
 #   clone progress DEST
 #     prints the bytes a copy into DEST has written so far, or "none" when none runs.
+#   clone check
+#     prints "missing TOOL" for each tool a copy needs that this node lacks.
 # Runs as `sh -c SCRIPT clone ACTION ARGS...`; every argument is passed on its own.
 set -eu
 action=$1
@@ -67,6 +69,11 @@ progress)
 	else
 		echo none
 	fi
+	;;
+check)
+	for tool in mount.glusterfs tar flock find stat umount; do
+		command -v "$tool" >/dev/null || echo "missing $tool"
+	done
 	;;
 *)
 	echo "unknown action $action" >&2

@@ -47,6 +47,19 @@ fn copy_node<'c>(cluster: &'c Cluster, health: &[NodeHealth], dest: &str) -> Res
 }
 
 impl SshBackend {
+    /// What the node lacks to copy a clone's files, as `missing TOOL (for clones)`.
+    pub async fn clone_findings(&self, node: &Node) -> Result<Vec<String>> {
+        let out = self
+            .ssh
+            .run_ok(&node.ssh_address, "sh", &args(["check"]))
+            .await?;
+        Ok(out
+            .lines()
+            .filter(|l| l.starts_with("missing "))
+            .map(|l| format!("{l} (for clones)"))
+            .collect())
+    }
+
     /// Copies the files of volume `source` into volume `dest`, emptied first, on a node of
     /// `cluster`: both must be started volumes whose bricks are where this provisioner puts
     /// them. Files of the source's GID get `dest_gid`. `progress` hears the bytes written so
