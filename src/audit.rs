@@ -52,12 +52,18 @@ pub enum Finding {
 }
 
 impl Finding {
-    /// Whether `--apply` removes it: an orphan of ours, older than `grace`.
-    fn removable(&self, grace: Duration) -> bool {
+    /// The volume whose leftovers `--apply` removes for it: an orphan of ours, older than
+    /// `grace`.
+    fn removable(&self, grace: Duration) -> Option<&str> {
         match self {
-            Finding::Orphan { age, .. } => *age >= grace,
-            Finding::StrayBrick { age, held_by, .. } => held_by.is_none() && *age >= grace,
-            _ => false,
+            Finding::Orphan { volume, age } if *age >= grace => Some(volume),
+            Finding::StrayBrick {
+                volume,
+                age,
+                held_by: None,
+                ..
+            } if *age >= grace => Some(volume),
+            _ => None,
         }
     }
 
@@ -316,18 +322,17 @@ async fn act(
     finding: &Finding,
     options: &AuditOptions,
 ) -> usize {
-    if !(options.apply && finding.removable(options.grace)) {
-        let kept = if finding.removable(options.grace) {
-            "  [--apply removes it]"
-        } else {
-            ""
-        };
-        println!("  {finding}{kept}");
-        return usize::from(finding.wrong());
-    }
-    let volume = match finding {
-        Finding::Orphan { volume, .. } | Finding::StrayBrick { volume, .. } => volume,
-        _ => unreachable!("only orphans are removable"),
+    let volume = match finding.removable(options.grace) {
+        Some(volume) if options.apply => volume,
+        removable => {
+            let kept = if removable.is_some() {
+                "  [--apply removes it]"
+            } else {
+                ""
+            };
+            println!("  {finding}{kept}");
+            return usize::from(finding.wrong());
+        }
     };
     match backend.abandon(volume, Some(&cluster.name)).await {
         Ok(()) => {
@@ -520,7 +525,7 @@ mod tests {
         };
         let found = judge(&pool, &objects);
         let grace = Duration::from_secs(3600);
-        let removable: Vec<bool> = found.iter().map(|f| f.removable(grace)).collect();
+        let removable: Vec<bool> = found.iter().map(|f| f.removable(grace).is_some()).collect();
         assert_eq!(
             found,
             [
@@ -550,7 +555,12 @@ mod tests {
             ]
         );
         assert_eq!(removable, [true, false, false, false, false]);
-        assert!(!found[0].removable(Duration::from_secs(7201)), "too young");
+        assert_eq!(
+            found[0].removable(Duration::from_secs(7201)),
+            None,
+            "too young"
+        );
+        assert_eq!(found[0].removable(grace), Some(a.as_str()));
     }
 
     #[test]
@@ -605,7 +615,7 @@ mod tests {
             matches!(&found[1], Finding::StrayBrick { held_by: Some(by), .. } if by.contains("volume"))
         );
         assert!(
-            found.iter().all(|f| !f.removable(Duration::ZERO)),
+            found.iter().all(|f| f.removable(Duration::ZERO).is_none()),
             "{found:?}"
         );
     }
