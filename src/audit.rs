@@ -114,13 +114,6 @@ impl fmt::Display for Finding {
     }
 }
 
-/// The UID (without dashes) a volume name of ours ends with.
-fn uid_suffix(name: &str) -> Option<&str> {
-    let suffix = name.rsplit('_').next()?;
-    let hex = suffix.len() == 32 && suffix.chars().all(|c| c.is_ascii_hexdigit());
-    (hex && plan::is_volume_name(name) && name.len() > suffix.len()).then_some(suffix)
-}
-
 /// A volume's bricks as `(node, brick path)` when they are where this provisioner puts them,
 /// else why not.
 pub type Placed = std::result::Result<Vec<(String, PathBuf)>, String>;
@@ -138,7 +131,7 @@ pub struct Objects<'a> {
     /// Every PV, whoever made it: a volume any of them names is in use.
     pub all_pvs: &'a [PersistentVolume],
     /// Every claim, by its UID without dashes.
-    pub claims: HashMap<String, Claim>,
+    pub claims: &'a HashMap<String, Claim>,
 }
 
 /// A claim, as far as audit asks.
@@ -171,7 +164,7 @@ pub fn judge(pool: &Pool, objects: &Objects<'_>) -> Vec<Finding> {
                 owned.insert((node.as_str(), dir));
             }
         }
-        let Some(uid) = uid_suffix(volume) else {
+        let Some(uid) = plan::uid_suffix(volume) else {
             continue;
         };
         if named.contains_key(volume.as_str()) {
@@ -200,7 +193,7 @@ pub fn judge(pool: &Pool, objects: &Objects<'_>) -> Vec<Finding> {
     let mut seen = HashSet::new();
     for entry in &pool.entries {
         let path = entry.root.join(&entry.name);
-        let Some(uid) = uid_suffix(&entry.name) else {
+        let Some(uid) = plan::uid_suffix(&entry.name) else {
             continue;
         };
         let claim = objects.claims.get(uid);
@@ -296,7 +289,7 @@ pub async fn run(client: Client, backend: &SshBackend, options: &AuditOptions) -
                 })
                 .collect(),
             all_pvs: &all_pvs.items,
-            claims: claims.clone(),
+            claims: &claims,
         };
         let findings = judge(&pool, &objects);
         let named = objects.pvs.len();
@@ -515,7 +508,7 @@ mod tests {
         let objects = Objects {
             pvs: vec![&with_pv, &missing],
             all_pvs: &all,
-            claims: HashMap::from([(
+            claims: &HashMap::from([(
                 UID_B.to_string(),
                 Claim {
                     name: "ns/claim".into(),
@@ -593,7 +586,7 @@ mod tests {
         let objects = Objects {
             pvs: vec![],
             all_pvs: &[],
-            claims: HashMap::from([(UID_A.to_string(), pending)]),
+            claims: &HashMap::from([(UID_A.to_string(), pending)]),
         };
         assert_eq!(judge(&pool, &objects), []);
     }
@@ -608,7 +601,7 @@ mod tests {
         let objects = Objects {
             pvs: vec![],
             all_pvs: &[],
-            claims: HashMap::new(),
+            claims: &HashMap::new(),
         };
         let found = judge(&pool, &objects);
         assert!(

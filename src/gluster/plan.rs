@@ -38,6 +38,13 @@ pub fn derives_from(name: &str, uid: &str) -> bool {
             .is_some_and(|head| head == "vol_" || head.ends_with('_'))
 }
 
+/// The claim UID (without dashes) a name as [`volume_name`] gives ends with, for any prefix.
+pub fn uid_suffix(name: &str) -> Option<&str> {
+    let suffix = name.rsplit('_').next()?;
+    let hex = suffix.len() == 32 && suffix.chars().all(|c| c.is_ascii_hexdigit());
+    (hex && is_volume_name(name) && name.len() > suffix.len()).then_some(suffix)
+}
+
 /// Names this provisioner made or accepts: gluster's own rule, kept to what is safe in a path.
 pub fn is_volume_name(name: &str) -> bool {
     !name.is_empty()
@@ -497,6 +504,8 @@ mod tests {
         let other = "1f5c2d9e-1b7a-4c3e-9d2f-8a6b5c4d3e2f";
         assert!(!derives_from(&n, other), "another claim's volume");
         assert!(!derives_from("gluster_shared_storage", uid));
+        assert_eq!(uid_suffix(&n), Some("0f5c2d9e1b7a4c3e9d2f8a6b5c4d3e2f"));
+        assert_eq!(uid_suffix("gluster_shared_storage"), None);
         assert!(!derives_from(
             &format!("x{}", n.rsplit('_').next().unwrap()),
             uid

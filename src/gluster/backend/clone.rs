@@ -60,6 +60,17 @@ impl SshBackend {
             .collect())
     }
 
+    /// The started volume `name`, its bricks where this provisioner puts them.
+    async fn started_volume(&self, cluster: &Cluster, name: &str) -> Result<Volume> {
+        match self.checked_volume(cluster, name).await? {
+            Some((volume, _)) if volume.is_started() => Ok(volume),
+            _ => Err(Error::Gluster {
+                command: format!("volume info {name}"),
+                message: "no such started volume to copy".into(),
+            }),
+        }
+    }
+
     /// Copies the files of volume `source` into volume `dest`, emptied first, on a node of
     /// `cluster`: both must be started volumes whose bricks are where this provisioner puts
     /// them. Files of the source's GID get `dest_gid`. `progress` hears the bytes written so
@@ -73,23 +84,12 @@ impl SshBackend {
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Copied> {
         let cluster = self.cluster(Some(cluster))?;
-        let mut gids = Vec::new();
-        for name in [source, dest] {
-            let volume = match self.checked_volume(cluster, name).await? {
-                Some((volume, _)) if volume.is_started() => volume,
-                _ => {
-                    return Err(Error::Gluster {
-                        command: format!("volume info {name}"),
-                        message: "no such started volume to copy".into(),
-                    });
-                }
-            };
-            let gid = volume
-                .option("storage.owner-gid")
-                .and_then(|g| g.parse().ok());
-            gids.push(gid.unwrap_or(dest_gid).to_string());
-        }
-        gids[1] = dest_gid.to_string();
+        let source_gid = self.started_volume(cluster, source).await?;
+        let source_gid = source_gid
+            .option("storage.owner-gid")
+            .and_then(|g| g.parse().ok());
+        self.started_volume(cluster, dest).await?;
+        let gids = [source_gid.unwrap_or(dest_gid), dest_gid].map(|g| g.to_string());
         let node = copy_node(cluster, &self.health(cluster).await, dest)?;
         let server = node.storage_address.to_string();
         let copy = args(["copy", &server, source, dest, &gids[0], &gids[1]]);
