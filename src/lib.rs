@@ -6,8 +6,10 @@
 //! - `heketi`: the Heketi REST client and the Heketi backend.
 //! - `k8s`: pure builders of the PV, Endpoints and Service.
 //! - `gid`: GID allocation across classes.
+//! - `identity`: what a volume records of who made it, which every removal checks.
 //! - `controller`: the reconcilers that provision claims and delete released volumes.
 //! - `convert`: the `convert` subcommand, `glusterfs` PVs to CSI PVs in place.
+//! - `audit`, `adopt`: leftovers, and volumes an administrator may give an identity.
 //! - `status`: the `status` subcommand, each claim's volume health and the nodes' quorum.
 //! - `csi`: the CSI node plugin (`node` subcommand) that mounts volumes of CSI PVs.
 //! - `leader`: leader election on a Lease. `metrics`, `http`: Prometheus metrics and probes.
@@ -15,6 +17,7 @@
 // The deletion reconciler's future nests deeper than the default limit lets rustc lay out.
 #![recursion_limit = "256"]
 
+pub mod adopt;
 pub mod audit;
 pub mod config;
 pub mod controller;
@@ -26,6 +29,7 @@ pub mod gid;
 pub mod gluster;
 pub mod heketi;
 pub mod http;
+pub mod identity;
 pub mod k8s;
 pub mod leader;
 pub mod memory;

@@ -14,6 +14,7 @@ use crate::config::{Durability, SizeLimitChoice};
 use crate::gluster::SshBackend;
 use crate::gluster::plan::Promise;
 use crate::heketi::HeketiVolumes;
+use crate::identity::{Expected, Identity};
 
 /// What the provisioner asks for.
 #[derive(Clone, Debug)]
@@ -31,6 +32,8 @@ pub struct VolumeRequest<'a> {
     pub promised: Promised<'a>,
     /// Checked before each step that writes: see [`Fenced`].
     pub fence: Fenced<'a>,
+    /// Recorded on the volume itself (SSH backend): see [`crate::identity`].
+    pub identity: &'a Identity,
 }
 
 /// The leader's fence ([`crate::leader::Fence`]), for a backend that makes a volume in several
@@ -102,14 +105,23 @@ pub trait VolumeBackend: Sync {
     /// Makes the volume, or finds and completes the one an earlier attempt made.
     fn create(&self, req: &VolumeRequest<'_>) -> impl Future<Output = Result<Made>> + Send;
 
-    /// Removes the volume and its bricks; one already gone counts as removed.
-    fn delete(&self, volume: Recorded<'_>) -> impl Future<Output = Result<()>> + Send;
+    /// Removes the volume and its bricks once it is what `owner` expects; one already gone
+    /// counts as removed.
+    fn delete(
+        &self,
+        volume: Recorded<'_>,
+        owner: Expected<'_>,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// Removes whatever attempts to make the volume `name` left (no PV records it): the
-    /// volume, its bricks, brick directories made before the volume was. Nothing left counts
-    /// as removed.
-    fn abandon(&self, name: &str, cluster: Option<&str>)
-    -> impl Future<Output = Result<()>> + Send;
+    /// volume (once it is what `owner` expects), its bricks, brick directories made before the
+    /// volume was. Nothing left counts as removed.
+    fn abandon(
+        &self,
+        name: &str,
+        cluster: Option<&str>,
+        owner: Expected<'_>,
+    ) -> impl Future<Output = Result<()>> + Send;
 
     /// The addresses clients mount the volume from, for Endpoints recreated later.
     fn addresses(&self, volume: Recorded<'_>) -> impl Future<Output = Result<Vec<IpAddr>>> + Send;
@@ -138,17 +150,17 @@ impl VolumeBackend for Backend<'_> {
         }
     }
 
-    async fn delete(&self, volume: Recorded<'_>) -> Result<()> {
+    async fn delete(&self, volume: Recorded<'_>, owner: Expected<'_>) -> Result<()> {
         match self {
-            Backend::Ssh(b) => b.delete(volume).await,
-            Backend::Heketi(b) => b.delete(volume).await,
+            Backend::Ssh(b) => b.delete(volume, owner).await,
+            Backend::Heketi(b) => b.delete(volume, owner).await,
         }
     }
 
-    async fn abandon(&self, name: &str, cluster: Option<&str>) -> Result<()> {
+    async fn abandon(&self, name: &str, cluster: Option<&str>, owner: Expected<'_>) -> Result<()> {
         match self {
-            Backend::Ssh(b) => b.abandon(name, cluster).await,
-            Backend::Heketi(b) => b.abandon(name, cluster).await,
+            Backend::Ssh(b) => b.abandon(name, cluster, owner).await,
+            Backend::Heketi(b) => b.abandon(name, cluster, owner).await,
         }
     }
 

@@ -143,6 +143,14 @@ pub(super) fn parse_volume_options(value: &str) -> Result<Vec<(String, String)>>
                 {
                     Ok(("group".to_string(), v.to_string()))
                 }
+                // The provisioner's own options record whose a volume is: never a class's.
+                (Some(k), Some(_), None) if k.starts_with(crate::identity::PREFIX) => {
+                    Err(invalid(format!(
+                        "volumeoptions {k:?}: options under {} are the provisioner's own record \
+                         of who made a volume",
+                        crate::identity::PREFIX
+                    )))
+                }
                 (Some(k), Some(v), None)
                     if k != "group" && is_option_key(k) && is_option_value(v) =>
                 {

@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use super::{Context, event_note, failure_key, ignore_not_found};
 use crate::gluster::plan;
+use crate::identity::{Expected, Why};
 use crate::k8s::objects::{self, FINALIZER, Owner};
 use crate::metrics::InFlight;
 use crate::volumes::{Recorded, VolumeBackend};
@@ -61,6 +62,9 @@ pub async fn reconcile(pv: Arc<CachedPv>, ctx: Arc<Context>) -> Result<Action> {
 /// volume); otherwise its Endpoints and Service are kept.
 async fn live(pv: &CachedPv, ctx: &Context) -> Result<Action> {
     let phase = pv.status.phase.as_deref();
+    if phase == Some("Released") && reclaim_policy(pv) != "Delete" {
+        keep_recorded(pv, ctx).await?;
+    }
     if phase == Some("Released") && reclaim_policy(pv) == "Delete" {
         let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
         ctx.fenced().await?;
@@ -94,9 +98,12 @@ fn reclaim_policy(pv: &CachedPv) -> &str {
 }
 
 /// A PV being deleted: with policy Delete its volume, bricks, Endpoints and Service go before
-/// the object may; with Retain everything stays.
+/// the object may; with Retain everything stays, and the volume records Retain before the PV
+/// goes (the health sweep records a policy changed on a Bound PV only every few seconds), so
+/// `audit` keeps it once no PV names it.
 async fn gone(pv: &CachedPv, ctx: &Context) -> Result<Action> {
     if reclaim_policy(pv) != "Delete" {
+        keep_recorded(pv, ctx).await?;
         tracing::info!("PV deleted; reclaim policy Retain: its volume stays");
         return Ok(Action::await_change());
     }
@@ -163,8 +170,13 @@ async fn delete(pv: &CachedPv, ctx: &Context) -> Result<()> {
         annotations: &pv.kept.to_map(),
     };
     let backend = ctx.backend_of(pv).await?;
+    let expected = Expected {
+        kube_cluster: &ctx.settings.kube_cluster,
+        claim_uid: owner.claim_uid,
+        why: Why::PvDeleted { pv: owner.pv },
+    };
     ctx.fenced().await?;
-    backend.delete(recorded).await?;
+    backend.delete(recorded, expected).await?;
     crate::failpoint::crash_point("after-volume-delete");
     tracing::info!("volume deleted");
     Ok(())
@@ -219,6 +231,31 @@ fn checked<'p>(pv: &'p CachedPv, ctx: &Context) -> Result<(&'p str, Owner<'p>)> 
         )));
     }
     Ok((volume, owner))
+}
+
+/// Records Retain on the volume of a PV of ours whose policy is not Delete, when the volume
+/// records this very PV (a PV of no identity, or of another, is left alone: Retain touches
+/// nothing). Turning Retain into Delete is never done here: see the health sweep.
+async fn keep_recorded(pv: &CachedPv, ctx: &Context) -> Result<()> {
+    let (Some(ssh), Some(cluster)) = (&ctx.ssh, pv.annotation(objects::ANN_CLUSTER)) else {
+        return Ok(());
+    };
+    let Some(wanted) = ctx.identity_of(pv) else {
+        return Ok(());
+    };
+    ctx.fenced().await?;
+    match ssh.record_policy(cluster, &volume_name(pv, ctx), &wanted).await {
+        Err(Error::NotOurs(why)) | Err(Error::UnknownCluster(why)) => {
+            tracing::info!(why, "volume not recorded as this PV's; left as it is");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+fn volume_name(pv: &CachedPv, ctx: &Context) -> String {
+    let volume = pv.spec.gluster_volume(&ctx.settings.csi_driver);
+    volume.unwrap_or_default().to_string()
 }
 
 /// The Endpoints and Service a PV has in its claim's namespace: a `glusterfs` PV's own, or

@@ -17,7 +17,9 @@ use kube::runtime::events::EventType;
 use tokio::time::Instant;
 
 use super::Context;
+use crate::gluster::SshBackend;
 use crate::gluster::heal::VolumeHealth;
+use crate::identity::Identity;
 use crate::k8s::cached::CachedPv;
 use crate::k8s::objects;
 
@@ -30,11 +32,14 @@ const AGAIN_UNWELL: Duration = Duration::from_secs(15);
 /// Longest a look waits for provisions and deletes to finish before it starts anyway.
 const YIELD_AT_MOST: Duration = Duration::from_secs(30);
 
-/// A volume being watched: its claim, when to look next, since when it is not whole.
+/// A volume being watched: its claim, what the volume must record to be that claim's, when to
+/// look next, since when it is not whole.
 struct Watched {
     claim: PersistentVolumeClaim,
     volume: String,
     cluster: String,
+    /// With the PV's reclaim policy as last seen.
+    identity: Identity,
     next: Instant,
     unwell_since: Option<Instant>,
 }
@@ -62,16 +67,25 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
         let bound =
             |pv: &&Arc<CachedPv>| ctx.made_here(pv) && pv.status.phase.as_deref() == Some("Bound");
         for pv in ctx.volumes.state().iter().filter(bound) {
-            let (Some(cluster), Some(volume), Some(claim)) = (
+            let (Some(cluster), Some(volume), Some(claim), Some(identity)) = (
                 pv.annotation(objects::ANN_CLUSTER),
                 pv.spec.gluster_volume(&ctx.settings.csi_driver),
                 pv.spec.claim_ref.as_ref(),
+                ctx.identity_of(pv),
             ) else {
                 continue;
             };
             let name = pv.name_any();
             current.insert(name.clone());
+            if let Some(w) = watched.get_mut(&name)
+                && w.identity.policy != identity.policy
+            {
+                // The PV's policy changed: the volume records it at the next look, now.
+                w.identity.policy = identity.policy;
+                w.next = now;
+            }
             watched.entry(name).or_insert_with(|| Watched {
+                identity,
                 claim: PersistentVolumeClaim {
                     metadata: ObjectMeta {
                         name: claim.name.clone(),
@@ -127,7 +141,17 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
             .await;
         for (w, look) in looks {
             match look {
-                Ok(Some(health)) => record(&ctx, w, &health).await,
+                Ok(Some(health)) if is_the_claims(&health, w) => {
+                    keep_policy(&ctx, ssh, w, &health).await;
+                    record(&ctx, w, &health).await;
+                }
+                Ok(Some(_)) => {
+                    tracing::debug!(
+                        volume = w.volume,
+                        "the volume does not record this PV's claim: nothing is told about it"
+                    );
+                    w.next = Instant::now() + ctx.settings.health_interval;
+                }
                 // Not made yet, or deleted by hand: nothing to look at for a while.
                 Ok(None) => w.next = Instant::now() + ctx.settings.health_interval,
                 Err(e) => {
@@ -136,6 +160,31 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
                 }
             }
         }
+    }
+}
+
+/// Whether the volume records the claim and PV it is watched for: a PV's claimRef and path are
+/// anyone's to write, and a claim's events and metrics are for its own volume only.
+fn is_the_claims(health: &VolumeHealth, w: &Watched) -> bool {
+    health
+        .identity
+        .as_ref()
+        .is_some_and(|i| w.identity.same_volume(i))
+}
+
+/// Records the Bound PV's reclaim policy on its volume when they differ: the one place a
+/// volume's Retain may become Delete, as only while the claim is bound is the PV surely the
+/// one made for it (a Released PV may be a look-alike made after the first was deleted).
+async fn keep_policy(ctx: &Context, ssh: &SshBackend, w: &Watched, health: &VolumeHealth) {
+    if health.identity.as_ref().map(|i| i.policy) == Some(w.identity.policy) {
+        return;
+    }
+    let recorded = async {
+        ctx.fenced().await?;
+        ssh.record_policy(&w.cluster, &w.volume, &w.identity).await
+    };
+    if let Err(e) = recorded.await {
+        tracing::warn!(volume = w.volume, error = %e, "cannot record the PV's reclaim policy on its volume");
     }
 }
 

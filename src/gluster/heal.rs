@@ -6,6 +6,7 @@ use super::SshBackend;
 use super::plan;
 use super::xml::{self, Volume};
 use crate::config::{Cluster, Node};
+use crate::identity::Identity;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq)]
@@ -22,6 +23,8 @@ pub struct VolumeHealth {
     pub quorum: usize,
     /// Whether it keeps copies (replicate, disperse): only those heal.
     pub copies: bool,
+    /// What it records of who made it (none when it records nothing whole).
+    pub identity: Option<Identity>,
 }
 
 impl VolumeHealth {
@@ -128,6 +131,7 @@ impl VolumeHealth {
             split_brain: most(|b| b.split_brain),
             quorum: quorum(volume),
             copies: has_copies(volume),
+            identity: Identity::of(volume).ok().flatten(),
         }
     }
 }

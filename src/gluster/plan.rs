@@ -55,6 +55,13 @@ pub fn is_volume_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'))
 }
 
+/// The volume a mount source's path names: gluster mounts `vol`, `/vol` and a subdirectory
+/// `vol/sub` alike, so a PV naming any of them uses the volume.
+pub fn volume_in_path(path: &str) -> &str {
+    let path = path.trim_start_matches('/');
+    path.split('/').next().unwrap_or(path)
+}
+
 /// Addresses of the nodes holding `bricks`, for the Endpoints clients mount through.
 pub fn storage_addresses(bricks: &[Brick]) -> Vec<IpAddr> {
     let mut out: Vec<IpAddr> = bricks.iter().map(|b| b.storage_address).collect();
@@ -363,13 +370,14 @@ pub fn limit_options(size_limit: SizeLimit, strict_quota: bool) -> &'static [&'s
 /// The `volume set` commands of a new volume: each option profile (`group NAME` in
 /// `volumeoptions`, the files in gluster's `groups` directory) alone, as gluster takes no other
 /// option with one; then one command for the group the volume root belongs to, the options of
-/// its size limit ([`limit_options`]) and the class's other options, which so win over a
-/// profile's.
+/// its size limit ([`limit_options`]), the class's other options, which so win over a
+/// profile's, and the volume's identity ([`crate::identity`]), recorded before it is started.
 pub fn options_args(
     volume: &str,
     gid: u32,
     options: &[(String, String)],
     limit: &[&str],
+    identity: &[(String, String)],
 ) -> Vec<Vec<String>> {
     let (profiles, plain): (Vec<_>, Vec<_>) = options.iter().partition(|(k, _)| k == "group");
     let mut out: Vec<Vec<String>> = profiles
@@ -384,11 +392,20 @@ pub fn options_args(
         &gid.to_string(),
     ]);
     set.extend(limit.iter().map(|w| w.to_string()));
-    for (key, value) in plain {
+    for (key, value) in plain.into_iter().chain(identity) {
         set.extend([key.clone(), value.clone()]);
     }
     out.push(set);
     out
+}
+
+/// One `volume set` of several options (an identity's, say).
+pub fn set_args(volume: &str, options: &[(String, String)]) -> Vec<String> {
+    let mut set = args(["volume", "set", volume]);
+    for (key, value) in options {
+        set.extend([key.clone(), value.clone()]);
+    }
+    set
 }
 
 /// An option of the whole pool (`cluster.brick-multiplex`, say).
@@ -446,6 +463,13 @@ pub fn quota_limit_args(volume: &str, size_gib: u64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mount_path_names_its_volume_in_any_form() {
+        for path in ["vol_x", "/vol_x", "vol_x/sub", "/vol_x/sub/deeper"] {
+            assert_eq!(volume_in_path(path), "vol_x", "{path}");
+        }
+    }
 
     fn node(name: &str, zone: &str, ip: u8) -> Node {
         Node {
@@ -767,7 +791,7 @@ mod tests {
             ("group".to_string(), "nl-cache".to_string()),
         ];
         let commands = |strict| -> Vec<String> {
-            options_args("v", 2000, &options, limit_options(SizeLimit::Quota, strict))
+            options_args("v", 2000, &options, limit_options(SizeLimit::Quota, strict), &[])
                 .iter()
                 .map(|c| c.join(" "))
                 .collect()
@@ -786,7 +810,7 @@ mod tests {
             "volume set v storage.owner-gid 2000 performance.quick-read off"
         );
         assert_eq!(
-            options_args("v", 2000, &[], limit_options(SizeLimit::Image, false))[0].join(" "),
+            options_args("v", 2000, &[], limit_options(SizeLimit::Image, false), &[])[0].join(" "),
             "volume set v storage.owner-gid 2000 storage.health-check-interval 0"
         );
     }

@@ -10,6 +10,7 @@ use crate::config::{Durability, HeketiParams, SecretRef};
 use crate::gluster::plan::Promise;
 use crate::k8s::objects::ANN_GID;
 use crate::volumes::{Made, Recorded, VolumeBackend, VolumeRequest};
+use crate::identity::Expected;
 use crate::{Error, Result};
 
 /// The in-tree provisioner's record of the Heketi volume.
@@ -123,7 +124,8 @@ impl VolumeBackend for HeketiVolumes {
         })
     }
 
-    async fn delete(&self, volume: Recorded<'_>) -> Result<()> {
+    /// Heketi keeps no identity of ours: its record of the name and GID is the proof.
+    async fn delete(&self, volume: Recorded<'_>, _owner: Expected<'_>) -> Result<()> {
         let id = Self::id(volume)?;
         // The id, the path and the GID are editable on the PV; Heketi's own record of the
         // volume must agree with all three (both provisioners gave Heketi the PV's GID).
@@ -149,7 +151,8 @@ impl VolumeBackend for HeketiVolumes {
         Ok(())
     }
 
-    async fn abandon(&self, name: &str, _cluster: Option<&str>) -> Result<()> {
+    /// The name is derived from the deleted claim's UID, which Heketi's volume carries.
+    async fn abandon(&self, name: &str, _cluster: Option<&str>, _owner: Expected<'_>) -> Result<()> {
         if let Some(info) = self.client.find_volume(name).await? {
             self.client.delete_volume(&info.id).await?;
             tracing::info!(
@@ -234,6 +237,13 @@ mod tests {
             size_limit: Default::default(),
             promised: crate::volumes::Promised(&|_| {}),
             fence: crate::volumes::Fenced::none(),
+            identity: &crate::identity::Identity {
+                kube_cluster: "k".into(),
+                claim_uid: "u".into(),
+                pv: "pv".into(),
+                policy: crate::identity::Policy::Delete,
+                provisioner: "p".into(),
+            },
         };
         assert_eq!(
             heketi_options(&req),

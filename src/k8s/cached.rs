@@ -9,6 +9,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
+use crate::gluster::plan::volume_in_path;
+
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct CachedPv {
     pub metadata: ObjectMeta,
@@ -75,21 +77,33 @@ pub struct CachedPvSpec {
     pub storage_class_name: Option<String>,
 }
 
-/// A CSI PV's source: which driver, and its handle (for ours, the gluster volume's name).
+/// A CSI PV's source: which driver, its handle (for ours, the gluster volume's name) and the
+/// volume attribute the node plugin mounts instead of the handle when it is there.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CachedCsiSource {
     pub driver: String,
     pub volume_handle: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_attributes: Option<CsiVolumeAttribute>,
+}
+
+/// Of a CSI PV's attributes, only the one that names the volume.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct CsiVolumeAttribute {
+    pub volume: Option<String>,
 }
 
 impl CachedPvSpec {
-    /// The gluster volume a PV names: a `glusterfs` PV's path, or the handle of a CSI PV of
-    /// `driver`.
+    /// The gluster volume a PV mounts: the volume of a `glusterfs` PV's path (`vol`, `/vol`,
+    /// `vol/sub`), or for a CSI PV of `driver` its `volume` attribute, else its handle.
     pub fn gluster_volume(&self, driver: &str) -> Option<&str> {
         match (&self.glusterfs, &self.csi) {
-            (Some(g), _) => Some(&g.path),
-            (None, Some(c)) if c.driver == driver => Some(&c.volume_handle),
+            (Some(g), _) => Some(volume_in_path(&g.path)),
+            (None, Some(c)) if c.driver == driver => {
+                let attribute = c.volume_attributes.as_ref().and_then(|a| a.volume.as_deref());
+                Some(attribute.unwrap_or(&c.volume_handle))
+            }
             _ => None,
         }
     }
@@ -214,6 +228,17 @@ mod tests {
             Some("vol_1")
         );
         assert_eq!(pv.spec.gluster_volume("other.example.com"), None);
+        // The node plugin mounts the `volume` attribute over the handle.
+        let pv: CachedPv = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "by-hand"},
+            "spec": {"csi": {"driver": "glusterfs.gluster.org", "volumeHandle": "anything",
+                             "volumeAttributes": {"volume": "vol_1", "servers": "10.0.0.1"}}},
+        }))
+        .unwrap();
+        assert_eq!(
+            pv.spec.gluster_volume("glusterfs.gluster.org"),
+            Some("vol_1")
+        );
     }
 
     #[test]

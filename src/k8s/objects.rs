@@ -286,12 +286,17 @@ pub fn brick_record(bricks: &[Brick]) -> String {
         .join(",")
 }
 
-/// The volume a PV names: a `glusterfs` path or a CSI volume handle.
+/// The volume a PV mounts: the volume of a `glusterfs` path (`vol`, `/vol`, `vol/sub`), or a
+/// CSI PV's `volume` attribute, else its handle (of any driver: audit counts every PV).
 pub fn volume_of(pv: &PersistentVolume) -> Option<&str> {
     let spec = pv.spec.as_ref()?;
     match (&spec.glusterfs, &spec.csi) {
-        (Some(g), _) => Some(&g.path),
-        (None, Some(c)) => Some(&c.volume_handle),
+        (Some(g), _) => Some(crate::gluster::plan::volume_in_path(&g.path)),
+        (None, Some(c)) => {
+            let attributes = c.volume_attributes.as_ref();
+            let attribute = attributes.and_then(|a| a.get(crate::config::csi::ATTR_VOLUME));
+            Some(attribute.unwrap_or(&c.volume_handle))
+        }
         _ => None,
     }
 }

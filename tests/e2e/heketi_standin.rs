@@ -12,6 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use glusterfs_provisioner::config::{Cluster, Durability};
 use glusterfs_provisioner::gluster::{Brick, SshBackend};
+use glusterfs_provisioner::identity::{Identity, Policy};
 use glusterfs_provisioner::metrics::Metrics;
 use glusterfs_provisioner::volumes::{Fenced, Promised, VolumeRequest};
 use hmac::{Hmac, Mac};
@@ -182,15 +183,28 @@ impl HeketiStandIn {
     pub async fn remove_volume(&self, id: &str) {
         let stored = self.state.volumes.lock().unwrap().remove(id).unwrap();
         let cluster = &self.state.cluster.name;
-        let removed = self
-            .state
-            .backend
-            .remove(cluster, &stored.name, &stored.bricks);
+        let identity = identity(&stored.name);
+        let removed =
+            self.state
+                .backend
+                .remove(cluster, &stored.name, &stored.bricks, identity.no_pv());
         removed.await.unwrap();
     }
 
     pub fn faults(&self) -> std::sync::MutexGuard<'_, Faults> {
         self.state.faults.lock().unwrap()
+    }
+}
+
+/// What the stand-in records on the volumes it makes, as Heketi would keep its own record: a
+/// Kubernetes cluster of its own, so no provisioner takes them for its cluster's.
+fn identity(name: &str) -> Identity {
+    Identity {
+        kube_cluster: "heketi-stand-in".into(),
+        claim_uid: name.into(),
+        pv: name.into(),
+        policy: Policy::Delete,
+        provisioner: "heketi".into(),
     }
 }
 
@@ -203,7 +217,9 @@ async fn make(
     gid: u32,
     options: &[(String, String)],
 ) -> Result<(), String> {
+    let identity = identity(name);
     let req = VolumeRequest {
+        identity: &identity,
         name,
         cluster: Some(&state.cluster.name),
         durability,
@@ -538,9 +554,10 @@ fn delete(state: Arc<State>, id: &str) -> Response<Full<Bytes>> {
             let v = &volumes[&id];
             (v.name.clone(), v.bricks.clone())
         };
+        let identity = identity(&name);
         worker
             .backend
-            .remove(&worker.cluster.name, &name, &bricks)
+            .remove(&worker.cluster.name, &name, &bricks, identity.no_pv())
             .await
             .map_err(|e| e.to_string())?;
         worker.volumes.lock().unwrap().remove(&id);

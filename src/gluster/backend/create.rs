@@ -18,6 +18,9 @@ impl SshBackend {
         if self.listed(cluster, req.name).await? {
             existing = self.volume_info(cluster, req.name).await?;
         }
+        if let Some(volume) = &existing {
+            finishable(volume, req.identity)?;
+        }
         let bricks = match &existing {
             Some(volume) => self.bricks_of(cluster, volume)?,
             None => {
@@ -83,7 +86,9 @@ impl SshBackend {
             // lost: the new leader may be finishing the same volume.
             if existing.is_none()
                 && !matches!(e, Error::LostLease)
-                && let Err(cleanup) = self.remove(&cluster.name, req.name, &bricks).await
+                && let Err(cleanup) = self
+                    .remove(&cluster.name, req.name, &bricks, req.identity.no_pv())
+                    .await
             {
                 tracing::error!(volume = req.name, error = %cleanup, "cleanup after a failed create failed");
             }
@@ -140,7 +145,8 @@ impl SshBackend {
                 .await?;
         }
         let limit = plan::limit_options(size_limit, req.size_limit.strict);
-        for set in plan::options_args(name, req.gid, req.options, limit) {
+        let identity = req.identity.options();
+        for set in plan::options_args(name, req.gid, req.options, limit, &identity) {
             req.fence.check().await?;
             self.gluster(cluster, set).await?;
         }
@@ -160,5 +166,25 @@ impl SshBackend {
             self.gluster(cluster, limit).await?;
         }
         Ok(())
+    }
+}
+
+/// Whether a volume of the name a request wants is an earlier attempt's, to finish: one that
+/// records the request's identity (any policy: the class's may have changed since), or one never
+/// started that records none (the attempt died before recording it, with the options set before
+/// the start). Anything else is someone else's volume of that name.
+fn finishable(volume: &Volume, wanted: &Identity) -> Result<()> {
+    match Identity::of(volume).map_err(Error::NotOurs)? {
+        Some(r) if wanted.same_volume(&r) => Ok(()),
+        None if !volume.is_started() => Ok(()),
+        Some(r) => Err(Error::NotOurs(format!(
+            "volume {} exists, made by Kubernetes cluster {} for claim UID {} and PV {}; this \
+             request is for claim UID {} of cluster {}",
+            volume.name, r.kube_cluster, r.claim_uid, r.pv, wanted.claim_uid, wanted.kube_cluster
+        ))),
+        None => Err(Error::NotOurs(format!(
+            "volume {} exists, started, and records no identity: not made for this claim",
+            volume.name
+        ))),
     }
 }

@@ -6,6 +6,7 @@ mod bricks;
 mod clone;
 mod create;
 mod expand;
+mod identity;
 mod inventory;
 mod remove;
 mod space;
@@ -32,6 +33,7 @@ use super::ssh::SshExecutor;
 use super::xml::{self, Peer, Volume};
 use crate::config::{Cluster, Durability, Node, SizeLimit, Topology};
 use crate::k8s::objects::{ANN_ARBITER, ANN_BRICKS, ANN_CLUSTER, brick_record};
+use crate::identity::{Expected, Identity, POLICY};
 use crate::metrics::Metrics;
 use crate::volumes::{Made, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
@@ -413,15 +415,15 @@ impl VolumeBackend for SshBackend {
         })
     }
 
-    async fn delete(&self, volume: Recorded<'_>) -> Result<()> {
+    async fn delete(&self, volume: Recorded<'_>, owner: Expected<'_>) -> Result<()> {
         let (cluster, bricks) = self.recorded_bricks(volume)?;
-        self.remove(cluster, volume.volume, &bricks).await?;
+        self.remove(cluster, volume.volume, &bricks, owner).await?;
         tracing::info!(volume = volume.volume, "gluster volume and bricks removed");
         Ok(())
     }
 
-    async fn abandon(&self, name: &str, cluster: Option<&str>) -> Result<()> {
-        self.abandon_volume(name, cluster).await
+    async fn abandon(&self, name: &str, cluster: Option<&str>, owner: Expected<'_>) -> Result<()> {
+        self.abandon_volume(name, cluster, owner).await
     }
 
     async fn expand(

@@ -4,13 +4,21 @@ use super::*;
 
 impl SshBackend {
     /// Stops and deletes the volume (already gone counts as done) and removes its brick
-    /// directories. When the volume still exists, its own brick list is used, and checked
-    /// before anything is stopped: see [`Self::checked_volume`].
-    pub async fn remove(&self, cluster: &str, name: &str, bricks: &[Brick]) -> Result<()> {
+    /// directories. When the volume still exists, its own brick list is used, and both it and
+    /// its identity are checked before anything is stopped: see [`Self::checked_volume`] and
+    /// [`Expected`].
+    pub async fn remove(
+        &self,
+        cluster: &str,
+        name: &str,
+        bricks: &[Brick],
+        owner: Expected<'_>,
+    ) -> Result<()> {
         let cluster = self.cluster(Some(cluster))?;
-        let Some((_, bricks_now)) = self.checked_volume(cluster, name).await? else {
+        let Some((volume, bricks_now)) = self.checked_volume(cluster, name).await? else {
             return self.remove_bricks(name, bricks).await;
         };
+        owner.check(&volume)?;
         self.stop(cluster, name).await?;
         self.delete(cluster, name).await?;
         self.remove_bricks(name, &bricks_now).await
@@ -68,7 +76,12 @@ impl SshBackend {
 
     /// Brick directories are made before the volume, so any brick root of the cluster may
     /// hold one of the name; removing one that is not there is a no-op.
-    pub(super) async fn abandon_volume(&self, name: &str, cluster: Option<&str>) -> Result<()> {
+    pub(super) async fn abandon_volume(
+        &self,
+        name: &str,
+        cluster: Option<&str>,
+        owner: Expected<'_>,
+    ) -> Result<()> {
         if !plan::is_volume_name(name) {
             return Err(Error::Placement(format!("{name:?} is not a volume name")));
         }
@@ -78,8 +91,10 @@ impl SshBackend {
             .iter()
             .flat_map(|n| n.brick_roots.iter().map(move |r| Brick::new(n, r, name)))
             .collect();
-        let exists = self.checked_volume(cluster, name).await?.is_some();
-        if exists {
+        let volume = self.checked_volume(cluster, name).await?;
+        let exists = volume.is_some();
+        if let Some((volume, _)) = volume {
+            owner.check(&volume)?;
             self.stop(cluster, name).await?;
             self.delete(cluster, name).await?;
         }
