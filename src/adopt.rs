@@ -112,7 +112,11 @@ impl Facts<'_> {
             [] => return Err("no PV mounts it".into()),
             _ => {
                 let names: Vec<String> = mounting.iter().map(|pv| pv.name_any()).collect();
-                return Err(format!("{} PVs mount it: {}", names.len(), names.join(", ")));
+                return Err(format!(
+                    "{} PVs mount it: {}",
+                    names.len(),
+                    names.join(", ")
+                ));
             }
         };
         let pv_name = pv.name_any();
@@ -161,7 +165,8 @@ impl Facts<'_> {
             .backend
             .owned_bricks(self.cluster, volume)
             .map_err(|e| e.to_string())?;
-        let policy = Policy::of_pv(spec.and_then(|s| s.persistent_volume_reclaim_policy.as_deref()));
+        let policy =
+            Policy::of_pv(spec.and_then(|s| s.persistent_volume_reclaim_policy.as_deref()));
         let bricks: Vec<String> = bricks
             .iter()
             .map(|b| format!("{}:{}", b.node, b.path.display()))

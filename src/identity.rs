@@ -324,10 +324,6 @@ mod tests {
         let retain = volume(true, &identity(Policy::Retain).options());
         assert_eq!(expected(Why::NoPv).refusal(&retain), None);
         assert_eq!(expected(Why::NoPv).refusal(&volume(false, &[])), None);
-        assert!(
-            expected(Why::NoPv)
-                .refusal(&volume(true, &[]))
-                .is_some()
-        );
+        assert!(expected(Why::NoPv).refusal(&volume(true, &[])).is_some());
     }
 }

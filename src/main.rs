@@ -1,5 +1,8 @@
 //! The binary's edge: flags, logging, and the subcommands.
 
+// The command futures nest deeper than the default limit lets rustc lay out.
+#![recursion_limit = "256"]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +18,7 @@ use glusterfs_provisioner::heketi::HeketiHttp;
 use glusterfs_provisioner::http::{self, Health};
 use glusterfs_provisioner::leader::{self, LeaseSettings};
 use glusterfs_provisioner::metrics::Metrics;
-use glusterfs_provisioner::{audit, convert, csi, status};
+use glusterfs_provisioner::{adopt, audit, convert, csi, identity, status};
 
 /// Kubernetes external provisioner for GlusterFS volumes.
 ///
@@ -64,6 +67,19 @@ enum Command {
     /// PVs whose volume is gone, Endpoints/Services of ours with no PV, GIDs in use twice.
     /// Fails while any is left. Removes only orphans of ours with --apply.
     Audit(AuditArgs),
+    /// Volumes that record no identity (made by an earlier version or by hand), each with the
+    /// evidence that it is a Bound claim's of this cluster; records the identity only with
+    /// --apply. Until then nothing automatic stops or removes such a volume.
+    Adopt(AdoptArgs),
+}
+
+#[derive(Args)]
+struct AdoptArgs {
+    #[command(flatten)]
+    access: Access,
+    /// Record the identity on each volume the evidence supports; without it only the list.
+    #[arg(long)]
+    apply: bool,
 }
 
 #[derive(Args)]
@@ -84,6 +100,10 @@ struct ConvertArgs {
     /// Kubeconfig file; without it, KUBECONFIG, ~/.kube/config or the in-cluster service account.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    /// Topology file: the CSI PVs' servers are its nodes of each volume (never its Endpoints,
+    /// which namespace users may edit).
+    #[arg(long, env = "GLUSTER_TOPOLOGY")]
+    topology: PathBuf,
     /// This PV (repeatable).
     #[arg(long)]
     pv: Vec<String>,
@@ -186,6 +206,10 @@ struct RunArgs {
     /// Claims provisioned, and volumes deleted, in parallel.
     #[arg(long, env = "WORKERS", default_value_t = 32)]
     workers: u16,
+    /// Clone copies running at once in each gluster cluster of the topology, beside the
+    /// workers (a copy holds none); more clones wait, Pending, for a copy to end.
+    #[arg(long, env = "CLONE_COPIES", default_value_t = 2)]
+    clone_copies: u16,
     /// Volumes being made at once (so at most this many gluster commands making volumes are
     /// out); the rest wait, first come first served. Fewer: a burst's first claims are Bound
     /// sooner; more: its last ones (the README's benchmark shows the trade-off).
@@ -313,7 +337,20 @@ async fn main() -> anyhow::Result<()> {
             kubeconfig,
         } => volume_status(&topology, kubeconfig.as_deref()).await,
         Command::Audit(args) => audit(args).await,
+        Command::Adopt(args) => adopt(args).await,
     }
+}
+
+/// The `adopt` command: lists (and with --apply adopts) volumes without an identity.
+async fn adopt(args: AdoptArgs) -> anyhow::Result<()> {
+    let backend = standalone_backend(&args.access.topology)?;
+    let options = adopt::AdoptOptions {
+        provisioner: args.access.provisioner_name,
+        apply: args.apply,
+    };
+    let client = client(args.access.kubeconfig.as_deref()).await?;
+    adopt::run(client, &backend, &options).await?;
+    Ok(())
 }
 
 /// The `audit` command: fails while anything is left over.
@@ -341,6 +378,7 @@ async fn convert(args: ConvertArgs) -> anyhow::Result<()> {
         apply: args.apply,
         bind_timeout: Duration::from_secs(args.bind_timeout_seconds),
         records_namespace: args.provisioner_namespace,
+        topology: Topology::load(&args.topology)?,
     };
     let client = client(args.kubeconfig.as_deref()).await?;
     Ok(convert::run(client, selection, &settings).await?)
@@ -420,9 +458,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.manage_endpoints || kind == PvType::Csi,
         "MANAGE_ENDPOINTS=false makes CSI PVs only: set PV_TYPE=csi (glusterfs PVs need Endpoints)"
     );
+    let kube_cluster = identity::kube_cluster_id(&client)
+        .await
+        .context("reading the Kubernetes cluster id (the kube-system namespace's UID)")?;
     let settings = Settings {
+        kube_cluster,
         provisioner: args.access.provisioner_name,
         workers: args.workers.max(1),
+        clone_copies: args.clone_copies.max(1),
         retry_min: Duration::from_secs_f64(args.retry_min_seconds),
         retry_max: Duration::from_secs_f64(args.retry_max_seconds),
         instance: args.instance.clone(),

@@ -293,22 +293,24 @@ fn judge_volume(volume: &PoolVolume, objects: &Objects<'_>, age: Duration) -> Op
             why: why.clone(),
         });
     }
-    Some(match objects.claims.get(&identity.claim_uid.replace('-', "")) {
-        Some(claim) if claim.pending => return None,
-        Some(claim) => Finding::PvGone {
-            volume: name,
-            claim: claim.name.clone(),
+    Some(
+        match objects.claims.get(&identity.claim_uid.replace('-', "")) {
+            Some(claim) if claim.pending => return None,
+            Some(claim) => Finding::PvGone {
+                volume: name,
+                claim: claim.name.clone(),
+            },
+            None if identity.policy == Policy::Retain => Finding::Retained {
+                volume: name,
+                pv: identity.pv.clone(),
+            },
+            None => Finding::Orphan {
+                volume: name,
+                claim_uid: identity.claim_uid.clone(),
+                age,
+            },
         },
-        None if identity.policy == Policy::Retain => Finding::Retained {
-            volume: name,
-            pv: identity.pv.clone(),
-        },
-        None => Finding::Orphan {
-            volume: name,
-            claim_uid: identity.claim_uid.clone(),
-            age,
-        },
-    })
+    )
 }
 
 #[cfg(test)]

@@ -244,7 +244,10 @@ async fn keep_recorded(pv: &CachedPv, ctx: &Context) -> Result<()> {
         return Ok(());
     };
     ctx.fenced().await?;
-    match ssh.record_policy(cluster, &volume_name(pv, ctx), &wanted).await {
+    match ssh
+        .record_policy(cluster, &volume_name(pv, ctx), &wanted)
+        .await
+    {
         Err(Error::NotOurs(why)) | Err(Error::UnknownCluster(why)) => {
             tracing::info!(why, "volume not recorded as this PV's; left as it is");
             Ok(())

@@ -791,10 +791,16 @@ mod tests {
             ("group".to_string(), "nl-cache".to_string()),
         ];
         let commands = |strict| -> Vec<String> {
-            options_args("v", 2000, &options, limit_options(SizeLimit::Quota, strict), &[])
-                .iter()
-                .map(|c| c.join(" "))
-                .collect()
+            options_args(
+                "v",
+                2000,
+                &options,
+                limit_options(SizeLimit::Quota, strict),
+                &[],
+            )
+            .iter()
+            .map(|c| c.join(" "))
+            .collect()
         };
         assert_eq!(
             commands(true),

@@ -8,9 +8,9 @@ use super::api::{CreateVolume, Snapshot, VolumeInfo};
 use super::client::HeketiClient;
 use crate::config::{Durability, HeketiParams, SecretRef};
 use crate::gluster::plan::Promise;
+use crate::identity::Expected;
 use crate::k8s::objects::ANN_GID;
 use crate::volumes::{Made, Recorded, VolumeBackend, VolumeRequest};
-use crate::identity::Expected;
 use crate::{Error, Result};
 
 /// The in-tree provisioner's record of the Heketi volume.
@@ -152,7 +152,12 @@ impl VolumeBackend for HeketiVolumes {
     }
 
     /// The name is derived from the deleted claim's UID, which Heketi's volume carries.
-    async fn abandon(&self, name: &str, _cluster: Option<&str>, _owner: Expected<'_>) -> Result<()> {
+    async fn abandon(
+        &self,
+        name: &str,
+        _cluster: Option<&str>,
+        _owner: Expected<'_>,
+    ) -> Result<()> {
         if let Some(info) = self.client.find_volume(name).await? {
             self.client.delete_volume(&info.id).await?;
             tracing::info!(

@@ -101,7 +101,10 @@ impl CachedPvSpec {
         match (&self.glusterfs, &self.csi) {
             (Some(g), _) => Some(volume_in_path(&g.path)),
             (None, Some(c)) if c.driver == driver => {
-                let attribute = c.volume_attributes.as_ref().and_then(|a| a.volume.as_deref());
+                let attribute = c
+                    .volume_attributes
+                    .as_ref()
+                    .and_then(|a| a.volume.as_deref());
                 Some(attribute.unwrap_or(&c.volume_handle))
             }
             _ => None,

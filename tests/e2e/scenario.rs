@@ -363,6 +363,20 @@ pub fn endpoint_ips(ep: &Endpoints) -> Vec<String> {
         .collect()
 }
 
+/// A FUSE mount from the host, the way the kubelet makes one: the first server, the others as
+/// backup volfile servers.
+async fn mount_fuse(ips: &[String], path: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = "log-level=WARNING".to_string();
+    if ips.len() > 1 {
+        opts.push_str(&format!(",backup-volfile-servers={}", ips[1..].join(":")));
+    }
+    let src = format!("{}:/{}", ips[0], path);
+    let target = dir.path().to_str().unwrap();
+    local("mount", &["-t", "glusterfs", "-o", &opts, &src, target]).await;
+    dir
+}
+
 /// A FUSE mount of a PV made the way the kubelet does it: servers from the PV's Endpoints.
 pub struct Mount {
     pub dir: tempfile::TempDir,
@@ -375,26 +389,32 @@ impl Mount {
             .endpoints(&source.endpoints)
             .await
             .expect("Endpoints of the PV");
-        let ips = endpoint_ips(&ep);
-        let dir = tempfile::tempdir().unwrap();
-        let mut opts = "log-level=WARNING".to_string();
-        if ips.len() > 1 {
-            opts.push_str(&format!(",backup-volfile-servers={}", ips[1..].join(":")));
+        Mount {
+            dir: mount_fuse(&endpoint_ips(&ep), &source.path).await,
         }
-        let src = format!("{}:/{}", ips[0], source.path);
-        local(
-            "mount",
-            &[
-                "-t",
-                "glusterfs",
-                "-o",
-                &opts,
-                &src,
-                dir.path().to_str().unwrap(),
-            ],
-        )
-        .await;
-        Mount { dir }
+    }
+
+    /// The volume `name`, mounted through the pool's nodes.
+    pub async fn volume(name: &str) -> Mount {
+        let ips: Vec<String> = nodes()
+            .iter()
+            .map(|n| n.storage_address.to_string())
+            .collect();
+        Mount {
+            dir: mount_fuse(&ips, name).await,
+        }
+    }
+
+    pub async fn write(&self, file: &str, text: &str) {
+        tokio::fs::write(self.path().join(file), text)
+            .await
+            .unwrap();
+    }
+
+    pub async fn read(&self, file: &str) -> String {
+        tokio::fs::read_to_string(self.path().join(file))
+            .await
+            .unwrap()
     }
 
     pub fn path(&self) -> &std::path::Path {
@@ -404,4 +424,55 @@ impl Mount {
     pub async fn unmount(self) {
         local("umount", &[self.dir.path().to_str().unwrap()]).await;
     }
+}
+
+/// Runs `sh -c SCRIPT` on every node, with `args`.
+pub async fn on_every_node(script: &str, args: &[&str]) {
+    for node in nodes() {
+        let mut all = vec!["-c".to_string(), script.to_string(), "sh".into()];
+        all.extend(args.iter().map(|a| a.to_string()));
+        ssh().run_ok(&node.ssh_address, "sh", &all).await.unwrap();
+    }
+}
+
+/// A replica-3 volume made with gluster's CLI, its bricks at `<dir>/<name>/brick` on each node.
+pub async fn make_volume(name: &str, dir: &str) {
+    on_every_node("mkdir -p \"$1/$2/brick\"", &[dir, name]).await;
+    let mut args = vec!["volume", "create", name, "replica", "3"];
+    let bricks: Vec<String> = nodes()
+        .iter()
+        .map(|n| format!("{}:{dir}/{name}/brick", n.storage_address))
+        .collect();
+    args.extend(bricks.iter().map(String::as_str));
+    args.push("force");
+    gluster_cli(&args).await;
+    gluster_cli(&["volume", "start", name]).await;
+}
+
+/// Records an identity on `volume` by hand, as a provisioner of the Kubernetes cluster
+/// `kube_cluster` would have for the claim `claim_uid`.
+pub async fn set_identity(volume: &str, kube_cluster: &str, claim_uid: &str, policy: &str) {
+    let pv = format!("pvc-{claim_uid}");
+    gluster_cli(&[
+        "volume",
+        "set",
+        volume,
+        "user.glusterfs-provisioner.kube-cluster",
+        kube_cluster,
+        "user.glusterfs-provisioner.claim-uid",
+        claim_uid,
+        "user.glusterfs-provisioner.pv",
+        &pv,
+        "user.glusterfs-provisioner.reclaim-policy",
+        policy,
+        "user.glusterfs-provisioner.provisioner",
+        "gluster.org/glusterfs",
+    ])
+    .await;
+}
+
+/// This Kubernetes cluster's id: its kube-system namespace's UID.
+pub async fn kube_cluster_id(client: &Client) -> String {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces.get("kube-system").await.unwrap().uid().unwrap()
 }

@@ -2,6 +2,7 @@
 //! other test's volumes are in flight. Each kind of leftover is made by hand; the audit lists
 //! each, and `--apply` removes exactly the orphans of ours, past the grace period.
 
+use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -74,27 +75,10 @@ fn volume_like_ours() -> String {
     format!("vol_{}", uuid::Uuid::new_v4().simple())
 }
 
-/// Runs `sh -c SCRIPT` on every node, with `args`.
-async fn on_every_node(script: &str, args: &[&str]) {
-    for node in nodes() {
-        let mut all = vec!["-c".to_string(), script.to_string(), "sh".into()];
-        all.extend(args.iter().map(|a| a.to_string()));
-        ssh().run_ok(&node.ssh_address, "sh", &all).await.unwrap();
-    }
-}
-
-/// A replica-3 volume made with gluster's CLI, its bricks at `<dir>/<name>/brick` on each node.
-async fn make_volume(name: &str, dir: &str) {
-    on_every_node("mkdir -p \"$1/$2/brick\"", &[dir, name]).await;
-    let mut args = vec!["volume", "create", name, "replica", "3"];
-    let bricks: Vec<String> = nodes()
-        .iter()
-        .map(|n| format!("{}:{dir}/{name}/brick", n.storage_address))
-        .collect();
-    args.extend(bricks.iter().map(String::as_str));
-    args.push("force");
-    gluster_cli(&args).await;
-    gluster_cli(&["volume", "start", name]).await;
+/// The claim UID (with dashes) a volume name of [`volume_like_ours`] was made from.
+fn claim_uid_of(volume: &str) -> String {
+    let hex = volume.trim_start_matches("vol_");
+    uuid::Uuid::parse_str(hex).unwrap().hyphenated().to_string()
 }
 
 fn line_of<'a>(report: &'a str, needle: &str) -> &'a str {
@@ -107,10 +91,25 @@ fn line_of<'a>(report: &'a str, needle: &str) -> &'a str {
 #[tokio::test]
 async fn audit_lists_each_leftover_and_apply_removes_only_provable_orphans() {
     let space = Space::deployed("audit").await;
+    let here = kube_cluster_id(&space.client).await;
     let class = space.class(json!({}), "Delete").await;
     for claim in ["kept", "gone"] {
         space.claim(claim, &class, "1Gi", "ReadWriteOnce").await;
     }
+    // Retained data: its claim and then its PV deleted by the admin, the volume kept.
+    let retain = space.class(json!({}), "Retain").await;
+    space
+        .claim("retained", &retain, "1Gi", "ReadWriteOnce")
+        .await;
+    let retained_pv = space.bound_pv("retained").await;
+    let retained = glusterfs_path(&retained_pv);
+    let data = Mount::volume(&retained).await;
+    data.write("kept.txt", "retained data").await;
+    data.unmount().await;
+    space.delete_claim("retained").await;
+    space.wait_released(&retained_pv.name_any()).await;
+    space.delete_pv(&retained_pv.name_any()).await;
+    space.wait_pv_gone(&retained_pv.name_any()).await;
     let kept = glusterfs_path(&space.bound_pv("kept").await);
     let gone_pv = space.bound_pv("gone").await;
     let gone = glusterfs_path(&gone_pv);
@@ -122,6 +121,27 @@ async fn audit_lists_each_leftover_and_apply_removes_only_provable_orphans() {
     // A volume as a provisioner killed mid-way leaves it, its claim deleted since.
     let orphan = volume_like_ours();
     make_volume(&orphan, &root).await;
+    set_identity(&orphan, &here, &claim_uid_of(&orphan), "Delete").await;
+    // The same, made by another Kubernetes cluster sharing the pool.
+    let theirs = volume_like_ours();
+    make_volume(&theirs, &root).await;
+    set_identity(&theirs, "another-cluster", &claim_uid_of(&theirs), "Delete").await;
+    // The same, recording nothing: made by hand, or by a version before identities.
+    let unidentified = volume_like_ours();
+    make_volume(&unidentified, &root).await;
+    // The same, that an admin re-exposed by hand through a PV naming it `/<volume>`.
+    let reexposed = volume_like_ours();
+    make_volume(&reexposed, &root).await;
+    set_identity(&reexposed, &here, &claim_uid_of(&reexposed), "Delete").await;
+    let by_hand = unique("by-hand");
+    let pvs: Api<PersistentVolume> = Api::all(space.client.clone());
+    let hand_pv = from_json(json!({
+        "metadata": {"name": by_hand},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"],
+                 "persistentVolumeReclaimPolicy": "Retain",
+                 "glusterfs": {"endpoints": "x", "path": format!("/{reexposed}")}},
+    }));
+    pvs.create(&PostParams::default(), &hand_pv).await.unwrap();
     // A brick directory of no volume, on one node.
     let stray = volume_like_ours();
     let node1 = &nodes()[0];
@@ -135,6 +155,7 @@ async fn audit_lists_each_leftover_and_apply_removes_only_provable_orphans() {
     let foreign = volume_like_ours();
     let elsewhere = format!("{root}/foreign");
     make_volume(&foreign, &elsewhere).await;
+    set_identity(&foreign, &here, &claim_uid_of(&foreign), "Delete").await;
     // Endpoints labelled as ours, for a PV that never existed.
     let endpoints: Api<k8s_openapi::api::core::v1::Endpoints> =
         Api::namespaced(space.client.clone(), &space.ns);
@@ -150,9 +171,10 @@ async fn audit_lists_each_leftover_and_apply_removes_only_provable_orphans() {
 
     let (ok, report) = audit(&[]).await;
     assert!(!ok, "leftovers make audit fail:\n{report}");
+    // Under its own read-only ServiceAccount it sees the pool and every kind of object.
     let (ok, log) = cron_job_run().await;
     assert!(
-        !ok && log.contains(&orphan),
+        !ok && log.contains(&orphan) && log.contains("glusterfs-dynamic-stale"),
         "the CronJob's run fails and says why:\n{log}"
     );
     assert!(
@@ -164,6 +186,22 @@ async fn audit_lists_each_leftover_and_apply_removes_only_provable_orphans() {
     let missing = line_of(&report, &format!("PV {}: ", gone_pv.name_any()));
     assert!(missing.contains("volume missing"), "{report}");
     assert!(line_of(&report, &foreign).contains("not ours"), "{report}");
+    assert!(
+        line_of(&report, &retained).contains("retained, no PV"),
+        "{report}"
+    );
+    assert!(
+        line_of(&report, &theirs).contains("another cluster's"),
+        "{report}"
+    );
+    assert!(
+        line_of(&report, &unidentified).contains("no identity"),
+        "{report}"
+    );
+    assert!(
+        !report.contains(&reexposed),
+        "a volume a PV mounts as /<volume> is in use:\n{report}"
+    );
     let ep = line_of(&report, "glusterfs-dynamic-stale");
     assert!(ep.contains("pvc-never"), "{report}");
     assert!(
@@ -184,15 +222,32 @@ async fn audit_lists_each_leftover_and_apply_removes_only_provable_orphans() {
             "{applied}"
         );
     }
-    for kept in [foreign.as_str(), &format!("PV {}: ", gone_pv.name_any())] {
+    let left = [
+        foreign.as_str(),
+        &format!("PV {}: ", gone_pv.name_any()),
+        &retained,
+        &theirs,
+        &unidentified,
+    ];
+    for kept in left {
         assert!(!line_of(&applied, kept).contains("[removed]"), "{applied}");
     }
     let volumes = gluster_volumes().await;
     assert!(!volumes.contains(&orphan), "{volumes:?}");
-    assert!(
-        volumes.contains(&foreign) && volumes.contains(&kept),
-        "{volumes:?}"
-    );
+    for kept in [
+        &foreign,
+        &kept,
+        &retained,
+        &theirs,
+        &unidentified,
+        &reexposed,
+    ] {
+        assert!(volumes.contains(kept), "{kept} is kept: {volumes:?}");
+        assert!(volume_started(kept).await, "{kept} stays started");
+    }
+    let data = Mount::volume(&retained).await;
+    assert_eq!(data.read("kept.txt").await, "retained data");
+    data.unmount().await;
     let dirs = brick_dirs().await;
     assert!(
         !dirs
@@ -208,10 +263,33 @@ async fn audit_lists_each_leftover_and_apply_removes_only_provable_orphans() {
             .is_none()
     );
 
-    // The foreign volume is its owner's to remove; the rest goes with the namespace.
+    // The foreign volumes are their owners' to remove; the rest goes with the namespace.
     gluster_cli(&["volume", "stop", &foreign]).await;
     gluster_cli(&["volume", "delete", &foreign]).await;
     on_every_node("rm -rf \"$1\"", &[&elsewhere]).await;
+    for by_cli in [&theirs, &unidentified] {
+        gluster_cli(&["volume", "stop", by_cli]).await;
+        gluster_cli(&["volume", "delete", by_cli]).await;
+        on_every_node("rm -rf \"$1/$2\"", &[&root, by_cli]).await;
+    }
+    // The admin lets the retained volume go, and drops the hand-made PV: audit removes both.
+    let retained_uid = retained_pv
+        .spec
+        .as_ref()
+        .unwrap()
+        .claim_ref
+        .as_ref()
+        .unwrap();
+    let retained_uid = retained_uid.uid.clone().unwrap();
+    set_identity(&retained, &here, &retained_uid, "Delete").await;
+    pvs.delete(&by_hand, &Default::default()).await.unwrap();
+    let (_, applied) = audit(&["--apply", "--grace-seconds", "0"]).await;
+    for removed in [&retained, &reexposed] {
+        assert!(
+            line_of(&applied, removed).contains("[removed]"),
+            "{applied}"
+        );
+    }
     let pvs = [space.bound_pv("kept").await.name_any(), gone_pv.name_any()];
     space.delete_all(&pvs).await;
     let (ok, after) = audit(&[]).await;
