@@ -91,16 +91,128 @@ pub fn check_findings(out: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::config::Node;
+    use std::path::Path;
 
-    #[test]
-    fn arguments_are_passed_apart_from_the_script() {
-        let node = Node {
+    fn node(root: &str) -> Node {
+        Node {
             name: "n1".into(),
             ssh_address: "10.0.0.1".into(),
             storage_address: "10.0.0.1".parse().unwrap(),
             zone: String::new(),
-            brick_roots: vec!["/b1".into()],
-        };
+            brick_roots: vec![root.into()],
+        }
+    }
+
+    /// Runs the script here as a node's shell would, each argument on its own, in `dir`.
+    fn run(args: &[String], dir: &Path) -> std::process::Output {
+        std::process::Command::new("sh")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap()
+    }
+
+    /// Every name in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Names a shell would split, quote, expand or run, or `rm` would read as options.
+    const HOSTILE: [&str; 9] = [
+        "a b",
+        "it's",
+        "say \"x\"",
+        "$(touch pwned)",
+        "`touch pwned`",
+        "x; touch pwned",
+        "x\ntouch pwned",
+        "x\ttab",
+        "..",
+    ];
+
+    #[test]
+    fn hostile_names_arrive_verbatim_and_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_str().unwrap();
+        let node = node(root);
+        for name in HOSTILE {
+            let brick = Brick::new(&node, &node.brick_roots[0], name);
+            let dir = format!("{root}/{name}");
+            std::fs::write(format!("{dir}.img"), "data").unwrap();
+            for args in [
+                remove_args(&brick),
+                create_args(&brick, 1 << 30),
+                grow_args(&brick, 1 << 30),
+                check_args(&[dir.as_str().into()]),
+            ] {
+                let out = run(&args, tmp.path());
+                let stderr = String::from_utf8_lossy(&out.stderr);
+                assert_eq!(out.status.code(), Some(2), "{:?}: {stderr}", &args[2..]);
+                // The path as given, not split, unquoted or expanded.
+                assert!(
+                    stderr.contains(&format!("refused: {dir} is not")),
+                    "{:?}: {stderr}",
+                    &args[3..]
+                );
+            }
+            let img = format!("{name}.img");
+            assert!(names(tmp.path()).contains(&img), "{img} left alone");
+        }
+        // Nothing ran: `pwned` would be made in the working directory, the root.
+        assert!(
+            !tmp.path().join("pwned").exists(),
+            "{:?}",
+            names(tmp.path())
+        );
+    }
+
+    #[test]
+    fn a_path_of_the_topology_kind_is_used_as_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().to_str().unwrap();
+        let node = node(root);
+        // A volume named like options: the path starts with the root, never with a dash.
+        let brick = Brick::new(&node, &node.brick_roots[0], "-rf");
+        for name in ["-rf.img", "-rf.img.new", "-rf", "keep.img"] {
+            std::fs::write(tmp.path().join(name), "x").unwrap();
+        }
+        let grow = run(&grow_args(&brick, 1 << 30), tmp.path());
+        let stderr = String::from_utf8_lossy(&grow.stderr);
+        assert!(
+            stderr.contains(&format!("{root}/-rf.img is not mounted on {root}/-rf")),
+            "{stderr}"
+        );
+        let out = run(&remove_args(&brick), tmp.path());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(names(tmp.path()), ["-rf", "keep.img"]);
+    }
+
+    #[test]
+    fn sizes_are_numbers() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut args = grow_args(&Brick::new(&node("/b1"), &"/b1".into(), "v"), 1);
+        for bytes in ["", "1;touch pwned", "$(touch pwned)", "-1"] {
+            *args.last_mut().unwrap() = bytes.into();
+            let out = run(&args, tmp.path());
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{bytes:?}: {stderr}");
+            assert!(stderr.contains(&format!("refused: {bytes} is not a number")));
+        }
+        assert!(names(tmp.path()).is_empty());
+    }
+
+    #[test]
+    fn arguments_are_passed_apart_from_the_script() {
+        let node = node("/b1");
         let brick = Brick::new(&node, &node.brick_roots[0], "vol_x");
         let create = create_args(&brick, image_bytes(1, 1));
         assert_eq!(create[0], "-c");
