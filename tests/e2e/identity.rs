@@ -230,3 +230,71 @@ async fn the_policy_follows_the_pv_and_the_sweep_tells_only_the_volumes_claim() 
     let dirs = brick_dirs().await;
     assert!(!dirs.iter().any(|d| d.ends_with(&volume)), "{dirs:?}");
 }
+
+/// A volume of an earlier version (no identity) is never removed with its Released PV; `adopt`
+/// lists it with its evidence, records the identity only with `--apply`, and from then on the
+/// volume goes with its claim.
+#[tokio::test]
+async fn adopt_lists_the_evidence_and_adopts_only_with_apply() {
+    let s = Scenario::new("adopt").await;
+    let class = s.class(json!({}), "Delete").await;
+    for claim in ["old", "older"] {
+        s.claim(claim, &class, "1Gi", "ReadWriteOnce").await;
+    }
+    let (old, older) = (s.bound_pv("old").await, s.bound_pv("older").await);
+    // As an earlier version left them: gluster resets `user.` options only all at once.
+    for pv in [&old, &older] {
+        gluster_cli(&["volume", "reset", &glusterfs_path(pv)]).await;
+        assert_eq!(recorded_policy(&glusterfs_path(pv)).await, None);
+    }
+    // Released before it is adopted: refused, and said so.
+    s.delete_claim("older").await;
+    let note = pv_warning(
+        &s.client,
+        &s.provisioner_name,
+        &older.name_any(),
+        "VolumeFailedDelete",
+    )
+    .await;
+    assert!(note.contains("adopt"), "{note}");
+
+    let me = ["--provisioner-name", s.provisioner_name.as_str()];
+    let (ok, listed) = operator_command("adopt", &me).await;
+    assert!(ok, "{listed}");
+    let line = |report: &str, volume: &str| {
+        let found = report.lines().find(|l| l.contains(volume));
+        found
+            .unwrap_or_else(|| panic!("{volume} in:\n{report}"))
+            .to_string()
+    };
+    let old_line = line(&listed, &glusterfs_path(&old));
+    assert!(
+        old_line.contains(&format!(
+            "PV {} Bound to claim {}/old",
+            old.name_any(),
+            s.ns
+        )) && old_line.contains("[--apply adopts it]"),
+        "{old_line}"
+    );
+    let older_line = line(&listed, &glusterfs_path(&older));
+    assert!(older_line.contains("not adoptable"), "{older_line}");
+    assert_eq!(recorded_policy(&glusterfs_path(&old)).await, None);
+
+    let (ok, adopted) = operator_command("adopt", &[me[0], me[1], "--apply"]).await;
+    assert!(ok, "{adopted}");
+    assert!(line(&adopted, &glusterfs_path(&old)).contains("[adopted]"));
+    assert_eq!(
+        recorded_policy(&glusterfs_path(&old)).await.as_deref(),
+        Some("Delete")
+    );
+    s.delete_claim("old").await;
+    s.wait_pv_gone(&old.name_any()).await;
+    assert!(!gluster_volumes().await.contains(&glusterfs_path(&old)));
+
+    // The one never adopted is the admin's: here, it is adopted by hand and then goes.
+    let here = kube_cluster_id(&s.client).await;
+    let claim = older.spec.as_ref().unwrap().claim_ref.as_ref().unwrap();
+    let uid = claim.uid.clone().unwrap();
+    set_identity(&glusterfs_path(&older), &here, &uid, "Delete").await;
+    s.wait_pv_gone(&older.name_any()).await;
+}

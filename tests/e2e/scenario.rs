@@ -476,3 +476,23 @@ pub async fn kube_cluster_id(client: &Client) -> String {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces.get("kube-system").await.unwrap().uid().unwrap()
 }
+
+/// `glusterfs-provisioner COMMAND --topology … ARGS` as the cluster admin, with SSH sockets of
+/// its own: (success, standard output).
+pub async fn operator_command(command: &str, args: &[&str]) -> (bool, String) {
+    let control = env().state_dir.join("test-ssh").join(unique(command));
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
+        .arg(command)
+        .arg("--topology")
+        .arg(env().state_dir.join("topology.json"))
+        .arg("--ssh-control-dir")
+        .arg(control)
+        .arg("--kubeconfig")
+        .arg(env().state_dir.join("admin.kubeconfig"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    (out.status.success(), text)
+}

@@ -9,25 +9,11 @@ use serde_json::json;
 
 use crate::pods::{DEPLOYED_NS, POD_WAIT, kubectl};
 use crate::scenario::*;
-use crate::support::{env, eventually, ssh, unique};
+use crate::support::{eventually, ssh, unique};
 
 /// `glusterfs-provisioner audit ARGS` as the cluster admin: (success, standard output).
 async fn audit(args: &[&str]) -> (bool, String) {
-    let control = env().state_dir.join("test-ssh").join(unique("audit"));
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
-        .arg("audit")
-        .arg("--topology")
-        .arg(env().state_dir.join("topology.json"))
-        .arg("--ssh-control-dir")
-        .arg(control)
-        .arg("--kubeconfig")
-        .arg(env().state_dir.join("admin.kubeconfig"))
-        .args(args)
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    (out.status.success(), text)
+    operator_command("audit", args).await
 }
 
 /// One run of `examples/audit-cronjob.yaml` (as `kubectl create job --from` starts one, its
