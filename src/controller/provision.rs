@@ -16,6 +16,7 @@ use tracing::Instrument;
 use super::{Context, event_note, failure_key};
 use crate::config::{BackendParams, ClassParams, PvType, SizeLimitChoice};
 use crate::gluster::plan;
+use crate::identity::{Identity, Policy};
 use crate::k8s::cached::CachedPvc;
 use crate::k8s::objects::{
     self, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA, Mounter,
@@ -79,12 +80,17 @@ pub async fn reconcile(cached: Arc<CachedPvc>, ctx: Arc<Context>) -> Result<Acti
     let _in_flight = InFlight::start(&ctx.metrics, "provision");
     let started = Instant::now();
     let result = provision(&claim, &class, &ctx).instrument(span).await;
-    ctx.metrics
-        .provision_duration
-        .with_label_values(&labels)
-        .observe(started.elapsed().as_secs_f64());
+    // A pass that left a copy running provisioned nothing yet.
+    if !matches!(result, Ok(None)) {
+        ctx.metrics
+            .provision_duration
+            .with_label_values(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
     match result {
-        Ok(pv) => {
+        // The claim is reconciled again when its copy ends.
+        Ok(None) => Ok(Action::await_change()),
+        Ok(Some(pv)) => {
             ctx.metrics.provision_total.with_label_values(&labels).inc();
             ctx.backoff.succeeded(&failure_key(&claim));
             let note = format!("Successfully provisioned volume {pv}");
@@ -175,11 +181,12 @@ fn wanted_class(claim: &CachedPvc, ctx: &Context) -> Result<Wanted> {
     Ok(Wanted::Yes(class))
 }
 
+/// The PV made for the claim; `None` while its clone's copy runs.
 async fn provision(
     claim: &PersistentVolumeClaim,
     class: &StorageClass,
-    ctx: &Context,
-) -> Result<String> {
+    ctx: &Arc<Context>,
+) -> Result<Option<String>> {
     // Everything is validated before anything is created anywhere.
     let params = ClassParams::parse(&class.parameters.clone().unwrap_or_default())?;
     objects::check_claim(claim)?;
@@ -204,7 +211,7 @@ async fn provision(
     // hand it a second GID.
     let pvs = Api::<PersistentVolume>::all(ctx.client.clone());
     if pvs.get_metadata_opt(&pv_name).await?.is_some() {
-        return Ok(pv_name);
+        return Ok(Some(pv_name));
     }
     let claim = &super::unfinished::hold(claim, ctx).await?;
     let volume = plan::volume_name(
@@ -223,6 +230,13 @@ async fn provision(
     let gid = ctx
         .gids
         .allocate(&pv_name, params.gid_min, params.gid_max, ctx.gids_in_use())?;
+    let identity = Identity {
+        kube_cluster: ctx.settings.kube_cluster.clone(),
+        claim_uid: uid.clone(),
+        pv: pv_name.clone(),
+        policy: Policy::of_pv(class.reclaim_policy.as_deref()),
+        provisioner: ctx.settings.provisioner.clone(),
+    };
     let req = VolumeRequest {
         name: &volume,
         cluster,
@@ -236,6 +250,7 @@ async fn provision(
         },
         promised: Promised(&|each| ctx.promises().for_each(each)),
         fence: Fenced(&|| Box::pin(ctx.fenced())),
+        identity: &identity,
     };
     let made = match backend.create(&req).await {
         Ok(made) => made,
@@ -245,8 +260,11 @@ async fn provision(
         }
     };
     crate::failpoint::crash_point("after-volume-create");
-    if let Some(source) = &source {
-        super::clone::copy(claim, source, &made, ctx).await?;
+    // No claim is bound to a half copy: the PV waits for the whole of it.
+    if let Some(source) = &source
+        && super::clone::copied(claim, source, &made, ctx).await? == super::clone::Copy::Running
+    {
+        return Ok(None);
     }
     // A volume an earlier attempt made (whose reply was lost) keeps the GID it has.
     let gid = made.gid;
@@ -315,7 +333,7 @@ async fn provision(
         match pvs.get_metadata_opt(&pv_name).await {
             Ok(Some(_)) => {
                 tracing::info!(pv = pv_name, error = %e, "the PV was saved despite the error");
-                return Ok(pv_name);
+                return Ok(Some(pv_name));
             }
             Ok(None) => {}
             Err(lookup) => {
@@ -331,7 +349,7 @@ async fn provision(
             volume: &made.volume,
             annotations: &made.annotations,
         };
-        if let Err(cleanup) = backend.delete(recorded).await {
+        if let Err(cleanup) = backend.delete(recorded, identity.no_pv()).await {
             tracing::error!(volume, error = %cleanup, "cleanup of the volume failed");
             let note = format!("cleanup of volume {volume} failed: {cleanup}");
             ctx.publish(
@@ -354,5 +372,5 @@ async fn provision(
     if let Err(e) = super::unfinished::let_go(&claim.metadata, ctx).await {
         tracing::warn!(error = %e, "cannot remove the claim's finalizer yet");
     }
-    Ok(pv_name)
+    Ok(Some(pv_name))
 }

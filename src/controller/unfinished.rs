@@ -15,8 +15,9 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use super::{Context, event_note, ignore_not_found, provision::class_of};
-use crate::config::ClassParams;
+use crate::config::{BackendParams, ClassParams};
 use crate::gluster::plan;
+use crate::identity::{Expected, Why};
 use crate::k8s::cached::CachedPvc;
 use crate::k8s::objects::{self, CLAIM_FINALIZER, Owner};
 use crate::volumes::VolumeBackend;
@@ -161,8 +162,21 @@ async fn abandon(cached: &CachedPvc, pv: &str, ctx: &Context) -> Result<()> {
         &name,
         &uid,
     );
+    let expected = Expected {
+        kube_cluster: &ctx.settings.kube_cluster,
+        claim_uid: &uid,
+        why: Why::NoPv,
+    };
+    // A clone's copy still running into the volume ends first, here and on every node (the
+    // claim's cache knows no dataSource: any claim's is looked for).
+    ctx.copies.end(&volume);
+    if let (BackendParams::Ssh { .. }, Some(ssh)) = (&params.backend, &ctx.ssh) {
+        let cluster = ssh.cluster(cluster)?.name.clone();
+        ctx.fenced().await?;
+        ssh.end_copies(&cluster, &volume).await?;
+    }
     ctx.fenced().await?;
-    backend.abandon(&volume, cluster).await?;
+    backend.abandon(&volume, cluster, expected).await?;
     let owner = Owner {
         pv,
         claim_namespace: &namespace,

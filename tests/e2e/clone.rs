@@ -7,7 +7,7 @@ use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use crate::scenario::*;
-use crate::support::{Provisioner, eventually, metrics, ssh};
+use crate::support::{Provisioner, eventually, metrics, ssh, unique};
 
 /// A tree with what a copy must keep: contents, a hard link, a symlink, a file of the volume's
 /// GID with mode 0640, a user xattr, an old timestamp.
@@ -204,7 +204,15 @@ async fn a_crash_mid_copy_ends_with_one_whole_clone() {
         .await;
     s.provisioner.wait_exit(BIND_WAIT).await;
     let suffix = clone.uid().unwrap().replace('-', "");
-    assert!(gluster_volumes().await.iter().any(|v| v.ends_with(&suffix)));
+    let dest = format!("vol_{suffix}");
+    assert!(gluster_volumes().await.contains(&dest));
+    // The crashed provisioner's copy runs on, on its node. Stopped (SIGSTOP), it stands for a
+    // copy that would never end by itself: only the next attempt's ending it lets that one go on.
+    let crashed = stop_copies(&dest).await;
+    assert!(
+        !crashed.is_empty(),
+        "the crashed copy still runs on its node"
+    );
     assert!(
         s.pvs
             .get_opt(&format!("pvc-{}", clone.uid().unwrap()))
@@ -218,6 +226,20 @@ async fn a_crash_mid_copy_ends_with_one_whole_clone() {
     s.provisioner =
         Provisioner::start_at(&s.provisioner.name, &[], &format!("127.0.0.1:{port}")).await;
     let clone_pv = s.bound_pv("clone").await;
+    assert_eq!(copy_leftovers(&dest).await, Vec::<String>::new());
+    let ssh = ssh();
+    for node in nodes() {
+        for pid in &crashed {
+            let args = ["-0".to_string(), pid.clone()];
+            let alive = ssh.run(&node.ssh_address, "kill", &args).await.unwrap();
+            let alive = alive.success;
+            assert!(
+                !alive,
+                "process {pid} of the crashed copy runs on {}",
+                node.name
+            );
+        }
+    }
     let copied: f64 = eventually(BIND_WAIT, "bytes copied counted", || async {
         let text = metrics(port).await;
         text.lines()
@@ -235,15 +257,6 @@ async fn a_crash_mid_copy_ends_with_one_whole_clone() {
     s.pod("reader", "clone", json!({})).await;
     s.running("reader", None).await;
     assert_eq!(tree_sums(&s, "reader").await, before);
-    let (ssh, args) = (ssh(), ["/proc/mounts".to_string()]);
-    for node in nodes() {
-        let mounts = ssh.run_ok(&node.ssh_address, "cat", &args).await.unwrap();
-        assert!(
-            !mounts.contains("glusterfs-clone"),
-            "copy mounts left on {}",
-            node.name
-        );
-    }
     let pvs = [source_pv.name_any(), clone_pv.name_any()];
     s.space.delete_all(&pvs).await;
 }
@@ -253,4 +266,228 @@ async fn tree_sums(space: &Space, pod: &str) -> String {
     space
         .exec_ok(pod, "cd /data && find . -type f | sort | xargs md5sum")
         .await
+}
+
+/// Finds every process of a copy into `dest` (its script, by its arguments) on each node, and
+/// stops (SIGSTOP) their process groups; returns their PIDs.
+async fn stop_copies(dest: &str) -> Vec<String> {
+    // The script itself (`sh -c SCRIPT clone copy ...`), not a `setsid` waiting for it.
+    const STOP: &str = r#"pids=$(pgrep -f "^sh -c .*[c]lone copy .*$1") || exit 0
+for p in $pids; do g=$(ps -o pgid= -p "$p" | tr -d ' ') && kill -STOP "-$g"; done
+echo $pids"#;
+    let ssh = ssh();
+    let mut pids = Vec::new();
+    for node in nodes() {
+        let args = ["-c", STOP, "stop", dest].map(String::from);
+        let out = ssh.run_ok(&node.ssh_address, "sh", &args).await.unwrap();
+        pids.extend(out.split_whitespace().map(String::from));
+    }
+    pids.sort();
+    pids.dedup();
+    pids
+}
+
+/// What a copy into `dest` left on any node: processes (its script, or a gluster client of
+/// its mounts), mounts, its files under /run/glusterfs-clone, its logs.
+async fn copy_leftovers(dest: &str) -> Vec<String> {
+    const LOOK: &str = r#"pgrep -af "[c]lone copy .*$1" | cut -c1-80 | sed 's/^/process /'
+pgrep -af "[/]run/glusterfs-clone/$1" | cut -c1-200 | sed 's/^/client /'
+grep "/run/glusterfs-clone/$1" /proc/mounts | sed 's/^/mount /'
+ls -d "/run/glusterfs-clone/$1" "/run/glusterfs-clone/$1".* /var/log/glusterfs/clone-"$1"* \
+    2>/dev/null | sed 's/^/file /'
+true"#;
+    let ssh = ssh();
+    let mut left = Vec::new();
+    for node in nodes() {
+        let args = ["-c", LOOK, "look", dest].map(String::from);
+        let out = ssh.run_ok(&node.ssh_address, "sh", &args).await.unwrap();
+        left.extend(out.lines().map(|l| format!("{}: {l}", node.name)));
+    }
+    left
+}
+
+/// A source claim of `class` holding `files` files of 64 KiB written by a pod (whose copy, file
+/// by file through gluster's client on both sides, lasts a while); returns its PV and the
+/// files' checksums.
+async fn source_with_files(
+    space: &Space,
+    class: &str,
+    files: u32,
+) -> (k8s_openapi::api::core::v1::PersistentVolume, String) {
+    space.claim("source", class, "1Gi", "ReadWriteOnce").await;
+    let pv = space.bound_pv("source").await;
+    space.pod("writer", "source", json!({})).await;
+    space.running("writer", None).await;
+    let write = format!(
+        "set -e; cd /data; head -c 65536 /dev/urandom >seed; i=0; \
+         while [ $i -lt {files} ]; do cp seed f$i; echo $i >>f$i; i=$((i + 1)); done"
+    );
+    space.exec_ok("writer", &write).await;
+    let sums = tree_sums(space, "writer").await;
+    (pv, sums)
+}
+
+/// Copies run beside the claim queue: with every worker of a provisioner at `--workers 4`
+/// asked for a clone (four clones, each copying files for a while), a plain claim of
+/// another namespace is Bound as on an idle provisioner.
+#[tokio::test]
+async fn copies_leave_the_claim_queue_to_the_other_claims() {
+    let s = Scenario::with_env("clone-queue", &[("WORKERS", "4")]).await;
+    let class = s.class(json!({}), "Delete").await;
+    let (source_pv, sums) = source_with_files(&s, &class, 2500).await;
+    let mut clones = Vec::new();
+    for i in 0..4 {
+        let name = format!("clone-{i}");
+        clones.push(s.claim_with(&name, clone_of(&class, "source", "1Gi")).await);
+    }
+    s.event(&clones[0], "CloneStarted").await;
+
+    let other = Space::create(unique("clone-queue-other"), &s.provisioner_name).await;
+    let plain_class = other.class(json!({}), "Delete").await;
+    let asked = std::time::Instant::now();
+    other
+        .claim("plain", &plain_class, "1Gi", "ReadWriteOnce")
+        .await;
+    let plain_pv = other.bound_pv("plain").await;
+    let took = asked.elapsed();
+    let mut pending = 0;
+    for clone in &clones {
+        let clone = s.claims.get(&clone.name_any()).await.unwrap();
+        let phase = clone.status.and_then(|st| st.phase);
+        pending += usize::from(phase.as_deref() != Some("Bound"));
+    }
+    assert!(
+        pending > 0,
+        "the copies ended before the plain claim was Bound"
+    );
+    assert!(
+        took < std::time::Duration::from_secs(60),
+        "the plain claim took {took:?} beside {pending} copies"
+    );
+
+    let mut pvs = vec![source_pv.name_any()];
+    for clone in &clones {
+        pvs.push(s.bound_pv(&clone.name_any()).await.name_any());
+    }
+    s.pod("reader", "clone-3", json!({})).await;
+    s.running("reader", None).await;
+    assert_eq!(tree_sums(&s, "reader").await, sums);
+    other.delete_all(&[plain_pv.name_any()]).await;
+    s.space.delete_all(&pvs).await;
+}
+
+/// Holes stay holes: a 4 GiB sparse file holding 1 MiB of data is copied into a 1 GiB clone,
+/// whole, and takes about 1 MiB there.
+#[tokio::test]
+async fn a_sparse_file_larger_than_the_clone_is_copied_as_holes() {
+    let space = Scenario::new("clone-sparse").await;
+    let class = space.class(json!({}), "Delete").await;
+    space.claim("source", &class, "1Gi", "ReadWriteOnce").await;
+    let source_pv = space.bound_pv("source").await;
+    space.pod("writer", "source", json!({})).await;
+    space.running("writer", None).await;
+    let write = "set -e; cd /data; truncate -s 4G sparse; \
+                 dd if=/dev/urandom of=sparse bs=1M count=1 seek=2048 conv=notrunc 2>/dev/null";
+    space.exec_ok("writer", write).await;
+    let look = "cd /data && md5sum sparse && stat -c '%s' sparse";
+    let before = space.exec_ok("writer", look).await;
+
+    space
+        .claim_with("clone", clone_of(&class, "source", "1Gi"))
+        .await;
+    let clone_pv = space.bound_pv("clone").await;
+    space.pod("reader", "clone", json!({})).await;
+    space.running("reader", None).await;
+    assert_eq!(space.exec_ok("reader", look).await, before);
+    let kib = space
+        .exec_ok("reader", "du -k /data/sparse | cut -f1")
+        .await;
+    let kib: u64 = kib.trim().parse().unwrap();
+    assert!(kib < 8 << 10, "the clone's sparse file takes {kib} KiB");
+    space
+        .space
+        .delete_all(&[source_pv.name_any(), clone_pv.name_any()])
+        .await;
+}
+
+/// A clone claim deleted while its copy runs: the copy is ended on its node and its volume
+/// removed; no copy process, mount, file, log or volume is left on any node.
+#[tokio::test]
+async fn a_clone_deleted_mid_copy_leaves_nothing_on_any_node() {
+    let s = Scenario::new("clone-deleted").await;
+    let class = s.class(json!({}), "Delete").await;
+    let (source_pv, _) = source_with_files(&s, &class, 1500).await;
+    let clone = s
+        .claim_with("clone", clone_of(&class, "source", "1Gi"))
+        .await;
+    let dest = format!("vol_{}", uid_suffix(&clone));
+    s.event(&clone, "CloneStarted").await;
+    eventually(BIND_WAIT, "the copy running on its node", || async {
+        copy_leftovers(&dest)
+            .await
+            .iter()
+            .any(|l| l.contains(" process "))
+            .then_some(())
+    })
+    .await;
+    s.delete_claim("clone").await;
+    eventually(BIND_WAIT, "the clone claim gone", || async {
+        s.claims
+            .get_opt("clone")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert_eq!(copy_leftovers(&dest).await, Vec::<String>::new());
+    assert!(!gluster_volumes().await.contains(&dest));
+    let bricks = brick_dirs().await;
+    assert!(!bricks.iter().any(|b| b.ends_with(&dest)), "{bricks:?}");
+    s.space.delete_all(&[source_pv.name_any()]).await;
+}
+
+/// A leader stopped (SIGSTOP) between planning a clone and its copy wakes after its successor
+/// bound the clone and a pod wrote to it: it copies nothing, and the pod's data stays.
+#[tokio::test]
+async fn a_leader_paused_before_its_copy_leaves_the_pods_data() {
+    let pause = [("GLUSTERFS_PROVISIONER_PAUSE_AT", "before-clone-copy")];
+    let mut s = Scenario::with_env("clone-paused", &pause).await;
+    let class = s.class(json!({}), "Delete").await;
+    s.claim("source", &class, "1Gi", "ReadWriteOnce").await;
+    let source_pv = s.bound_pv("source").await;
+    s.pod("writer", "source", json!({})).await;
+    s.running("writer", None).await;
+    s.exec_ok("writer", "echo source >/data/f").await;
+    let standby = Provisioner::start(&s.provisioner.name).await;
+    s.claim_with("clone", clone_of(&class, "source", "1Gi"))
+        .await;
+    let pid = s.provisioner.pid().unwrap();
+    eventually(BIND_WAIT, "the leader stopped", || async {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat
+            .rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .next()?
+            .to_string();
+        (state == "T").then_some(())
+    })
+    .await;
+    let clone_pv = s.bound_pv("clone").await;
+    s.pod("user", "clone", json!({})).await;
+    s.running("user", None).await;
+    s.exec_ok("user", "echo mine >/data/written").await;
+
+    crate::support::local("kill", &["-CONT", &pid.to_string()]).await;
+    s.provisioner
+        .wait_exit(std::time::Duration::from_secs(60))
+        .await;
+    let after = s.exec_ok("user", "cat /data/f /data/written").await;
+    assert_eq!(after, "source\nmine\n");
+    // The standby, leading now, deletes the PVs.
+    s.space
+        .delete_all(&[source_pv.name_any(), clone_pv.name_any()])
+        .await;
+    drop(standby);
 }

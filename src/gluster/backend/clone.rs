@@ -2,8 +2,13 @@
 //! provisioner's pod needs neither FUSE nor privileges.
 
 use super::*;
+use crate::volumes::Fenced;
 
 const SCRIPT: &str = include_str!("../clone.sh");
+
+/// Set on a volume once its copy is whole (by `clone.sh`, before it lets the copy's lock go):
+/// the copy is not made again, and no copy empties the volume any more.
+pub const CLONE_DONE: &str = "user.glusterfs-provisioner.clone-done";
 
 /// How often a running copy is asked how far it got.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
@@ -16,6 +21,15 @@ fn args<'a>(rest: impl IntoIterator<Item = &'a str>) -> Vec<String> {
         .into_iter()
         .chain(rest)
         .map(String::from)
+        .collect()
+}
+
+/// `setsid -w sh -c SCRIPT clone copy ...`: the copy a process group of its own, which
+/// `clone stop` ends whole, whatever became of the SSH session that started it.
+fn copy_args(rest: [&str; 5]) -> Vec<String> {
+    ["-w".to_string(), "sh".to_string()]
+        .into_iter()
+        .chain(args(["copy"].into_iter().chain(rest)))
         .collect()
 }
 
@@ -71,19 +85,51 @@ impl SshBackend {
         }
     }
 
+    /// Whether the started volume `dest` is marked copied whole.
+    pub async fn copied(&self, cluster: &str, dest: &str) -> Result<bool> {
+        let cluster = self.cluster(Some(cluster))?;
+        let volume = self.started_volume(cluster, dest).await?;
+        Ok(volume.option(CLONE_DONE).is_some())
+    }
+
+    /// Ends every copy into `dest` on every node of `cluster` (its whole process group), and
+    /// removes its mounts, files and logs. A node that is down is left out (its copy is ended
+    /// by the next copy into `dest` started there, or by this once it is up again).
+    pub async fn end_copies(&self, cluster: &str, dest: &str) -> Result<()> {
+        let cluster = self.cluster(Some(cluster))?;
+        let stop = args(["stop", dest]);
+        let health = self.health(cluster).await;
+        let down = |node: &Node| !health.iter().any(|h| h.node == node.name && h.is_up());
+        let ends = cluster.nodes.iter().map(|node| async {
+            match self.ssh.run_ok(&node.ssh_address, "sh", &stop).await {
+                Err(e) if e.is_node_down() || down(node) => {
+                    let (node, volume) = (&node.name, dest);
+                    tracing::warn!(node, volume, error = %e, "cannot end a copy on a node down");
+                    Ok(())
+                }
+                other => other.map(drop),
+            }
+        });
+        join_all(ends).await.into_iter().collect()
+    }
+
     /// Copies the files of volume `source` into volume `dest`, emptied first, on a node of
     /// `cluster`: both must be started volumes whose bricks are where this provisioner puts
-    /// them. Files of the source's GID get `dest_gid`. `progress` hears the bytes written so
-    /// far every few seconds.
+    /// them. Files of the source's GID get `dest_gid`. Any earlier copy into `dest`, on any
+    /// node, is ended first; `fence` is checked before that and before the copy, which the
+    /// node refuses when `dest` is marked copied already. `progress` hears the bytes written
+    /// so far every few seconds. A copy given up (it failed, or took longer than a day) is
+    /// ended on its node.
     pub async fn copy_volume(
         &self,
-        cluster: &str,
+        cluster_name: &str,
         source: &str,
         dest: &str,
         dest_gid: u32,
+        fence: Fenced<'_>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Copied> {
-        let cluster = self.cluster(Some(cluster))?;
+        let cluster = self.cluster(Some(cluster_name))?;
         let source_gid = self.started_volume(cluster, source).await?;
         let source_gid = source_gid
             .option("storage.owner-gid")
@@ -92,17 +138,21 @@ impl SshBackend {
         let gids = [source_gid.unwrap_or(dest_gid), dest_gid].map(|g| g.to_string());
         let node = copy_node(cluster, &self.health(cluster).await, dest)?;
         let server = node.storage_address.to_string();
-        let copy = args(["copy", &server, source, dest, &gids[0], &gids[1]]);
+        // A copy a provisioner left (it died, or another node was chosen then) writes no more.
+        fence.check().await?;
+        self.end_copies(cluster_name, dest).await?;
+        fence.check().await?;
+        let copy = copy_args([&server, source, dest, &gids[0], &gids[1]]);
         let ask = args(["progress", dest]);
         let run = self
             .ssh
-            .run_ok_within(&node.ssh_address, "sh", &copy, COPY_LIMIT);
+            .run_ok_within(&node.ssh_address, "setsid", &copy, COPY_LIMIT);
         tokio::pin!(run);
         let mut tick = tokio::time::interval(PROGRESS_EVERY);
         tick.tick().await;
         let out = loop {
             tokio::select! {
-                out = &mut run => break out?,
+                out = &mut run => break out,
                 _ = tick.tick() => {
                     let asked = self.ssh.run_ok(&node.ssh_address, "sh", &ask).await;
                     if let Some(bytes) = asked.ok().and_then(|o| o.trim().parse().ok()) {
@@ -110,6 +160,18 @@ impl SshBackend {
                         crate::failpoint::crash_point("clone-copying");
                     }
                 }
+            }
+        };
+        let out = match out {
+            Ok(out) => out,
+            Err(e) => {
+                // The provisioner's side gave up: the node's must too, or it would run on.
+                let stop = args(["stop", dest]);
+                if let Err(stop) = self.ssh.run_ok(&node.ssh_address, "sh", &stop).await {
+                    let (node, volume) = (&node.name, dest);
+                    tracing::warn!(node, volume, error = %stop, "cannot end a copy given up");
+                }
+                return Err(e);
             }
         };
         let bytes = out
@@ -158,14 +220,36 @@ mod tests {
     }
 
     #[test]
-    fn arguments_go_one_by_one() {
-        let a = args(["copy", "10.0.0.1", "vol_a", "vol_b", "2000", "2001"]);
-        assert_eq!(a[0], "-c");
+    fn a_copy_runs_in_a_session_of_its_own() {
+        let a = copy_args(["10.0.0.1", "vol_a", "vol_b", "2000", "2001"]);
+        assert_eq!(a[..3], ["-w", "sh", "-c"]);
         assert_eq!(
-            &a[2..],
+            &a[4..],
             [
                 "clone", "copy", "10.0.0.1", "vol_a", "vol_b", "2000", "2001"
             ]
         );
+    }
+
+    /// Hostile names go through the script as they are: as one argument each, never as code.
+    #[test]
+    fn hostile_names_stay_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let witness = dir.path().join("ran");
+        let w = witness.display();
+        for name in [
+            format!("x; touch {w}"),
+            format!("$(touch {w})"),
+            format!("`touch {w}`"),
+            format!("x' ; touch {w}; '"),
+            "../../etc".to_string(),
+        ] {
+            let out = std::process::Command::new("sh")
+                .args(args(["progress", &name]))
+                .output()
+                .unwrap();
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "none\n", "{name}");
+            assert!(!witness.exists(), "{name} ran as code");
+        }
     }
 }
