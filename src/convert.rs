@@ -19,15 +19,16 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    CSIPersistentVolumeSource, ConfigMap, Endpoints, PersistentVolume, PersistentVolumeClaim, Pod,
+    CSIPersistentVolumeSource, ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod,
 };
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::config::csi::{ATTR_SERVERS, ATTR_VOLUME};
+use crate::config::{Node, Topology};
 use crate::controller::ignore_not_found;
-use crate::k8s::objects::{ANN_ENDPOINTS, ANN_GID};
+use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, ANN_ENDPOINTS, ANN_GID, parse_brick_record};
 use crate::{Error, Result};
 
 /// Labels the ConfigMaps that hold conversions in progress, in the provisioner's namespace.
@@ -47,6 +48,8 @@ pub struct Settings {
     pub bind_timeout: Duration,
     /// The provisioner's namespace, where the records are kept.
     pub records_namespace: String,
+    /// Where the CSI PVs' servers come from.
+    pub topology: Topology,
 }
 
 /// What is kept while a PV is replaced: made by this tool from the old PV, and followed only
@@ -66,7 +69,7 @@ impl Record {
 }
 
 /// The ConfigMap a PV's record is kept in.
-fn record_name(pv: &str) -> String {
+pub fn record_name(pv: &str) -> String {
     format!("convert-{pv}")
 }
 
@@ -147,33 +150,47 @@ pub fn csi_pv(
     Ok(pv)
 }
 
-async fn servers_of(client: &Client, pv: &PersistentVolume, claim_ns: &str) -> Result<Vec<String>> {
-    let source = pv
-        .spec
-        .as_ref()
-        .and_then(|s| s.glusterfs.as_ref())
-        .expect("checked");
-    let ns = source.endpoints_namespace.as_deref().unwrap_or(claim_ns);
-    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), ns);
-    let ep = endpoints.get_opt(&source.endpoints).await?.ok_or_else(|| {
-        fail(format!(
-            "Endpoints {ns}/{} of PV {} not found: the volume's servers are unknown",
-            source.endpoints,
-            pv.name_any()
-        ))
-    })?;
-    let servers: Vec<String> = ep
-        .subsets
-        .iter()
-        .flatten()
-        .flat_map(|s| s.addresses.iter().flatten())
-        .map(|a| a.ip.clone())
-        .collect();
+/// The servers of a PV's volume, from the topology: the nodes of the bricks the PV records,
+/// else every node of the cluster it records. Never from its Endpoints: the users of their
+/// namespace may edit them, and the privileged node plugin fetches the volume from these.
+fn servers_of(
+    topology: &Topology,
+    pv: &PersistentVolume,
+) -> std::result::Result<Vec<String>, String> {
+    let unknown = |why: String| format!("the volume's servers are not in the topology: {why}");
+    let annotations = pv.annotations();
+    let cluster = annotations
+        .get(ANN_CLUSTER)
+        .ok_or_else(|| unknown(format!("it records no {ANN_CLUSTER}")))?;
+    let cluster = topology
+        .cluster(Some(cluster))
+        .ok_or_else(|| unknown(format!("no cluster {cluster:?} in the topology")))?;
+    let record = annotations.get(ANN_BRICKS).map(String::as_str);
+    let bricks = parse_brick_record(record.unwrap_or_default());
+    let nodes: Vec<&Node> = if bricks.is_empty() {
+        cluster.nodes.iter().collect()
+    } else {
+        bricks
+            .iter()
+            .map(|(name, _)| {
+                let in_cluster = cluster.nodes.iter().find(|n| &n.name == name);
+                in_cluster.ok_or_else(|| {
+                    unknown(format!(
+                        "brick node {name:?} not in cluster {:?}",
+                        cluster.name
+                    ))
+                })
+            })
+            .collect::<std::result::Result<_, _>>()?
+    };
+    let mut servers: Vec<String> = Vec::new();
+    for address in nodes.iter().map(|n| n.storage_address.to_string()) {
+        if !servers.contains(&address) {
+            servers.push(address);
+        }
+    }
     if servers.is_empty() {
-        return Err(fail(format!(
-            "Endpoints {ns}/{} list no address",
-            source.endpoints
-        )));
+        return Err(unknown(format!("cluster {:?} has no nodes", cluster.name)));
     }
     Ok(servers)
 }
@@ -260,7 +277,11 @@ impl Plan {
 }
 
 /// The plan for a `glusterfs` PV without a record.
-async fn plan_pv(client: &Client, pv: &PersistentVolume, driver: &str) -> Result<Option<Plan>> {
+async fn plan_pv(
+    client: &Client,
+    pv: &PersistentVolume,
+    settings: &Settings,
+) -> Result<Option<Plan>> {
     let spec = pv.spec.as_ref();
     let (Some(source), Some(claim)) = (spec.and_then(|s| s.glusterfs.as_ref()), claim_of(pv))
     else {
@@ -289,9 +310,12 @@ async fn plan_pv(client: &Client, pv: &PersistentVolume, driver: &str) -> Result
     if let Some(refused) = in_use(client, &name, &claim).await? {
         return Ok(Some(refused));
     }
-    let servers = match servers_of(client, pv, &claim.0).await {
+    let servers = match servers_of(&settings.topology, pv) {
         Ok(servers) => servers,
-        Err(e) => return Ok(Some(Plan::new(&name, claim, Todo::Refuse, e.to_string()))),
+        Err(why) => {
+            let why = format!("refused: {why}");
+            return Ok(Some(Plan::new(&name, claim, Todo::Refuse, why)));
+        }
     };
     let record = Record {
         old_uid: pv.uid().unwrap_or_default(),
@@ -299,7 +323,7 @@ async fn plan_pv(client: &Client, pv: &PersistentVolume, driver: &str) -> Result
         reclaim_policy: spec
             .and_then(|s| s.persistent_volume_reclaim_policy.clone())
             .unwrap_or_else(|| "Delete".into()),
-        pv: csi_pv(pv, driver, &servers)?,
+        pv: csi_pv(pv, &settings.driver, &servers)?,
     };
     let detail = format!(
         "convert volume {} (servers {})",
@@ -391,7 +415,7 @@ pub async fn run(client: Client, selection: Selection, settings: &Settings) -> R
         }
         if let Some(record) = records.remove(&name) {
             plans.push(plan_resume(&client, record, Some(&pv)).await?);
-        } else if let Some(plan) = plan_pv(&client, &pv, &settings.driver).await? {
+        } else if let Some(plan) = plan_pv(&client, &pv, settings).await? {
             plans.push(plan);
         }
     }
@@ -588,5 +612,61 @@ mod tests {
             json!({"driver": "glusterfs.gluster.org", "volumeHandle": "vol_abc",
                    "volumeAttributes": {"volume": "vol_abc", "servers": "10.0.0.1,10.0.0.2"}})
         );
+    }
+
+    fn topology() -> Topology {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("topology.json");
+        let node = |name: &str, ip: &str| {
+            json!({"name": name, "ssh_address": ip, "storage_address": ip,
+                   "brick_roots": ["/srv/b"]})
+        };
+        let topology = json!({"ssh": {"private_key": "/k", "known_hosts": "/h"},
+            "clusters": [{"name": "main", "nodes": [node("n1", "10.0.0.1"),
+                                                    node("n2", "10.0.0.2"),
+                                                    node("n3", "10.0.0.3")]}]});
+        std::fs::write(&path, topology.to_string()).unwrap();
+        Topology::load(&path).unwrap()
+    }
+
+    fn recording(annotations: serde_json::Value) -> PersistentVolume {
+        serde_json::from_value(json!({
+            "metadata": {"name": "pvc-1", "annotations": annotations},
+            "spec": {"glusterfs": {"endpoints": "glusterfs-dynamic-cu", "path": "vol_abc"}},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn servers_come_from_the_topology_only() {
+        let topology = topology();
+        let bricks = recording(json!({"gluster.org/cluster": "main",
+            "gluster.org/bricks": "n3:/srv/b/vol_abc/brick,n1:/srv/b/vol_abc/brick"}));
+        assert_eq!(
+            servers_of(&topology, &bricks).unwrap(),
+            ["10.0.0.3", "10.0.0.1"]
+        );
+        let cluster_only = recording(json!({"gluster.org/cluster": "main"}));
+        assert_eq!(
+            servers_of(&topology, &cluster_only).unwrap(),
+            ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+        );
+        for (annotations, why) in [
+            (json!({}), "records no gluster.org/cluster"),
+            (
+                json!({"gluster.org/cluster": "other"}),
+                "no cluster \"other\"",
+            ),
+            (
+                json!({"gluster.org/cluster": "main", "gluster.org/bricks": "evil:/x"}),
+                "brick node \"evil\"",
+            ),
+        ] {
+            let err = servers_of(&topology, &recording(annotations)).unwrap_err();
+            assert!(
+                err.contains("not in the topology") && err.contains(why),
+                "{err}"
+            );
+        }
     }
 }

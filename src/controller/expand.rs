@@ -28,19 +28,21 @@ pub async fn reconcile(claim: &CachedPvc, volume: &str, ctx: &Context) -> Result
     };
     let want = objects::storage_gib(Some(request))?;
     let have = objects::storage_gib(pv.spec.capacity.storage.as_ref())?;
-    if want > have
-        && let Err(why) = bound_to(claim, &pv)
-    {
-        // `spec.volumeName` is the claim's own word: anyone may name any PV there.
-        let note = format!("not resizing PV {volume}: {why}");
-        ctx.publish(
-            claim,
-            EventType::Warning,
-            "VolumeResizeFailed",
-            "Resize",
-            note,
-        )
-        .await;
+    // `spec.volumeName` is the claim's own word: anyone may name any PV there, so nothing is
+    // written for a claim the PV is not bound to, whatever it asks for.
+    if let Err(why) = bound_to(claim, &pv) {
+        // A claim only as large as the PV asks for nothing: it is told nothing.
+        if want > have {
+            let note = format!("not resizing PV {volume}: {why}");
+            ctx.publish(
+                claim,
+                EventType::Warning,
+                "VolumeResizeFailed",
+                "Resize",
+                note,
+            )
+            .await;
+        }
         return Ok(Action::await_change());
     }
     if want > have {
@@ -65,7 +67,8 @@ pub async fn reconcile(claim: &CachedPvc, volume: &str, ctx: &Context) -> Result
     Ok(Action::await_change())
 }
 
-/// Ok when `claim` is Bound and `pv`'s claimRef names it: namespace, name and UID.
+/// Ok when `claim` is Bound to `pv`: the claim names the PV, and the PV's claimRef names the
+/// claim (namespace, name and UID).
 fn bound_to(claim: &CachedPvc, pv: &CachedPv) -> std::result::Result<(), String> {
     if claim.status.phase.as_deref() != Some("Bound") {
         return Err(format!(
@@ -73,10 +76,14 @@ fn bound_to(claim: &CachedPvc, pv: &CachedPv) -> std::result::Result<(), String>
             claim.status.phase.as_deref().unwrap_or("without a phase")
         ));
     }
+    if claim.spec.volume_name.as_deref() != Some(pv.name_any().as_str()) {
+        return Err("the claim names another PV".into());
+    }
     let by = pv.spec.claim_ref.as_ref();
     let names = by.is_some_and(|r| {
         r.namespace == claim.namespace()
             && r.name.as_deref() == Some(claim.name_any().as_str())
+            && r.uid.is_some()
             && r.uid == claim.uid()
     });
     if !names {
@@ -151,4 +158,59 @@ async fn set_claim_capacity(claim: &CachedPvc, gib: u64, ctx: &Context) -> Resul
         .await?;
     tracing::info!(claim = claim.name_any(), gib, "claim capacity updated");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(phase: &str, volume: &str, uid: &str) -> CachedPvc {
+        serde_json::from_value(json!({
+            "metadata": {"name": "c", "namespace": "ns", "uid": uid},
+            "spec": {"volumeName": volume},
+            "status": {"phase": phase},
+        }))
+        .unwrap()
+    }
+
+    fn pv(name: &str, claim_ref: serde_json::Value) -> CachedPv {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"claimRef": claim_ref},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn only_a_claim_bound_to_the_pv_is_written() {
+        let ours = json!({"namespace": "ns", "name": "c", "uid": "u1"});
+        let pv_ = pv("pvc-1", ours.clone());
+        assert_eq!(bound_to(&claim("Bound", "pvc-1", "u1"), &pv_), Ok(()));
+
+        let refused = [
+            // A Pending claim naming a PV whose claimRef is its own: not yet bound.
+            (claim("Pending", "pvc-1", "u1"), pv_.clone(), "not Bound"),
+            // A claim of the same name made again (another UID).
+            (claim("Bound", "pvc-1", "u2"), pv_.clone(), "another claim"),
+            // A claim that names another PV than the one it is checked against.
+            (claim("Bound", "pvc-2", "u1"), pv_.clone(), "another PV"),
+            (
+                claim("Bound", "pvc-1", "u1"),
+                pv(
+                    "pvc-1",
+                    json!({"namespace": "other", "name": "c", "uid": "u1"}),
+                ),
+                "another claim",
+            ),
+            (
+                claim("Bound", "pvc-1", "u1"),
+                pv("pvc-1", json!({"namespace": "ns", "name": "c"})),
+                "another claim",
+            ),
+        ];
+        for (claim, pv, why) in refused {
+            let err = bound_to(&claim, &pv).unwrap_err();
+            assert!(err.contains(why), "{err:?} for {claim:?}");
+        }
+    }
 }

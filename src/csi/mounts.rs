@@ -432,7 +432,11 @@ fn spawn_in(
 /// works, it just dies with the plugin.
 pub async fn run_mount(args: &[String], fuse: &FuseCgroups) -> Result<(), Error> {
     let mut cmd = std::process::Command::new("mount");
-    cmd.args(args);
+    // Its stderr says why a mount failed: it goes into the error the kubelet shows the user.
+    cmd.args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
     let io = |source| Error::Io {
         what: "running mount".into(),
         source,
@@ -456,8 +460,27 @@ pub async fn run_mount(args: &[String], fuse: &FuseCgroups) -> Result<(), Error>
     Err(Error::Mount(format!(
         "mount {}: {}",
         args.join(" "),
-        String::from_utf8_lossy(&out.stderr).trim()
+        tail(&out.stderr)
     )))
+}
+
+/// The most of a program's error output an error message carries (it ends up in a gRPC
+/// status, a header, and in an event).
+const MESSAGE_MAX: usize = 1024;
+
+/// `stderr` trimmed, as one line, and at most [`MESSAGE_MAX`] bytes of its end (where a
+/// program says what failed last).
+fn tail(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if text.len() <= MESSAGE_MAX {
+        return text;
+    }
+    let mut start = text.len() - MESSAGE_MAX;
+    while !text.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...{}", &text[start..])
 }
 
 fn c_path(path: &Path) -> Result<CString, Error> {
@@ -626,6 +649,42 @@ pub(super) mod tests {
             }]
         );
         assert_eq!(std::fs::read_to_string(&joinable).unwrap(), "0");
+    }
+
+    /// Through the real `mount`: what it prints on failing is the error's message.
+    #[tokio::test]
+    async fn a_failed_mount_says_what_mount_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = [
+            "--bind".to_string(),
+            dir.path().join("gone").display().to_string(),
+            dir.path().join("missing").display().to_string(),
+        ];
+        let said = std::process::Command::new("mount")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(!said.status.success());
+        let said = tail(&said.stderr);
+        assert!(!said.is_empty(), "mount says why it failed");
+        let fuse = FuseCgroups {
+            procs: Vec::new(),
+            join_failures: IntCounter::new("t", "t").unwrap(),
+        };
+        let err = run_mount(&args, &fuse).await.unwrap_err().to_string();
+        assert!(err.ends_with(&said), "{err:?} lacks {said:?}");
+    }
+
+    #[test]
+    fn error_output_is_one_line_of_bounded_length_keeping_its_end() {
+        assert_eq!(
+            tail(b"  WARNING: x\nMount failed. See log\n"),
+            "WARNING: x Mount failed. See log"
+        );
+        let long = format!("{}\nthe reason é", "é".repeat(2 * MESSAGE_MAX));
+        let bounded = tail(long.as_bytes());
+        assert!(bounded.len() <= MESSAGE_MAX + 3, "{}", bounded.len());
+        assert!(bounded.starts_with("...") && bounded.ends_with(" the reason é"));
     }
 
     #[tokio::test]

@@ -2,13 +2,13 @@
 //! a CSI PV keeping its data, through crashes at every step; and nothing a namespace user
 //! writes, nor a stale PV, steers it to objects that are not the claim's own.
 
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, PersistentVolume, Service};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::pods::{self, DEPLOYED_NS, POD_WAIT};
-use crate::scenario::{Space, from_json, glusterfs_path};
+use crate::scenario::{Space, annotations, from_json, glusterfs_path, node_by_name, pv_bricks};
 use crate::support::{env, eventually};
 
 /// `glusterfs-provisioner convert ARGS` as the cluster admin: (success, output).
@@ -17,6 +17,8 @@ async fn convert(args: &[&str], crash_at: Option<&str>) -> (bool, String) {
     cmd.arg("convert")
         .arg("--kubeconfig")
         .arg(env().state_dir.join("admin.kubeconfig"))
+        .arg("--topology")
+        .arg(env().state_dir.join("topology.json"))
         .args(args)
         .env_remove(glusterfs_provisioner::failpoint::ENV);
     if let Some(point) = crash_at {
@@ -281,4 +283,69 @@ async fn a_pv_not_bound_to_its_claim_is_left_alone() {
         .await
         .unwrap();
     space.delete_all(&[current.name_any()]).await;
+}
+
+/// The CSI PV's servers are the topology's nodes of the volume: the Endpoints a `glusterfs` PV
+/// names are in the claim's namespace, whose users may edit them, and the privileged node
+/// plugin fetches the volume's configuration from these servers. A PV whose servers the
+/// topology does not know is refused.
+#[tokio::test]
+async fn servers_come_from_the_topology_not_the_tenants_endpoints() {
+    let space = Space::deployed("convert-servers").await;
+    let class = pods::example_class().await;
+    space.claim("data", &class, "1Gi", "ReadWriteOnce").await;
+    let old = space.bound_pv("data").await;
+    let name = old.name_any();
+    let source = old.spec.clone().unwrap().glusterfs.unwrap();
+    let endpoints: Api<Endpoints> = Api::namespaced(space.client.clone(), &space.ns);
+    // 192.0.2.0/24 is for documentation: an address of the tenant's choosing.
+    let tenants = json!({"subsets": [{"addresses": [{"ip": "192.0.2.7"}],
+                                      "ports": [{"port": 24007}]}]});
+    endpoints
+        .patch(
+            &source.endpoints,
+            &PatchParams::default(),
+            &Patch::Merge(tenants),
+        )
+        .await
+        .unwrap();
+
+    let (ok, out) = convert(&["--pv", &name, "--apply"], None).await;
+    assert!(ok, "{out}");
+    let mut topology: Vec<String> = Vec::new();
+    for (node, _) in pv_bricks(&old) {
+        let address = node_by_name(&node).storage_address.to_string();
+        if !topology.contains(&address) {
+            topology.push(address);
+        }
+    }
+    let new = space.pvs.get(&name).await.unwrap();
+    let attributes = new.spec.unwrap().csi.unwrap().volume_attributes.unwrap();
+    assert_eq!(attributes["servers"], topology.join(","), "{out}");
+
+    // A PV that records no cluster of the topology: refused, left as it was.
+    space.claim("unknown", &class, "1Gi", "ReadWriteOnce").await;
+    let unknown = space.bound_pv("unknown").await;
+    let cluster = annotations(&unknown)["gluster.org/cluster"].clone();
+    let set_cluster = |value: serde_json::Value| json!({"metadata": {"annotations": {"gluster.org/cluster": value}}});
+    let params = PatchParams::default();
+    let forget = Patch::Merge(set_cluster(serde_json::Value::Null));
+    space
+        .pvs
+        .patch(&unknown.name_any(), &params, &forget)
+        .await
+        .unwrap();
+    let (ok, out) = convert(&["--pv", &unknown.name_any(), "--apply"], None).await;
+    assert!(
+        !ok && out.contains("not in the topology") && out.contains("gluster.org/cluster"),
+        "{out}"
+    );
+    assert!(is_glusterfs(&space, &unknown.name_any()).await);
+    let restore = Patch::Merge(set_cluster(cluster.into()));
+    space
+        .pvs
+        .patch(&unknown.name_any(), &params, &restore)
+        .await
+        .unwrap();
+    space.delete_all(&[name, unknown.name_any()]).await;
 }

@@ -12,15 +12,16 @@ use glusterfs_provisioner::csi::proto::volume_capability::access_mode::Mode;
 use glusterfs_provisioner::csi::proto::volume_capability::{AccessMode, AccessType, MountVolume};
 use glusterfs_provisioner::csi::proto::*;
 use k8s_openapi::api::core::v1::{PersistentVolume, Pod};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::CSINode;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, ListParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 use tonic::Code;
 use tonic::transport::Channel;
 
 use crate::pods::{self, CSI_NS, POD_WAIT, kubectl};
-use crate::scenario::Space;
+use crate::scenario::{Space, from_json, nodes};
 use crate::support::{env, eventually, local, unique};
 
 pub(crate) const CSI_CLASS: &str = "glusterfs-csi";
@@ -518,4 +519,60 @@ async fn csi_node_service_conformance() {
     assert!(fuse_mounts_of(&volume).is_empty());
     std::fs::remove_dir_all(&base).ok();
     space.delete_all(&[pv.name_any()]).await;
+}
+
+/// A pod whose CSI volume cannot be mounted is told why in mount's own words: the FailedMount
+/// event the kubelet posts carries the node plugin's error, and that carries mount's stderr.
+#[tokio::test]
+async fn csi_a_failed_mount_says_why_in_the_pods_events() {
+    let _stable = PLUGIN.read().await;
+    let space = Space::deployed("csi-nomount").await;
+    // A PV of this driver naming a volume the pool has not got.
+    let volume = format!("vol_{}", uuid::Uuid::new_v4().simple());
+    let pv_name = format!("{}-missing", space.ns);
+    let servers: Vec<String> = nodes()
+        .iter()
+        .map(|n| n.storage_address.to_string())
+        .collect();
+    let pv: PersistentVolume = from_json(json!({
+        "metadata": {"name": pv_name},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "claimRef": {"namespace": space.ns, "name": "data"},
+                 "csi": {"driver": DRIVER, "volumeHandle": volume,
+                         "volumeAttributes": {"volume": volume, "servers": servers.join(",")}}},
+    }));
+    space.pvs.create(&PostParams::default(), &pv).await.unwrap();
+    let claim = json!({"storageClassName": "", "volumeName": pv_name,
+                       "accessModes": ["ReadWriteOnce"],
+                       "resources": {"requests": {"storage": "1Gi"}}});
+    space.claim_with("data", claim).await;
+    space.bound_pv("data").await;
+    space.pod("reader", "data", json!({})).await;
+
+    let events: Api<Event> = Api::namespaced(space.client.clone(), &space.ns);
+    let note = eventually(POD_WAIT, "the pod's FailedMount event", || async {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        list.items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("FailedMount"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("reader"))
+            .filter_map(|e| e.note)
+            .find(|note| note.contains("MountDevice"))
+    })
+    .await;
+    // What mount.glusterfs prints when the client fails before or after it daemonizes.
+    let said = ["Mount failed. Check the log file", "Mounting glusterfs on"];
+    assert!(
+        note.contains(&volume) && said.iter().any(|s| note.contains(s)),
+        "{note}"
+    );
+
+    space.delete_pod("reader").await;
+    space
+        .pvs
+        .delete(&pv_name, &DeleteParams::default())
+        .await
+        .unwrap();
+    space.delete_all(&[pv_name]).await;
 }

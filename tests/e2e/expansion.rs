@@ -102,10 +102,13 @@ async fn expansion_through_heketi() {
 }
 
 /// A claim's `spec.volumeName` is its author's word: a Pending claim naming someone else's PV
-/// with a larger request grows nothing, and is told why.
+/// gets nothing written onto it. Asking for more, it grows nothing and is told why; asking for
+/// no more, it is not told the PV's size as if it were its own.
 #[tokio::test]
 async fn a_claim_naming_someone_elses_pv_grows_nothing() {
-    let s = Scenario::new("grow-steal").await;
+    // One worker: claims are looked at one at a time in the order they are made, so the
+    // thief's event shows that the quiet claim, made before it, was looked at.
+    let s = Scenario::with_env("grow-steal", &[("WORKERS", "1")]).await;
     let class = s
         .class_with(
             json!({"volumetype": "none"}),
@@ -115,21 +118,33 @@ async fn a_claim_naming_someone_elses_pv_grows_nothing() {
         .await;
     s.claim("victim", &class, "1Gi", "ReadWriteOnce").await;
     let victim = s.bound_pv("victim").await;
-    let thief = s
-        .claim_with(
-            "thief",
-            json!({"storageClassName": class, "accessModes": ["ReadWriteOnce"],
-                   "volumeName": victim.name_any(),
-                   "resources": {"requests": {"storage": "5Gi"}}}),
-        )
-        .await;
+    let victim_claim = s.claims.get("victim").await.unwrap();
+    let naming = |request: &str| {
+        json!({"storageClassName": class, "accessModes": ["ReadWriteOnce"],
+               "volumeName": victim.name_any(),
+               "resources": {"requests": {"storage": request}}})
+    };
+    s.claim_with("quiet", naming("1Gi")).await;
+    let thief = s.claim_with("thief", naming("5Gi")).await;
     let note = s.event(&thief, "VolumeResizeFailed").await;
     assert!(
         note.contains(&victim.name_any()) && note.contains("not Bound"),
         "{note:?}"
     );
+    for name in ["quiet", "thief"] {
+        let claim = s.claims.get(name).await.unwrap();
+        let status = claim.status.unwrap_or_default();
+        assert_eq!(status.phase.as_deref(), Some("Pending"), "{name}");
+        assert_eq!(status.capacity, None, "nothing written on {name}");
+    }
     let now = s.pvs.get(&victim.name_any()).await.unwrap();
     assert_eq!(now.spec.unwrap().capacity.unwrap()["storage"].0, "1Gi");
+    assert_eq!(
+        s.claims.get("victim").await.unwrap().status,
+        victim_claim.status,
+        "the victim's claim is unchanged"
+    );
+    s.delete_claim("quiet").await;
     s.delete_claim("thief").await;
     s.delete_claim("victim").await;
     s.wait_pv_gone(&victim.name_any()).await;
