@@ -10,7 +10,9 @@
 //! - `controller`: the reconcilers that provision claims and delete released volumes.
 //! - `convert`: the `convert` subcommand, `glusterfs` PVs to CSI PVs in place.
 //! - `audit`, `adopt`: leftovers, and volumes an administrator may give an identity.
+//! - `evacuate`: every brick of a node moved to the others.
 //! - `status`: the `status` subcommand, each claim's volume health and the nodes' quorum.
+//! - `report`: how the operator's commands print (table or JSON) and exit.
 //! - `csi`: the CSI node plugin (`node` subcommand) that mounts volumes of CSI PVs.
 //! - `leader`: leader election on a Lease. `metrics`, `http`: Prometheus metrics and probes.
 
@@ -24,6 +26,7 @@ pub mod controller;
 pub mod convert;
 pub mod csi;
 pub mod error;
+pub mod evacuate;
 pub mod failpoint;
 pub mod gid;
 pub mod gluster;
@@ -34,6 +37,7 @@ pub mod k8s;
 pub mod leader;
 pub mod memory;
 pub mod metrics;
+pub mod report;
 pub mod status;
 pub mod volumes;
 

@@ -15,8 +15,15 @@ GO_BIN=/usr/lib/go-1.19/bin
 BRIDGE=gpbr0
 NET_PREFIX=10.213.7
 HOST_IP=$NET_PREFIX.1
-NODES=(gp-node1 gp-node2 gp-node3)
-NODE_ZONES=(zone-a zone-b zone-a)
+# GP_GLUSTER_NODES=N (3 to 5, default 3) starts the first N; `down` clears all five whatever
+# was started. Zones: a b a c c, so gp-node2 is the one node of a zone of its own with any N
+# (tests rely on that), and nodes 4 and 5 add a third zone.
+ALL_NODES=(gp-node1 gp-node2 gp-node3 gp-node4 gp-node5)
+ALL_ZONES=(zone-a zone-b zone-a zone-c zone-c)
+GLUSTER_NODES=${GP_GLUSTER_NODES:-3}
+case $GLUSTER_NODES in 3 | 4 | 5) ;; *) echo "GP_GLUSTER_NODES must be 3, 4 or 5" >&2; exit 2 ;; esac
+NODES=("${ALL_NODES[@]:0:$GLUSTER_NODES}")
+NODE_ZONES=("${ALL_ZONES[@]:0:$GLUSTER_NODES}")
 # The worker node: its own network namespace on the bridge, pods on a routed subnet behind it.
 WORKER=gp-worker
 WORKER_IP=$NET_PREFIX.2

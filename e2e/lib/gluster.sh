@@ -106,14 +106,14 @@ pool_up() {
   for i in "${!NODES[@]}"; do
     wait_for 30 "glusterd on ${NODES[$i]}" gluster_on "$i" peer status
   done
-  for i in 1 2; do
-    gluster_on 0 peer probe "$(node_ip "$i")" >/dev/null
+  for i in "${!NODES[@]}"; do
+    [ "$i" -eq 0 ] || gluster_on 0 peer probe "$(node_ip "$i")" >/dev/null
   done
   # node1 is known to the others by the address it probed from; probe back so they use its IP.
   gluster_on 1 peer probe "$(node_ip 0)" >/dev/null
   local deadline=$((SECONDS + 60))
   for i in "${!NODES[@]}"; do
-    until [ "$(gluster_on "$i" pool list | grep -c Connected)" -eq 3 ]; do
+    until [ "$(gluster_on "$i" pool list | grep -c Connected)" -eq "${#NODES[@]}" ]; do
       [ $SECONDS -lt $deadline ] || die "trusted pool did not form on ${NODES[$i]}"
       sleep 0.5
     done

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use k8s_openapi::api::core::v1::PersistentVolume;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume};
 
 use crate::k8s::cached::CachedPv;
 use kube::api::Api;
@@ -243,6 +243,13 @@ async fn keep_recorded(pv: &CachedPv, ctx: &Context) -> Result<()> {
     let Some(wanted) = ctx.identity_of(pv) else {
         return Ok(());
     };
+    // Asked of the API server, not the cache: `convert` writes its record just before it
+    // makes the PV Retain, and a cache behind by that much would keep the volume Retain.
+    let records = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ctx.settings.namespace);
+    let record = crate::convert::record_name(&pv.name_any());
+    if records.get_metadata_opt(&record).await?.is_some() {
+        return Ok(());
+    }
     ctx.fenced().await?;
     match ssh
         .record_policy(cluster, &volume_name(pv, ctx), &wanted)

@@ -46,6 +46,7 @@ use crate::gluster::plan::Promise;
 use crate::heketi::HeketiHttp;
 use crate::heketi::volumes as heketi;
 use crate::http::Health;
+use crate::identity::{Identity, Policy};
 use crate::k8s::cached::{CachedPv, CachedPvc};
 use crate::k8s::objects::{self, LABEL_PV};
 use crate::leader::{Fence, LeaseSettings};
@@ -59,10 +60,14 @@ pub const IN_TREE: &str = "kubernetes.io/glusterfs";
 /// How the controllers run.
 #[derive(Clone, Debug)]
 pub struct Settings {
+    /// The Kubernetes cluster's id, recorded on every volume made: see [`crate::identity`].
+    pub kube_cluster: String,
     /// The name StorageClasses use in `provisioner:`.
     pub provisioner: String,
     /// Claims provisioned (and volumes deleted) at the same time.
     pub workers: u16,
+    /// Clone copies running at the same time in each gluster cluster, beside the workers.
+    pub clone_copies: u16,
     /// Per-object retry backoff after a failure: doubles from `retry_min` up to `retry_max`.
     pub retry_min: Duration,
     pub retry_max: Duration,
@@ -113,6 +118,8 @@ pub struct Context {
     synced: tokio::sync::watch::Sender<bool>,
     backoff: backoff::Backoff,
     fence: Option<Fence>,
+    /// Clones' copies, running beside the claims' reconciles.
+    copies: Arc<clone::Copies>,
 }
 
 impl Context {
@@ -150,34 +157,47 @@ impl Context {
             .filter_map(|pv| {
                 let bricks = pv.annotation(objects::ANN_BRICKS)?;
                 let gib = objects::storage_gib(pv.spec.capacity.storage.as_ref()).ok()?;
-                let average_file_kib = pv.annotation(objects::ANN_ARBITER);
-                let average_file_kib = average_file_kib.and_then(|kib| kib.parse().ok());
-                Some(Promise {
-                    volume: pv
-                        .spec
-                        .gluster_volume(&self.settings.csi_driver)?
-                        .to_string(),
-                    bricks: objects::parse_brick_record(bricks),
-                    bytes: gib << 30,
-                    arbiter_bytes: average_file_kib
-                        .map(|kib| crate::gluster::plan::arbiter_bytes(gib << 30, kib)),
-                })
+                let volume = pv.spec.gluster_volume(&self.settings.csi_driver)?;
+                let arbiter = pv.annotation(objects::ANN_ARBITER);
+                Some(objects::promise(volume, bricks, gib, arbiter))
             })
     }
 
-    /// Another PV of ours that names the same gluster volume (or Heketi volume id) as `pv`.
+    /// Another PV, whoever made it, that mounts the same gluster volume as `pv` (or, of ours,
+    /// names the same Heketi volume id): an admin may have re-exposed a volume by hand.
     fn also_naming(&self, pv: &CachedPv, volume: &str) -> Option<String> {
         let driver = &self.settings.csi_driver;
         let id = pv.annotation(heketi::ANN_VOLUME_ID);
         self.volumes
             .state()
             .into_iter()
-            .filter(|other| other.name_any() != pv.name_any() && self.is_ours(other))
+            .filter(|other| other.name_any() != pv.name_any())
             .find(|other| {
                 other.spec.gluster_volume(driver) == Some(volume)
-                    || id.is_some() && other.annotation(heketi::ANN_VOLUME_ID) == id
+                    || id.is_some()
+                        && self.is_ours(other)
+                        && other.annotation(heketi::ANN_VOLUME_ID) == id
             })
             .map(|other| other.name_any())
+    }
+
+    /// The identity the volume of `pv`, a PV made here over SSH, records when it is this PV's,
+    /// with the PV's reclaim policy. `None` too while `convert` replaces the PV: it makes the
+    /// old and new PV Retain for the swap only, which the volume must not keep.
+    fn identity_of(&self, pv: &CachedPv) -> Option<Identity> {
+        let record = convert::record_name(&pv.name_any());
+        let converting = self.records.state().iter().any(|r| r.name_any() == record);
+        if !self.made_here(pv) || converting {
+            return None;
+        }
+        let claim = pv.spec.claim_ref.as_ref()?;
+        Some(Identity {
+            kube_cluster: self.settings.kube_cluster.clone(),
+            claim_uid: claim.uid.clone()?,
+            pv: pv.name_any(),
+            policy: Policy::of_pv(pv.spec.persistent_volume_reclaim_policy.as_deref()),
+            provisioner: self.settings.provisioner.clone(),
+        })
     }
 
     /// Made by this provisioner itself, not by the in-tree one it took over from.
@@ -259,6 +279,8 @@ pub async fn run(
         .watches_stream(svc_stream, |svc| pv_of(&svc))
         .reconcile_on(UnboundedReceiverStream::new(repair_requests))
         .with_config(controller::Config::default().concurrency(workers));
+    // Claims whose clone copy ended, reconciled again.
+    let (copies_ended, copy_ends) = tokio::sync::mpsc::unbounded_channel();
     let reporter = Reporter {
         controller: settings.provisioner.clone(),
         instance: Some(settings.instance.clone()),
@@ -281,6 +303,10 @@ pub async fn run(
             .lease
             .clone()
             .map(|lease| Fence::new(client.clone(), lease)),
+        copies: Arc::new(clone::Copies::new(
+            settings.clone_copies.into(),
+            copies_ended,
+        )),
         settings,
     });
 
@@ -299,6 +325,7 @@ pub async fn run(
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
                 .collect::<Vec<_>>()
         })
+        .reconcile_on(UnboundedReceiverStream::new(copy_ends))
         .with_config(controller::Config::default().concurrency(workers))
         .shutdown_on_signal()
         .run(provision::reconcile, provision::error_policy, ctx.clone())

@@ -11,6 +11,6 @@ pub mod ssh;
 pub mod xml;
 
 pub use crate::volumes::VolumeRequest;
-pub use backend::{ProvisionedVolume, RootEntry, SshBackend};
+pub use backend::{MOVING, NOT_MOVING, ProvisionedVolume, RootEntry, SshBackend};
 pub use plan::Brick;
 pub use ssh::{RemoteOutput, SshExecutor};

@@ -329,6 +329,63 @@ pub fn place_bricks(
     Ok(bricks)
 }
 
+/// A new place for `old`, a brick of a volume whose other bricks are `keep`, needing `bytes`
+/// of room: by the rules of [`place_bricks`], on a node none of the volume's bricks is on (nor
+/// `old`'s), in a zone none of `keep` is in when there is one, on the brick root of `old`'s size
+/// limit with the most room; an arbiter stays an arbiter.
+pub fn replacement(
+    capacity: &[NodeCapacity<'_>],
+    keep: &[Brick],
+    old: &Brick,
+    bytes: u64,
+    volume: &str,
+) -> std::result::Result<Brick, String> {
+    let taken = |node: &str| node == old.node || keep.iter().any(|b| b.node == node);
+    let zones: HashSet<&str> = capacity
+        .iter()
+        .filter(|c| keep.iter().any(|b| b.node == c.node.name))
+        .map(|c| c.node.zone.as_str())
+        .collect();
+    let mut fitting: Vec<(&NodeCapacity, &RootSpace)> = capacity
+        .iter()
+        .filter(|c| !taken(&c.node.name))
+        .filter_map(|c| c.best_root(old.size_limit).map(|root| (c, root)))
+        .filter(|(_, root)| root.room() >= bytes)
+        .collect();
+    // Zones of its own first, then most room; the node name breaks ties.
+    fitting.sort_by(|a, b| {
+        zones
+            .contains(a.0.node.zone.as_str())
+            .cmp(&zones.contains(b.0.node.zone.as_str()))
+            .then(b.1.room().cmp(&a.1.room()))
+            .then(a.0.node.name.cmp(&b.0.node.name))
+    });
+    let Some((c, space)) = fitting.first() else {
+        let others: Vec<String> = capacity
+            .iter()
+            .filter(|c| !taken(&c.node.name))
+            .map(|c| {
+                let room = c.best_root(old.size_limit).map_or(0, RootSpace::room);
+                format!("{} {}", c.node.name, gib(room))
+            })
+            .collect();
+        return Err(format!(
+            "no node without a brick of {volume} has {} of room in a brick root with size limit              {} (nodes up without one of its bricks: {})",
+            gib(bytes),
+            old.size_limit,
+            if others.is_empty() {
+                "none".into()
+            } else {
+                others.join(", ")
+            }
+        ));
+    };
+    Ok(Brick {
+        arbiter: old.arbiter,
+        ..Brick::new(c.node, &space.root, volume)
+    })
+}
+
 fn args<const N: usize>(words: [&str; N]) -> Vec<String> {
     words.iter().map(|w| w.to_string()).collect()
 }
@@ -423,6 +480,46 @@ pub fn info_args(volume: &str) -> Vec<String> {
 
 pub fn status_args(volume: &str) -> Vec<String> {
     args(["volume", "status", volume])
+}
+
+/// `old` swapped for `new` at once: the volume holds one copy less until `new` is healed.
+pub fn replace_brick_args(volume: &str, old: &str, new: &Brick) -> Vec<String> {
+    let new = new.spec();
+    args([
+        "volume",
+        "replace-brick",
+        volume,
+        old,
+        &new,
+        "commit",
+        "force",
+    ])
+}
+
+/// `new` added as one more replica of a single-subvolume replicate volume of `replica` copies.
+pub fn add_replica_args(volume: &str, replica: u32, new: &Brick) -> Vec<String> {
+    let (count, new) = ((replica + 1).to_string(), new.spec());
+    args(["volume", "add-brick", volume, "replica", &count, &new])
+}
+
+/// `old` taken out of a volume of `replica` copies, leaving one fewer.
+pub fn remove_replica_args(volume: &str, replica: u32, old: &str) -> Vec<String> {
+    let count = (replica - 1).to_string();
+    args([
+        "volume",
+        "remove-brick",
+        volume,
+        "replica",
+        &count,
+        old,
+        "force",
+    ])
+}
+
+/// Every file compared between the copies, not only those the index lists: a new replica
+/// starts empty.
+pub fn heal_full_args(volume: &str) -> Vec<String> {
+    args(["volume", "heal", volume, "full"])
 }
 
 /// Counts only: `info` alone lists every entry, and runs as long as there are many.

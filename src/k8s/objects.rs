@@ -16,6 +16,7 @@ use kube::api::ObjectMeta;
 
 use crate::config::csi::{ATTR_SERVERS, ATTR_VOLUME};
 use crate::gluster::Brick;
+use crate::gluster::plan::Promise;
 use crate::{Error, Result};
 
 pub const ANN_PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
@@ -274,6 +275,19 @@ impl Mounter<'_> {
                 }
             }
         }
+    }
+}
+
+/// What a PV's volume holds on its brick roots: `gib` on each brick it records, an arbiter
+/// volume's last brick (`average_file_kib` recorded) by the arbiter's rule.
+pub fn promise(volume: &str, bricks: &str, gib: u64, average_file_kib: Option<&str>) -> Promise {
+    let average_file_kib = average_file_kib.and_then(|kib| kib.parse().ok());
+    Promise {
+        volume: volume.to_string(),
+        bricks: parse_brick_record(bricks),
+        bytes: gib << 30,
+        arbiter_bytes: average_file_kib
+            .map(|kib| crate::gluster::plan::arbiter_bytes(gib << 30, kib)),
     }
 }
 

@@ -116,7 +116,6 @@ impl SshBackend {
         let size_limit = bricks.first().map_or(SizeLimit::Quota, |b| b.size_limit);
         let quota = size_limit == SizeLimit::Quota;
         req.fence.check().await?;
-        let images = bricks.iter().filter(|b| b.size_limit == SizeLimit::Image);
         let bytes = image::image_bytes(req.size_gib, req.durability.data_bricks());
         let arbiter = match req.durability {
             Durability::Arbiter { average_file_kib } => {
@@ -124,18 +123,7 @@ impl SshBackend {
             }
             _ => bytes,
         };
-        self.on_bricks(images, "sh", |b| {
-            image::create_args(b, if b.arbiter { arbiter } else { bytes })
-        })
-        .await?;
-        // Brick directories group-owned by the GID with setgid, so files keep the group.
-        let gid = req.gid.to_string();
-        self.on_bricks(bricks.iter(), "install", |b| {
-            let mut args = words(&["-d", "-m", "2775", "-g", &gid]);
-            args.push(path_arg(&b.path));
-            args
-        })
-        .await?;
+        self.lay_bricks(bricks, bytes, arbiter, req.gid).await?;
         let name = req.name;
         if existing.is_none() {
             // The name is this claim's alone: one that exists is a retried create's own.
@@ -186,5 +174,32 @@ fn finishable(volume: &Volume, wanted: &Identity) -> Result<()> {
             "volume {} exists, started, and records no identity: not made for this claim",
             volume.name
         ))),
+    }
+}
+
+impl SshBackend {
+    /// Each brick's image (of `bytes`, an arbiter's of `arbiter_bytes`) when its root keeps
+    /// sizes by images, then its directory, group-owned by the GID with setgid so files keep the
+    /// group: what a brick is before gluster uses it.
+    pub(super) async fn lay_bricks(
+        &self,
+        bricks: &[Brick],
+        bytes: u64,
+        arbiter_bytes: u64,
+        gid: u32,
+    ) -> Result<()> {
+        let images = bricks.iter().filter(|b| b.size_limit == SizeLimit::Image);
+        self.on_bricks(images, "sh", |b| {
+            image::create_args(b, if b.arbiter { arbiter_bytes } else { bytes })
+        })
+        .await?;
+        let gid = gid.to_string();
+        self.on_bricks(bricks.iter(), "install", |b| {
+            let mut args = words(&["-d", "-m", "2775", "-g", &gid]);
+            args.push(path_arg(&b.path));
+            args
+        })
+        .await?;
+        Ok(())
     }
 }

@@ -8,11 +8,13 @@ mod create;
 mod expand;
 mod identity;
 mod inventory;
+mod moves;
 mod remove;
 mod space;
 
 pub use clone::Copied;
 pub use inventory::RootEntry;
+pub use moves::{MOVING, NOT_MOVING};
 use space::SpaceReading;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
