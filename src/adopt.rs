@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
+use serde::Serialize;
 
 use crate::Result;
 use crate::config::Cluster;
@@ -20,6 +21,7 @@ use crate::gluster::xml::Volume;
 use crate::gluster::{SshBackend, plan};
 use crate::identity::{self, Identity, Policy};
 use crate::k8s::objects::{self, ANN_CLUSTER, ANN_PROVISIONED_BY, volume_of};
+use crate::report::{Outcome, Printer};
 
 /// What `adopt` is told.
 pub struct AdoptOptions {
@@ -28,9 +30,71 @@ pub struct AdoptOptions {
     pub apply: bool,
 }
 
-/// Lists (and with `--apply` adopts) the volumes recording no identity; returns how many of
-/// them are left without one.
-pub async fn run(client: Client, backend: &SshBackend, options: &AdoptOptions) -> Result<usize> {
+/// A volume recording no identity, and what became of it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Row<'a> {
+    cluster: &'a str,
+    volume: String,
+    adoptable: bool,
+    /// The evidence that it is a Bound claim's of this cluster, or why it is not adoptable.
+    reason: String,
+    action: Action,
+    /// Why `--apply` did not adopt it.
+    error: Option<String>,
+}
+
+#[derive(Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Action {
+    /// Not adoptable: listed only.
+    None,
+    WouldAdopt,
+    Adopted,
+    NotAdopted,
+}
+
+impl Row<'_> {
+    /// The row as the table prints it.
+    fn table_line(&self) -> String {
+        let (volume, reason) = (&self.volume, &self.reason);
+        match self.action {
+            Action::None => format!("  {volume}: not adoptable: {reason}"),
+            Action::WouldAdopt => format!("  {volume}: {reason}  [--apply adopts it]"),
+            Action::Adopted => format!("  {volume}: {reason}  [adopted]"),
+            Action::NotAdopted => {
+                let e = self.error.as_deref().unwrap_or_default();
+                format!("  {volume}: {reason}  [not adopted: {e}]")
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary {
+    /// Volumes left recording no identity.
+    left: usize,
+    adopted: usize,
+    /// Adoptable volumes `--apply` failed to adopt.
+    failed: usize,
+}
+
+#[derive(Serialize)]
+struct Document<'a> {
+    volumes: &'a [Row<'a>],
+    summary: Summary,
+}
+
+/// Lists (and with `--apply` adopts) the volumes recording no identity. Volumes left without
+/// one are what it reports; [`Outcome::Problems`] only when `--apply` failed to adopt one the
+/// evidence supports.
+pub async fn run(
+    client: Client,
+    backend: &SshBackend,
+    options: &AdoptOptions,
+    out: Printer,
+) -> Result<Outcome> {
     let list = ListParams::default();
     let pvs = Api::<PersistentVolume>::all(client.clone())
         .list(&list)
@@ -45,7 +109,7 @@ pub async fn run(client: Client, backend: &SshBackend, options: &AdoptOptions) -
             .filter_map(|c| Some((c.uid()?, c)))
             .collect();
     let kube_cluster = identity::kube_cluster_id(&client).await?;
-    let mut left = 0;
+    let mut rows = Vec::new();
     for cluster in &backend.topology().clusters {
         for volume in backend.volumes(cluster).await? {
             if Identity::of(&volume) != Ok(None) {
@@ -60,30 +124,54 @@ pub async fn run(client: Client, backend: &SshBackend, options: &AdoptOptions) -
                 provisioner: &options.provisioner,
             };
             let judged = facts.evidence(&volume);
-            let name = &volume.name;
+            let mut row = Row {
+                cluster: &cluster.name,
+                volume: volume.name,
+                adoptable: judged.is_ok(),
+                reason: String::new(),
+                action: Action::None,
+                error: None,
+            };
             match judged {
-                Err(why) => {
-                    println!("  {name}: not adoptable: {why}");
-                    left += 1;
-                }
+                Err(why) => row.reason = why,
                 Ok((identity, evidence)) if options.apply => {
-                    match backend.adopt(cluster, name, &identity).await {
-                        Ok(()) => println!("  {name}: {evidence}  [adopted]"),
+                    row.reason = evidence;
+                    match backend.adopt(cluster, &row.volume, &identity).await {
+                        Ok(()) => row.action = Action::Adopted,
                         Err(e) => {
-                            println!("  {name}: {evidence}  [not adopted: {e}]");
-                            left += 1;
+                            row.action = Action::NotAdopted;
+                            row.error = Some(e.to_string());
                         }
                     }
                 }
                 Ok((_, evidence)) => {
-                    println!("  {name}: {evidence}  [--apply adopts it]");
-                    left += 1;
+                    row.reason = evidence;
+                    row.action = Action::WouldAdopt;
                 }
             }
+            out.line(row.table_line());
+            rows.push(row);
         }
     }
-    println!("{left} volume(s) left without an identity");
-    Ok(left)
+    let count = |action| rows.iter().filter(|r| r.action == action).count();
+    let (adopted, failed) = (count(Action::Adopted), count(Action::NotAdopted));
+    let left = rows.len() - adopted;
+    out.line(format_args!("{left} volume(s) left without an identity"));
+    let summary = Summary {
+        left,
+        adopted,
+        failed,
+    };
+    out.finish(
+        "Adopt",
+        &Document {
+            volumes: &rows,
+            summary,
+        },
+    );
+    Ok(Outcome::unless(failed, |n| {
+        format!("{n} volume(s) the evidence supports not adopted")
+    }))
 }
 
 /// What the evidence is read from.

@@ -4,11 +4,12 @@
 #![recursion_limit = "256"]
 
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use glusterfs_provisioner::config::csi as csi_names;
 use glusterfs_provisioner::config::{PvType, Topology};
 use glusterfs_provisioner::controller::{self, Settings};
@@ -18,7 +19,8 @@ use glusterfs_provisioner::heketi::HeketiHttp;
 use glusterfs_provisioner::http::{self, Health};
 use glusterfs_provisioner::leader::{self, LeaseSettings};
 use glusterfs_provisioner::metrics::Metrics;
-use glusterfs_provisioner::{adopt, audit, convert, csi, identity, status};
+use glusterfs_provisioner::report::{self, Outcome, OutputArgs, Printer};
+use glusterfs_provisioner::{adopt, audit, convert, csi, evacuate, identity, status};
 
 /// Kubernetes external provisioner for GlusterFS volumes.
 ///
@@ -27,13 +29,9 @@ use glusterfs_provisioner::{adopt, audit, convert, csi, identity, status};
 #[command(version, about)]
 struct Cli {
     /// Log filter, e.g. `info` or `info,glusterfs_provisioner=debug`; RUST_LOG also works.
-    #[arg(
-        long,
-        global = true,
-        env = "RUST_LOG",
-        default_value = "info,kube=warn"
-    )]
-    log_level: String,
+    /// [default: `info,kube=warn` for `run` and `node`, `warn` for the operator's commands]
+    #[arg(long, global = true, env = "RUST_LOG")]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -46,6 +44,8 @@ enum Command {
     Topology {
         #[command(flatten)]
         topology: TopologyArgs,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// The CSI node plugin: mounts the volumes of CSI PVs for the pods of this node (one per
     /// node, from a DaemonSet).
@@ -62,6 +62,8 @@ enum Command {
         /// Kubeconfig file; without it, KUBECONFIG, ~/.kube/config or the in-cluster service account.
         #[arg(long, env = "KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
+        #[command(flatten)]
+        output: OutputArgs,
     },
     /// What is left over, both ways: volumes and brick entries of ours with no PV or claim,
     /// PVs whose volume is gone, Endpoints/Services of ours with no PV, GIDs in use twice.
@@ -71,6 +73,28 @@ enum Command {
     /// evidence that it is a Bound claim's of this cluster; records the identity only with
     /// --apply. Until then nothing automatic stops or removes such a volume.
     Adopt(AdoptArgs),
+    /// Move every brick of this cluster's volumes off a node (dead, or to be retired) to the
+    /// others, one volume healed before the next; prints the plan only, unless --apply.
+    /// Fails when any volume cannot be placed (moving nothing) or is left on the node.
+    Evacuate(EvacuateArgs),
+}
+
+#[derive(Args)]
+struct EvacuateArgs {
+    #[command(flatten)]
+    access: Access,
+    /// The topology node to empty.
+    #[arg(long)]
+    node: String,
+    /// Move; without it only the plan.
+    #[arg(long)]
+    apply: bool,
+    /// Volumes moving at once; each takes one copy away (or adds one) until it is healed.
+    #[arg(long, default_value_t = 1)]
+    at_once: usize,
+    /// Longest wait for one volume's new brick to heal, in seconds.
+    #[arg(long, default_value_t = 3600)]
+    heal_timeout_seconds: u64,
 }
 
 #[derive(Args)]
@@ -80,6 +104,8 @@ struct AdoptArgs {
     /// Record the identity on each volume the evidence supports; without it only the list.
     #[arg(long)]
     apply: bool,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Args)]
@@ -92,6 +118,8 @@ struct AuditArgs {
     /// Remove the orphans of ours older than the grace period; without it only the list.
     #[arg(long)]
     apply: bool,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Args)]
@@ -318,43 +346,136 @@ fn default_instance() -> String {
     format!("glusterfs-provisioner-{}", std::process::id())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    // Logs go to stderr: stdout is for what a command reports (the topology table).
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level)?)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
-    match cli.command {
-        Command::Run(args) => run(*args).await,
-        Command::Topology { topology } => check_topology(&topology).await,
-        Command::Node(args) => Ok(csi::run(node_settings(args)).await?),
-        Command::Convert(args) => convert(args).await,
-        Command::Status {
-            topology,
-            kubeconfig,
-        } => volume_status(&topology, kubeconfig.as_deref()).await,
-        Command::Audit(args) => audit(args).await,
-        Command::Adopt(args) => adopt(args).await,
+impl Command {
+    /// The log filter without `--log-level` or RUST_LOG: the services say what they do; the
+    /// operator's commands keep stderr for warnings, so their report reads alone.
+    fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Run(_) | Command::Node(_) | Command::Convert(_) => "info,kube=warn",
+            Command::Topology { .. } | Command::Status { .. } => "warn",
+            Command::Audit(_) | Command::Adopt(_) | Command::Evacuate(_) => "warn",
+        }
     }
 }
 
+/// The name it is run by: as `kubectl-gluster` on the PATH it is the kubectl plugin, and its
+/// help says `kubectl gluster`.
+fn bin_name() -> &'static str {
+    let argv0 = std::env::args_os().next().map(PathBuf::from);
+    let name = argv0.as_deref().and_then(Path::file_name);
+    if name.is_some_and(|n| n == "kubectl-gluster") {
+        "kubectl gluster"
+    } else {
+        "glusterfs-provisioner"
+    }
+}
+
+/// Exit codes (README: "The operator's toolbox"): 0 when all is well;
+/// [`report::EXIT_PROBLEMS`] when an operator's command ran and found problems, said in one
+/// line on stderr; [`report::EXIT_FAILED`] for a usage error (clap's) or an error that kept it
+/// from running, said in one line with its causes. Never a backtrace: RUST_BACKTRACE=1 is
+/// common in operators' shells, and anyhow's Debug output would print one.
+#[tokio::main]
+async fn main() -> ExitCode {
+    let matches = Cli::command().bin_name(bin_name()).get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let filter = cli.log_level.as_deref();
+    let filter = filter.unwrap_or_else(|| cli.command.default_log_level());
+    let filter = match tracing_subscriber::EnvFilter::try_new(filter) {
+        Ok(filter) => filter,
+        Err(e) => {
+            eprintln!("error: --log-level / RUST_LOG {filter:?}: {e}");
+            return ExitCode::from(report::EXIT_FAILED);
+        }
+    };
+    // Logs go to stderr: stdout is for what a command reports.
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .init();
+    let ended = match cli.command {
+        Command::Run(args) => run(*args).await.map(|()| Outcome::Fine),
+        Command::Topology { topology, output } => check_topology(&topology, output).await,
+        Command::Node(args) => csi::run(node_settings(args))
+            .await
+            .map(|()| Outcome::Fine)
+            .map_err(Into::into),
+        Command::Convert(args) => convert(args).await.map(|()| Outcome::Fine),
+        Command::Status {
+            topology,
+            kubeconfig,
+            output,
+        } => volume_status(&topology, kubeconfig.as_deref(), output).await,
+        Command::Audit(args) => audit(args).await,
+        Command::Adopt(args) => adopt(args).await,
+        Command::Evacuate(args) => evacuate(args).await,
+    };
+    match ended {
+        Ok(Outcome::Fine) => ExitCode::SUCCESS,
+        Ok(Outcome::Problems(what)) => {
+            eprintln!("{what}");
+            ExitCode::from(report::EXIT_PROBLEMS)
+        }
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(report::EXIT_FAILED)
+        }
+    }
+}
+
+/// An error and its causes in one line, each said once: many errors repeat their source's
+/// words in their own, and a command's stderr in one may span lines.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in error.chain().map(ToString::to_string) {
+        let lines: Vec<&str> = cause
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        let cause = lines.join("; ");
+        if line.contains(&cause) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&cause);
+    }
+    line
+}
+
+/// The `evacuate` command: fails while any volume with a brick on the node is left there.
+async fn evacuate(args: EvacuateArgs) -> anyhow::Result<Outcome> {
+    let backend = standalone_backend(&args.access.topology)?;
+    let options = evacuate::EvacuateOptions {
+        node: args.node,
+        apply: args.apply,
+        at_once: args.at_once,
+        heal_timeout: Duration::from_secs(args.heal_timeout_seconds),
+    };
+    let client = client(args.access.kubeconfig.as_deref()).await?;
+    let left = evacuate::run(client, &backend, &options).await?;
+    Ok(Outcome::unless(left, |n| {
+        format!("{n} volume(s) left on the node")
+    }))
+}
+
 /// The `adopt` command: lists (and with --apply adopts) volumes without an identity.
-async fn adopt(args: AdoptArgs) -> anyhow::Result<()> {
+async fn adopt(args: AdoptArgs) -> anyhow::Result<Outcome> {
     let backend = standalone_backend(&args.access.topology)?;
     let options = adopt::AdoptOptions {
         provisioner: args.access.provisioner_name,
         apply: args.apply,
     };
     let client = client(args.access.kubeconfig.as_deref()).await?;
-    adopt::run(client, &backend, &options).await?;
-    Ok(())
+    let out = Printer::new(args.output.format);
+    Ok(adopt::run(client, &backend, &options, out).await?)
 }
 
 /// The `audit` command: fails while anything is left over.
-async fn audit(args: AuditArgs) -> anyhow::Result<()> {
+async fn audit(args: AuditArgs) -> anyhow::Result<Outcome> {
     let backend = standalone_backend(&args.access.topology)?;
     let options = audit::AuditOptions {
         provisioner: args.access.provisioner_name,
@@ -362,9 +483,8 @@ async fn audit(args: AuditArgs) -> anyhow::Result<()> {
         apply: args.apply,
     };
     let client = client(args.access.kubeconfig.as_deref()).await?;
-    let left = audit::run(client, &backend, &options).await?;
-    anyhow::ensure!(left == 0, "{left} problem(s) left over");
-    Ok(())
+    let out = Printer::new(args.output.format);
+    Ok(audit::run(client, &backend, &options, out).await?)
 }
 
 async fn convert(args: ConvertArgs) -> anyhow::Result<()> {
@@ -493,14 +613,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 /// The `status` command: fails while any volume is not whole.
-async fn volume_status(args: &TopologyArgs, kubeconfig: Option<&Path>) -> anyhow::Result<()> {
+async fn volume_status(
+    args: &TopologyArgs,
+    kubeconfig: Option<&Path>,
+    output: OutputArgs,
+) -> anyhow::Result<Outcome> {
     let backend = standalone_backend(args)?;
-    let not_whole = status::report(client(kubeconfig).await?, &backend).await?;
-    anyhow::ensure!(
-        not_whole == 0,
-        "{not_whole} volume(s) not whole (bricks down, entries to heal or in split-brain)"
-    );
-    Ok(())
+    let client = client(kubeconfig).await?;
+    let out = Printer::new(output.format);
+    Ok(status::report(client, &backend, out).await?)
 }
 
 /// The SSH backend of a command that runs once (no provisioning: one volume at a time).
@@ -511,9 +632,24 @@ fn standalone_backend(args: &TopologyArgs) -> anyhow::Result<SshBackend> {
 }
 
 /// The `topology` command: fails when any node has a problem.
-async fn check_topology(args: &TopologyArgs) -> anyhow::Result<()> {
+async fn check_topology(args: &TopologyArgs, output: OutputArgs) -> anyhow::Result<Outcome> {
     let backend = standalone_backend(args)?;
-    let problems = check::report(&backend, backend.topology()).await;
-    anyhow::ensure!(problems == 0, "{problems} node(s) with problems");
-    Ok(())
+    let out = Printer::new(output.format);
+    Ok(check::report(&backend, backend.topology(), out).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_is_one_line_saying_each_cause_once() {
+        let io = std::io::Error::other("connection refused");
+        let repeated = anyhow::Error::new(io).context("connecting: connection refused");
+        let error = repeated.context("listing PVs\nof every namespace");
+        assert_eq!(
+            one_line(&error),
+            "listing PVs; of every namespace: connecting: connection refused"
+        );
+    }
 }

@@ -23,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt};
+use serde::Serialize;
 
 pub use judge::{Claim, Finding, Objects, Placed, Pool, PoolVolume, judge};
 
@@ -32,6 +33,7 @@ use crate::controller::ignore_not_found;
 use crate::gluster::SshBackend;
 use crate::identity::{self, Expected, Identity, Why};
 use crate::k8s::objects::{ANN_CLUSTER, ANN_GID, ANN_PROVISIONED_BY, LABEL_PV};
+use crate::report::{Outcome, Printer};
 use crate::volumes::VolumeBackend;
 
 /// What `audit` is told.
@@ -48,8 +50,142 @@ fn age_since(time: Option<&Time>) -> Duration {
     since.map_or(Duration::ZERO, |d| d.try_into().unwrap_or(Duration::ZERO))
 }
 
-/// Runs the audit and prints it; returns how many problems are left.
-pub async fn run(client: Client, backend: &SshBackend, options: &AuditOptions) -> Result<usize> {
+/// A line of the report: a finding, and what `--apply` did with it.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Row {
+    /// The gluster cluster, for what is found there.
+    cluster: Option<String>,
+    /// `orphan-volume`, `retained`, `pv-gone`, `no-identity`, `another-cluster`,
+    /// `stray-brick`, `volume-missing`, `not-ours`, `stray-endpoints`, `stray-service`,
+    /// `gid-twice`.
+    kind: &'static str,
+    /// What it names: a volume, `node:path`, a PV, `namespace/name`, a GID.
+    subject: String,
+    /// Whether it is a problem left (counted in `summary.problemsLeft`).
+    problem: bool,
+    action: Action,
+    /// Why it was not removed.
+    error: Option<String>,
+    /// The table's line.
+    message: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Action {
+    /// Listed only.
+    None,
+    /// `--apply` would remove it.
+    WouldRemove,
+    Removed,
+    NotRemoved,
+}
+
+impl Row {
+    fn new(cluster: Option<&str>, kind: &'static str, subject: String, message: String) -> Row {
+        Row {
+            cluster: cluster.map(str::to_string),
+            kind,
+            subject,
+            problem: true,
+            action: Action::None,
+            error: None,
+            message,
+        }
+    }
+
+    /// What `--apply`'s removal came to: a problem left only when it failed.
+    fn removal<E: std::fmt::Display>(&mut self, result: std::result::Result<(), E>) {
+        match result {
+            Ok(()) => {
+                self.action = Action::Removed;
+                self.problem = false;
+            }
+            Err(e) => {
+                self.action = Action::NotRemoved;
+                self.error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// The row as the table prints it, what was done at its end.
+    fn table_line(&self) -> String {
+        let done = match (self.action, &self.error) {
+            (Action::None, _) => String::new(),
+            (Action::WouldRemove, _) => "  [--apply removes it]".into(),
+            (Action::Removed, _) => "  [removed]".into(),
+            (Action::NotRemoved, e) => format!("  [not removed: {}]", e.as_deref().unwrap_or("")),
+        };
+        format!("  {}{done}", self.message)
+    }
+}
+
+/// A cluster's count of volumes and of PVs of ours.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ClusterRow {
+    name: String,
+    volumes: usize,
+    pvs_of_ours: usize,
+}
+
+/// What the report collects, and prints as it goes.
+struct Report {
+    out: Printer,
+    clusters: Vec<ClusterRow>,
+    findings: Vec<Row>,
+    /// What could not be looked at, and why.
+    not_looked_at: Vec<String>,
+}
+
+impl Report {
+    fn add(&mut self, row: Row) {
+        self.out.line(row.table_line());
+        self.findings.push(row);
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Document<'a> {
+    clusters: &'a [ClusterRow],
+    findings: &'a [Row],
+    not_looked_at: &'a [String],
+    summary: Summary,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Summary {
+    findings: usize,
+    removed: usize,
+    problems_left: usize,
+}
+
+/// A finding's kind and what it names, for the report's rows.
+fn named(finding: &Finding) -> (&'static str, String) {
+    match finding {
+        Finding::Orphan { volume, .. } => ("orphan-volume", volume.clone()),
+        Finding::Retained { volume, .. } => ("retained", volume.clone()),
+        Finding::PvGone { volume, .. } => ("pv-gone", volume.clone()),
+        Finding::Unidentified { volume, .. } => ("no-identity", volume.clone()),
+        Finding::AnotherCluster { volume, .. } => ("another-cluster", volume.clone()),
+        Finding::StrayBrick { node, path, .. } => {
+            ("stray-brick", format!("{node}:{}", path.display()))
+        }
+        Finding::VolumeMissing { pv, .. } => ("volume-missing", pv.clone()),
+        Finding::NotOurs { volume, .. } => ("not-ours", volume.clone()),
+    }
+}
+
+/// Runs the audit and prints it; [`Outcome::Problems`] while any problem is left.
+pub async fn run(
+    client: Client,
+    backend: &SshBackend,
+    options: &AuditOptions,
+    out: Printer,
+) -> Result<Outcome> {
     let list = ListParams::default();
     let all_pvs = Api::<PersistentVolume>::all(client.clone())
         .list(&list)
@@ -75,7 +211,12 @@ pub async fn run(client: Client, backend: &SshBackend, options: &AuditOptions) -
         })
         .collect();
     let kube_cluster = identity::kube_cluster_id(&client).await?;
-    let mut left = 0;
+    let mut report = Report {
+        out,
+        clusters: Vec::new(),
+        findings: Vec::new(),
+        not_looked_at: Vec::new(),
+    };
     for cluster in &backend.topology().clusters {
         let pool = read_pool(backend, cluster).await?;
         let objects = Objects {
@@ -93,39 +234,66 @@ pub async fn run(client: Client, backend: &SshBackend, options: &AuditOptions) -
         };
         let findings = judge(&pool, &objects);
         let named = objects.pvs.len();
-        println!(
+        report.out.line(format_args!(
             "cluster {}: {} volume(s), {named} PV(s) of ours",
             cluster.name,
             pool.volumes.len()
-        );
+        ));
+        report.clusters.push(ClusterRow {
+            name: cluster.name.clone(),
+            volumes: pool.volumes.len(),
+            pvs_of_ours: named,
+        });
         for finding in findings {
-            left += act(backend, cluster, &kube_cluster, &finding, options).await;
+            let row = act(backend, cluster, &kube_cluster, &finding, options).await;
+            report.add(row);
         }
     }
-    left += objects_of_ours(&client, &all_pvs.items, options).await?;
-    left += gids_twice(&ours);
-    println!("{left} problem(s) left");
-    Ok(left)
+    objects_of_ours(&client, &all_pvs.items, options, &mut report).await?;
+    for (gid, pvs) in gids_twice(&ours) {
+        let line = format!("GID twice       {gid}: PVs {}", pvs.join(", "));
+        report.add(Row::new(None, "gid-twice", gid.into(), line));
+    }
+    let left = report.findings.iter().filter(|r| r.problem).count();
+    report.out.line(format_args!("{left} problem(s) left"));
+    let removed = report.findings.iter();
+    let summary = Summary {
+        findings: report.findings.len(),
+        removed: removed.filter(|r| r.action == Action::Removed).count(),
+        problems_left: left,
+    };
+    report.out.finish(
+        "Audit",
+        &Document {
+            clusters: &report.clusters,
+            findings: &report.findings,
+            not_looked_at: &report.not_looked_at,
+            summary,
+        },
+    );
+    Ok(Outcome::unless(left, |n| {
+        format!("{n} problem(s) left over")
+    }))
 }
 
-/// Prints a finding and, with `--apply`, removes it when it may; 1 when it is a problem left.
+/// With `--apply`, removes a finding when it may; its row of the report.
 async fn act(
     backend: &SshBackend,
     cluster: &Cluster,
     kube_cluster: &str,
     finding: &Finding,
     options: &AuditOptions,
-) -> usize {
+) -> Row {
+    let (kind, subject) = named(finding);
+    let mut row = Row::new(Some(&cluster.name), kind, subject, finding.to_string());
     let removable = match finding.removable(options.grace) {
         Some(removable) if options.apply => removable,
         removable => {
-            let kept = if removable.is_some() {
-                "  [--apply removes it]"
-            } else {
-                ""
-            };
-            println!("  {finding}{kept}");
-            return usize::from(finding.wrong());
+            if removable.is_some() {
+                row.action = Action::WouldRemove;
+            }
+            row.problem = finding.wrong();
+            return row;
         }
     };
     // The identity is read again before anything is stopped: it may have changed since.
@@ -134,19 +302,9 @@ async fn act(
         claim_uid: removable.claim_uid.unwrap_or_default(),
         why: Why::Orphan,
     };
-    match backend
-        .abandon(removable.volume, Some(&cluster.name), owner)
-        .await
-    {
-        Ok(()) => {
-            println!("  {finding}  [removed]");
-            0
-        }
-        Err(e) => {
-            println!("  {finding}  [not removed: {e}]");
-            1
-        }
-    }
+    let removed = backend.abandon(removable.volume, Some(&cluster.name), owner);
+    row.removal(removed.await);
+    row
 }
 
 async fn read_pool(backend: &SshBackend, cluster: &Cluster) -> Result<Pool> {
@@ -172,12 +330,13 @@ async fn read_pool(backend: &SshBackend, cluster: &Cluster) -> Result<Pool> {
 }
 
 /// Endpoints and Services of ours (labelled with their PV) whose PV is gone; removed with
-/// `--apply` once older than the grace period. Returns how many are left.
+/// `--apply` once older than the grace period.
 async fn objects_of_ours(
     client: &Client,
     pvs: &[PersistentVolume],
     options: &AuditOptions,
-) -> Result<usize> {
+    report: &mut Report,
+) -> Result<()> {
     let names: HashSet<String> = pvs.iter().map(|pv| pv.name_any()).collect();
     let labelled = ListParams::default().labels(LABEL_PV);
     let endpoints = Api::<Endpoints>::all(client.clone()).list(&labelled).await;
@@ -186,8 +345,10 @@ async fn objects_of_ours(
         (Ok(e), Ok(s)) => (e, s),
         // A CSI-only install (manifests/csi-only) has no access to them, and makes none.
         (Err(kube::Error::Api(e)), _) | (_, Err(kube::Error::Api(e))) if e.code == 403 => {
-            println!("Endpoints and Services: not readable here, not looked at");
-            return Ok(0);
+            let what = "Endpoints and Services: not readable here, not looked at";
+            report.out.line(what);
+            report.not_looked_at.push(what.into());
+            return Ok(());
         }
         (Err(e), _) | (_, Err(e)) => return Err(e.into()),
     };
@@ -201,7 +362,6 @@ async fn objects_of_ours(
                 .iter()
                 .map(|s| ("Service", s.metadata.clone())),
         );
-    let mut left = 0;
     for (kind, meta) in found {
         let pv = meta.labels.as_ref().and_then(|l| l.get(LABEL_PV)).cloned();
         let Some(pv) = pv.filter(|pv| !names.contains(pv)) else {
@@ -214,24 +374,21 @@ async fn objects_of_ours(
         let name = name.unwrap_or_default();
         let age = age_since(meta.creation_timestamp.as_ref());
         let line = format!("stray {kind:<9} {ns}/{name}: its PV {pv} is gone");
-        if !(options.apply && age >= options.grace) {
-            println!("  {line}");
-            left += 1;
-            continue;
-        }
-        let deleted = match kind {
-            "Endpoints" => delete::<Endpoints>(client, &ns, &name).await,
-            _ => delete::<Service>(client, &ns, &name).await,
+        let row_kind = match kind {
+            "Endpoints" => "stray-endpoints",
+            _ => "stray-service",
         };
-        match ignore_not_found(deleted) {
-            Ok(()) => println!("  {line}  [removed]"),
-            Err(e) => {
-                println!("  {line}  [not removed: {e}]");
-                left += 1;
-            }
+        let mut row = Row::new(None, row_kind, format!("{ns}/{name}"), line);
+        if options.apply && age >= options.grace {
+            let deleted = match kind {
+                "Endpoints" => delete::<Endpoints>(client, &ns, &name).await,
+                _ => delete::<Service>(client, &ns, &name).await,
+            };
+            row.removal(ignore_not_found(deleted));
         }
+        report.add(row);
     }
-    Ok(left)
+    Ok(())
 }
 
 async fn delete<K>(client: &Client, ns: &str, name: &str) -> std::result::Result<(), kube::Error>
@@ -245,22 +402,18 @@ where
     api.delete(name, &DeleteParams::default()).await.map(drop)
 }
 
-/// GIDs more than one PV of ours has: two volumes' files would be one group's.
-fn gids_twice(pvs: &[&PersistentVolume]) -> usize {
+/// GIDs more than one PV of ours has, with those PVs: two volumes' files would be one group's.
+fn gids_twice<'a>(pvs: &[&'a PersistentVolume]) -> Vec<(&'a str, Vec<String>)> {
     let mut by_gid: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for pv in pvs {
         if let Some(gid) = pv.annotations().get(ANN_GID) {
             by_gid.entry(gid).or_default().push(pv.name_any());
         }
     }
-    let twice: Vec<_> = by_gid
+    by_gid
         .into_iter()
         .filter(|(_, pvs)| pvs.len() > 1)
-        .collect();
-    for (gid, pvs) in &twice {
-        println!("  GID twice       {gid}: PVs {}", pvs.join(", "));
-    }
-    twice.len()
+        .collect()
 }
 
 #[cfg(test)]
@@ -280,7 +433,8 @@ mod tests {
             with_gid("b", "2000"),
             with_gid("c", "2001"),
         );
-        assert_eq!(gids_twice(&[&a, &b, &c]), 1);
-        assert_eq!(gids_twice(&[&a, &c]), 0);
+        let twice = gids_twice(&[&a, &b, &c]);
+        assert_eq!(twice, [("2000", vec!["a".to_string(), "b".to_string()])]);
+        assert!(gids_twice(&[&a, &c]).is_empty());
     }
 }

@@ -73,6 +73,7 @@ pub async fn run(client: Client, backend: &SshBackend, options: &EvacuateOptions
         let capacity = pv.spec.as_ref()?.capacity.as_ref()?;
         objects::storage_gib(capacity.get("storage")).ok()
     };
+    let laid_out = laid_out(backend, cluster, &options.node).await;
     let mut steps = Vec::new();
     for volume in &volumes {
         let on_node = backend.owned_bricks(cluster, volume);
@@ -93,6 +94,7 @@ pub async fn run(client: Client, backend: &SshBackend, options: &EvacuateOptions
             kube_cluster: &kube_cluster,
             size_gib: size_of(volume),
             capacity: &capacity,
+            laid_out: laid_out.get(&volume.name).map_or(&[], Vec::as_slice),
         };
         let step = plan::step(&facts);
         // What this plan places counts against the room the next volume sees.
@@ -148,6 +150,7 @@ pub async fn run(client: Client, backend: &SshBackend, options: &EvacuateOptions
         node_up,
     };
     mover.leftovers(&volumes).await;
+    mover.heal_earlier(&volumes).await?;
     let failed = futures::stream::iter(to_move.iter())
         .map(|step| mover.carry_out(step))
         .buffer_unordered(options.at_once.max(1))
@@ -159,6 +162,34 @@ pub async fn run(client: Client, backend: &SshBackend, options: &EvacuateOptions
         to_move.len() - failed
     );
     Ok(failed + not_moved)
+}
+
+/// Brick directories under the roots of the cluster's other nodes that are up, by volume name:
+/// where a killed run laid out new bricks.
+async fn laid_out(
+    backend: &SshBackend,
+    cluster: &Cluster,
+    node: &str,
+) -> HashMap<String, Vec<Brick>> {
+    let mut out: HashMap<String, Vec<Brick>> = HashMap::new();
+    for other in cluster.nodes.iter().filter(|n| n.name != node) {
+        if !backend.is_up(cluster, &other.name).await {
+            continue;
+        }
+        let Ok(entries) = backend.root_entries(other).await else {
+            continue;
+        };
+        for entry in entries {
+            if let Some(root) = other.brick_roots.iter().find(|r| r.path == entry.root) {
+                let brick = Brick::new(other, root, &entry.name);
+                let bricks = out.entry(entry.name).or_default();
+                if !bricks.contains(&brick) {
+                    bricks.push(brick);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Whether gluster's `host` of a brick is `node` of the cluster.
@@ -316,6 +347,33 @@ impl Mover<'_> {
             }
             tokio::time::sleep(HEAL_POLL).await;
         }
+    }
+
+    /// Waits for the volumes of this cluster that are healing, none of whose bricks is on the
+    /// node (an earlier run moved them, and was killed before they healed): the next volume's
+    /// copy is taken away only once they are whole.
+    async fn heal_earlier(&self, volumes: &[crate::gluster::xml::Volume]) -> Result<()> {
+        for volume in volumes {
+            if Identity::of(volume).ok().flatten().is_none() {
+                continue;
+            }
+            let Ok(bricks) = self.backend.owned_bricks(self.cluster, volume) else {
+                continue;
+            };
+            if bricks.iter().any(|b| b.node == self.options.node) {
+                continue;
+            }
+            let health = self
+                .backend
+                .volume_health(self.cluster, &volume.name)
+                .await?;
+            if health.is_some_and(|h| h.up() == h.bricks.len() && !h.whole()) {
+                println!("  {}: healing from an earlier run; waiting", volume.name);
+                let (new, old) = (&bricks[0], &bricks[0]);
+                self.healed(&volume.name, new, old).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Brick directories and images a killed run or a dead node left on the node: each

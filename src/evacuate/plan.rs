@@ -92,6 +92,9 @@ pub struct Facts<'a> {
     pub size_gib: Option<u64>,
     /// The room of the nodes that are up, promises counted.
     pub capacity: &'a [NodeCapacity<'a>],
+    /// Bricks of this volume's name laid out on nodes it has no brick on (by a run killed
+    /// before it swapped them in): taken first, so a run started over leaves none behind.
+    pub laid_out: &'a [Brick],
 }
 
 /// The step for a volume with a brick on the node.
@@ -160,9 +163,19 @@ pub fn step(facts: &Facts<'_>) -> Step {
     } else {
         (size_gib << 30, image::image_bytes(size_gib, data_bricks))
     };
-    let new = match plan::replacement(facts.capacity, &keep, old, room, &name) {
-        Ok(new) => new,
-        Err(why) => return Step::Unplaceable { volume: name, why },
+    let earlier = facts
+        .laid_out
+        .iter()
+        .find(|b| b.size_limit == old.size_limit && !bricks.iter().any(|k| k.node == b.node));
+    let new = match earlier {
+        Some(b) => Brick {
+            arbiter: old.arbiter,
+            ..b.clone()
+        },
+        None => match plan::replacement(facts.capacity, &keep, old, room, &name) {
+            Ok(new) => new,
+            Err(why) => return Step::Unplaceable { volume: name, why },
+        },
     };
     let plain_replica = volume.disperse_count == 0 && !bricks.iter().any(|b| b.arbiter);
     let how = if facts.node_up && plain_replica {
@@ -289,6 +302,7 @@ mod tests {
             kube_cluster: "k",
             size_gib: Some(1),
             capacity,
+            laid_out: &[],
         }
     }
 
@@ -356,6 +370,23 @@ mod tests {
                 old: bricks[0].clone(),
                 new: bricks[3].clone()
             }
+        );
+    }
+
+    #[test]
+    fn a_brick_laid_out_by_a_killed_run_is_taken_again() {
+        let ns = nodes();
+        let cap = capacity(&ns, 10);
+        let (v, bricks) = volume(&[&ns[0], &ns[1], &ns[2]], false, &[]);
+        let earlier = [Brick::new(&ns[4], &ns[4].brick_roots[0], "vol_x")];
+        let mut f = facts(&v, &bricks, false, &cap);
+        f.laid_out = &earlier;
+        let Step::Move(m) = step(&f) else {
+            panic!("a move");
+        };
+        assert_eq!(
+            m.new.node, "n5",
+            "not n4, which placement alone would choose"
         );
     }
 

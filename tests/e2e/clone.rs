@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
+use crate::pods::DEPLOYED;
 use crate::scenario::*;
 use crate::support::{Provisioner, eventually, metrics, ssh, unique};
 
@@ -126,6 +127,24 @@ async fn clones_of_what_cannot_be_copied_are_refused_with_the_reason() {
     space.claim_with("by-hand", by_hand).await;
     space.bound_pv("by-hand").await;
     let big_pv = space.bound_pv("big").await;
+    // Bound to a PV marked as ours whose path names another namespace's claim's volume.
+    let theirs_pv = other.bound_pv("theirs").await;
+    let mislabeled_pv = format!("{}-mislabeled", space.ns);
+    let pv = from_json(json!({
+        "metadata": {"name": mislabeled_pv, "annotations": {
+            "pv.kubernetes.io/provisioned-by": DEPLOYED,
+            "gluster.org/cluster": annotations(&theirs_pv)["gluster.org/cluster"],
+        }},
+        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+                 "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
+                 "glusterfs": {"endpoints": "ep", "path": glusterfs_path(&theirs_pv)}},
+    }));
+    space.pvs.create(&Default::default(), &pv).await.unwrap();
+    let mislabeled = json!({"storageClassName": "", "accessModes": ["ReadWriteOnce"],
+                            "volumeName": mislabeled_pv,
+                            "resources": {"requests": {"storage": "1Gi"}}});
+    space.claim_with("mislabeled", mislabeled).await;
+    space.bound_pv("mislabeled").await;
 
     let snapshot = json!({"storageClassName": class, "accessModes": ["ReadWriteOnce"],
         "resources": {"requests": {"storage": "1Gi"}},
@@ -153,6 +172,11 @@ async fn clones_of_what_cannot_be_copied_are_refused_with_the_reason() {
             "not by this provisioner",
         ),
         (
+            "someone-elses",
+            clone_of(&class, "mislabeled", "1Gi"),
+            "which was not made for that claim",
+        ),
+        (
             "snapshot",
             snapshot,
             "only a PersistentVolumeClaim can be cloned",
@@ -172,11 +196,9 @@ async fn clones_of_what_cannot_be_copied_are_refused_with_the_reason() {
             "{name} got a volume"
         );
     }
-    space
-        .pvs
-        .delete(&static_pv, &Default::default())
-        .await
-        .unwrap();
+    for pv in [&static_pv, &mislabeled_pv] {
+        space.pvs.delete(pv, &Default::default()).await.unwrap();
+    }
     space.delete_all(&[big_pv.name_any()]).await;
     let theirs = [other.bound_pv("theirs").await.name_any()];
     other.delete_all(&theirs).await;

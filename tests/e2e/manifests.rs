@@ -11,6 +11,12 @@ use crate::pods::{DEPLOYED_NS, kubectl};
 use crate::scenario::{BIND_WAIT, Scenario, Space, from_json};
 use crate::support::{Provisioner, admin_client, env, eventually, unique};
 
+/// The objects of `examples/<file>`.
+fn example(file: &str) -> Vec<Value> {
+    let path = format!("{}/examples/{file}", env!("CARGO_MANIFEST_DIR"));
+    serde_saphyr::from_multiple(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 /// The objects `kubectl kustomize manifests/<dir>` renders.
 async fn rendered(dir: &str) -> Vec<Value> {
     let path = format!("{}/manifests/{dir}", env!("CARGO_MANIFEST_DIR"));
@@ -98,6 +104,9 @@ fn violations(level: &str, pod: &Value) -> Vec<String> {
     found
 }
 
+/// This environment's Kubernetes (1.20) has no Pod Security admission (it came in 1.22): the
+/// namespaces' `pod-security.kubernetes.io` labels are not enforced here, so this test's own
+/// checker ([`violations`]) stands in for the admission plugin.
 #[tokio::test]
 async fn every_pod_meets_the_pod_security_level_of_its_namespace() {
     for dir in ["", "csi-only"] {
@@ -130,6 +139,15 @@ async fn every_pod_meets_the_pod_security_level_of_its_namespace() {
         // The provisioner, which holds the SSH key to every gluster node, runs restricted.
         assert_eq!(level(DEPLOYED_NS).as_deref(), Some("restricted"));
     }
+    // The audit CronJob of the examples runs in the provisioner's namespace, restricted too.
+    let audit = example("audit-cronjob.yaml");
+    let cron = of_kind(&audit, "CronJob").next().unwrap();
+    assert_eq!(cron["metadata"]["namespace"], DEPLOYED_NS);
+    let found = violations(
+        "restricted",
+        &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+    );
+    assert!(found.is_empty(), "examples/audit-cronjob.yaml: {found:?}");
     // The check itself: the node plugin's pod is refused anything but privileged.
     let objects = rendered("").await;
     let plugin = of_kind(&objects, "DaemonSet").next().unwrap();
@@ -268,4 +286,211 @@ async fn the_csi_only_install_needs_no_endpoints_or_services() {
         let (ok, _, err) = kubectl(&args, "").await;
         assert!(ok, "{err}");
     }
+}
+
+/// Whether the ServiceAccount `account` of the provisioner's namespace may `verb` `resource`,
+/// as the API server's authorizer answers.
+async fn can(account: &str, verb: &str, resource: &str) -> bool {
+    let who = format!("--as=system:serviceaccount:{DEPLOYED_NS}:{account}");
+    let (_, out, _) = kubectl(&["auth", "can-i", verb, resource, &who], "").await;
+    out.trim() == "yes"
+}
+
+/// `kubectl apply` of `objects` (or `delete`, with `verb`).
+async fn kubectl_objects(verb: &str, objects: &[&Value]) {
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": objects});
+    let (ok, _, err) = kubectl(&[verb, "-f", "-"], &list.to_string()).await;
+    assert!(ok, "{err}");
+}
+
+/// The audit CronJob's ServiceAccount reads what `audit` reads and writes nothing; only
+/// `examples/audit-apply-rbac.yaml`, applied on purpose, lets `--apply` delete the Endpoints
+/// and Services it removes.
+#[tokio::test]
+async fn the_audit_account_only_reads_unless_apply_is_granted() {
+    const AUDIT: &str = "glusterfs-provisioner-audit";
+    let audit = example("audit-cronjob.yaml");
+    let cron = of_kind(&audit, "CronJob").next().unwrap();
+    let template = &cron["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(template["serviceAccountName"], AUDIT);
+    let identity: Vec<&Value> = audit.iter().filter(|o| o["kind"] != "CronJob").collect();
+    kubectl_objects("apply", &identity).await;
+
+    let reads = [
+        ("list", "persistentvolumes"),
+        ("list", "persistentvolumeclaims"),
+        ("list", "endpoints"),
+        ("list", "services"),
+        ("get", "namespaces/kube-system"),
+    ];
+    // The authorizer sees new bindings shortly after they are made.
+    eventually(BIND_WAIT, "the audit's reads granted", || async {
+        for (verb, resource) in reads {
+            if !can(AUDIT, verb, resource).await {
+                return None;
+            }
+        }
+        Some(())
+    })
+    .await;
+    let writes = [
+        ("create", "persistentvolumes"),
+        ("delete", "persistentvolumes"),
+        ("patch", "persistentvolumeclaims"),
+        ("delete", "endpoints"),
+        ("delete", "services"),
+        ("get", "secrets"),
+        ("get", "namespaces/default"),
+    ];
+    for (verb, resource) in writes {
+        assert!(!can(AUDIT, verb, resource).await, "{verb} {resource}");
+    }
+
+    let apply = example("audit-apply-rbac.yaml");
+    let apply: Vec<&Value> = apply.iter().collect();
+    kubectl_objects("apply", &apply).await;
+    eventually(BIND_WAIT, "--apply's deletes granted", || async {
+        let endpoints = can(AUDIT, "delete", "endpoints").await;
+        (endpoints && can(AUDIT, "delete", "services").await).then_some(())
+    })
+    .await;
+    for (verb, resource) in &writes[..3] {
+        assert!(!can(AUDIT, verb, resource).await, "{verb} {resource}");
+    }
+    kubectl_objects("delete", &apply).await;
+}
+
+/// The `(apiVersion, kind)` pairs this API server serves.
+async fn served_kinds() -> std::collections::HashSet<(String, String)> {
+    let (ok, out, err) = kubectl(&["api-resources", "--no-headers"], "").await;
+    assert!(ok, "{err}");
+    out.lines()
+        .filter_map(|line| {
+            // NAME [SHORTNAMES] APIVERSION NAMESPACED KIND
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let [.., version, _, kind] = words[..] else {
+                return None;
+            };
+            Some((version.to_string(), kind.to_string()))
+        })
+        .collect()
+}
+
+/// What operators apply, by where it comes from: every kustomization, rendered, and every
+/// example.
+async fn everything_applied() -> Vec<(String, Vec<Value>)> {
+    let mut sources = Vec::new();
+    for dir in ["", "csi-only", "prometheus-operator"] {
+        let mut objects = rendered(dir).await;
+        // kubectl 1.20's kustomize (v2.0.3) leaves `{}` where a `$patch: delete` removed an
+        // object (manifests/csi-only), which its `apply -k` refuses; 1.21's (v4) drops it. The
+        // README says so.
+        objects.retain(|o| o != &json!({}));
+        sources.push((format!("manifests/{dir}"), objects));
+    }
+    // e2e/overlay as e2e/env fills it in (the environment's topology, SSH key, kubelet paths).
+    let overlay = env().state_dir.join("overlay");
+    let (ok, out, err) = kubectl(&["kustomize", overlay.to_str().unwrap()], "").await;
+    assert!(ok, "e2e/overlay: {err}");
+    let objects = serde_saphyr::from_multiple(&out).unwrap();
+    sources.push(("e2e/overlay".to_string(), objects));
+    let examples = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/examples")).unwrap();
+    let mut names: Vec<String> = examples
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|name| name.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    for name in names {
+        let objects = example(&name);
+        sources.push((format!("examples/{name}"), objects));
+    }
+    sources
+}
+
+/// Everything operators apply applies: each kustomization and each example through the API
+/// server's validation and admission (`kubectl apply --dry-run=server`, what `kubectl apply`
+/// does but store; 1.20's server-side apply refuses Service ports without `protocol`, which
+/// its own defaulting adds). A kind this API server does not serve (the Prometheus
+/// Operator's, without its CRDs) is skipped, said so; a CronJob is applied as
+/// `batch/v1beta1`, the same fields in 1.20's version.
+#[tokio::test]
+async fn everything_operators_apply_applies() {
+    let served = served_kinds().await;
+    let cron_job_1_20 = ("batch/v1beta1".to_string(), "CronJob".to_string());
+    for (source, objects) in everything_applied().await {
+        let mut items = Vec::new();
+        for mut object in objects {
+            let (Some(kind), Some(version)) =
+                (object["kind"].as_str(), object["apiVersion"].as_str())
+            else {
+                panic!("{source}: an object without a kind or apiVersion: {object}");
+            };
+            let (kind, version) = (kind.to_string(), version.to_string());
+            let pair = (version.clone(), kind.clone());
+            if kind == "CronJob" && !served.contains(&pair) && served.contains(&cron_job_1_20) {
+                object["apiVersion"] = json!(cron_job_1_20.0);
+            } else if !served.contains(&pair) {
+                let name = &object["metadata"]["name"];
+                println!(
+                    "{source}: {kind} {name} not applied: this API server serves no {version} {kind}"
+                );
+                continue;
+            }
+            items.push(object);
+        }
+        if items.is_empty() {
+            continue;
+        }
+        let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+        let args = ["apply", "--dry-run=server", "-f", "-"];
+        let (ok, out, err) = kubectl(&args, &list.to_string()).await;
+        assert!(ok, "{source}: {err}");
+        let applied = out.lines().filter(|l| l.ends_with("(server dry run)"));
+        assert_eq!(applied.count(), items.len(), "{source}: {out}");
+    }
+}
+
+/// The PrometheusRule's alerts are grafana/alerts.yaml's, which
+/// `manifests/prometheus-operator/generate.sh` writes into it, and `promtool check rules`
+/// accepts them as kustomize renders them.
+#[tokio::test]
+async fn the_prometheus_rule_has_the_alerts_of_grafana() {
+    let read = |path: &str| -> Value {
+        let text = std::fs::read_to_string(format!("{}/{path}", env!("CARGO_MANIFEST_DIR")));
+        serde_saphyr::from_str(&text.unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    let alerts = read("grafana/alerts.yaml");
+    let rule = read("manifests/prometheus-operator/prometheusrule.yaml");
+    assert_eq!(
+        rule["spec"]["groups"], alerts["groups"],
+        "the PrometheusRule's groups are not grafana/alerts.yaml's: run manifests/prometheus-operator/generate.sh"
+    );
+    let objects = rendered("prometheus-operator").await;
+    let rule = of_kind(&objects, "PrometheusRule").next().unwrap();
+    let groups = json!({"groups": rule["spec"]["groups"]});
+    let rules: usize = groups["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["rules"].as_array().unwrap().len())
+        .sum();
+    // promtool reads YAML, of which JSON is a part.
+    let file = env()
+        .state_dir
+        .join(format!("{}.yaml", unique("prometheusrule")));
+    std::fs::write(&file, groups.to_string()).unwrap();
+    let checked = tokio::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .await
+        .expect("promtool (Debian's prometheus package, e2e/lib/deps.sh)");
+    std::fs::remove_file(&file).unwrap();
+    let said = String::from_utf8_lossy(&checked.stdout);
+    let err = String::from_utf8_lossy(&checked.stderr);
+    assert!(checked.status.success(), "{said}{err}");
+    assert!(
+        said.contains(&format!("SUCCESS: {rules} rules found")),
+        "{said}"
+    );
 }

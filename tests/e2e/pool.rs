@@ -1,0 +1,312 @@
+//! A pool that lives on: a node retired or dead for good has its bricks moved to the others by
+//! `evacuate`. These need five gluster nodes (`GP_GLUSTER_NODES=5 e2e/env up`), and break
+//! nodes: `e2e/test` runs them alone, in an environment of their own.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use glusterfs_provisioner::gluster::xml::{
+    parse_heal_summary, parse_volume_info, parse_volume_status,
+};
+use k8s_openapi::api::core::v1::PersistentVolume;
+use kube::ResourceExt;
+use serde_json::json;
+
+use crate::disruptive::GlusterNode;
+use crate::scenario::*;
+use crate::support::{eventually, ssh};
+
+/// The nodes the pool was made with; fails the test in a smaller environment.
+fn five_nodes() {
+    assert!(
+        nodes().len() >= 5,
+        "these tests need GP_GLUSTER_NODES=5 e2e/env up (have {} nodes)",
+        nodes().len()
+    );
+}
+
+/// The volume's bricks as gluster lists them, `host:/path`.
+async fn bricks_of(volume: &str) -> Vec<String> {
+    let out = gluster_cli(&["volume", "info", volume, "--xml"]).await;
+    let volumes = parse_volume_info(&out).unwrap();
+    let v = volumes.iter().find(|v| v.name == volume).unwrap();
+    v.bricks.bricks.iter().map(|b| b.name.clone()).collect()
+}
+
+/// The node names holding the volume's bricks.
+async fn brick_nodes(volume: &str) -> Vec<String> {
+    bricks_of(volume)
+        .await
+        .iter()
+        .map(|b| {
+            let host = b.split(':').next().unwrap();
+            let node = nodes()
+                .iter()
+                .find(|n| n.storage_address.to_string() == host);
+            node.unwrap().name.clone()
+        })
+        .collect()
+}
+
+/// Copies of the volume's data that are whole now: its first bricks still running, plus any
+/// new brick once nothing is left to heal.
+async fn healed_copies(volume: &str, first: &HashSet<String>) -> usize {
+    let status = gluster_cli(&["volume", "status", volume, "--xml"]).await;
+    let running: Vec<String> = parse_volume_status(&status)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.status == 1)
+        .filter_map(|p| p.brick())
+        .collect();
+    let summary = gluster_cli(&["volume", "heal", volume, "info", "summary", "--xml"]).await;
+    let pending: u64 = parse_heal_summary(&summary)
+        .unwrap_or_default()
+        .iter()
+        .map(|b| b.pending.unwrap_or(u64::MAX))
+        .max()
+        .unwrap_or(u64::MAX);
+    let old = running.iter().filter(|b| first.contains(*b)).count();
+    let new = running.iter().filter(|b| !first.contains(*b)).count();
+    old + if pending == 0 { new } else { 0 }
+}
+
+/// A node with a brick of every volume in `volumes`, none of them the pool's first (the
+/// tests' gluster CLI runs there).
+async fn node_holding(volumes: &[String]) -> String {
+    let mut common: Option<HashSet<String>> = None;
+    for v in volumes {
+        let these: HashSet<String> = brick_nodes(v).await.into_iter().collect();
+        common = Some(match common {
+            None => these,
+            Some(c) => c.intersection(&these).cloned().collect(),
+        });
+    }
+    let mut common: Vec<String> = common.unwrap_or_default().into_iter().collect();
+    common.sort();
+    common
+        .into_iter()
+        .find(|n| *n != nodes()[0].name)
+        .expect("a node other than the first holds a brick of every volume")
+}
+
+/// What is left on `node` of `volume`: entries under its brick roots, its fstab lines, its
+/// mounts.
+async fn left_on(node: &str, volume: &str) -> String {
+    let script = "for r in \"$@\"; do ls -d \"$r/$0\" \"$r/$0.img\" 2>/dev/null; done; \
+                  grep -F \"/$0\" /etc/fstab; grep -F \"/$0\" /proc/mounts; true";
+    let node = node_by_name(node);
+    let mut args = vec!["-c".to_string(), script.to_string(), volume.to_string()];
+    args.extend(
+        node.brick_roots
+            .iter()
+            .map(|r| r.path.display().to_string()),
+    );
+    ssh().run_ok(&node.ssh_address, "sh", &args).await.unwrap()
+}
+
+async fn evacuate(args: &[&str]) -> (bool, String) {
+    operator_command("evacuate", args).await
+}
+
+fn volume_of_pv(pv: &PersistentVolume) -> String {
+    glusterfs_path(pv)
+}
+
+/// A planned retirement: the node is up. Each replicate volume gets its new copy healed
+/// before the old one goes, so at no point has it fewer healed copies than it started with;
+/// the arbiter volume's brick is replaced (gluster cannot add a fourth brick to it). A pod
+/// writes throughout and reads back what it wrote; nothing is left on the retired node.
+#[tokio::test]
+async fn a_live_node_is_retired_without_losing_a_healed_copy() {
+    five_nodes();
+    let space = Space::deployed("retire").await;
+    let three = space
+        .class(json!({"volumetype": "replicate:3"}), "Delete")
+        .await;
+    let arbiter = space
+        .class(json!({"volumetype": "arbiter"}), "Delete")
+        .await;
+    space.claim("data", &three, "1Gi", "ReadWriteOnce").await;
+    space.claim("meta", &arbiter, "1Gi", "ReadWriteOnce").await;
+    let (data_pv, meta_pv) = (space.bound_pv("data").await, space.bound_pv("meta").await);
+    let (data, meta) = (volume_of_pv(&data_pv), volume_of_pv(&meta_pv));
+    let script = "i=0; while true; do i=$((i+1)); echo $i >>/data/log; sleep 0.2; done";
+    space.pod_running("writer", "data", json!({}), script).await;
+    space
+        .exec_ok(
+            "writer",
+            "head -c 20000000 /dev/urandom >/data/blob && sync",
+        )
+        .await;
+    let sum = space.exec_ok("writer", "md5sum </data/blob").await;
+    let victim = node_holding(std::slice::from_ref(&data)).await;
+
+    let (ok, plan) = evacuate(&["--node", &victim]).await;
+    assert!(ok, "a plan that can be placed is fine:\n{plan}");
+    assert!(plan.contains(&format!("move            {data}")), "{plan}");
+    assert_eq!(brick_nodes(&data).await.len(), 3, "the plan moves nothing");
+
+    let first: HashSet<String> = bricks_of(&data).await.into_iter().collect();
+    let watch = {
+        let (data, first, victim) = (data.clone(), first.clone(), victim.clone());
+        tokio::spawn(async move {
+            let mut least = usize::MAX;
+            while brick_nodes(&data).await.contains(&victim) {
+                least = least.min(healed_copies(&data, &first).await);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            least.min(healed_copies(&data, &first).await)
+        })
+    };
+    let (ok, moved) = evacuate(&["--node", &victim, "--apply"]).await;
+    println!("{moved}");
+    assert!(ok, "{moved}");
+    let least = watch.await.unwrap();
+    assert!(least >= 3, "{data} had {least} healed copies at one point");
+    for v in [&data, &meta] {
+        let on = brick_nodes(v).await;
+        assert!(!on.contains(&victim), "{v} still on {victim}: {on:?}");
+        assert_eq!(on.len(), 3, "{v}: {on:?}");
+        assert_eq!(left_on(&victim, v).await.trim(), "", "{v} left on {victim}");
+    }
+    let claim = space.claims.get("data").await.unwrap();
+    let note = space
+        .event_from(&claim, "BrickMoved", "glusterfs-provisioner-evacuate")
+        .await;
+    assert!(note.contains(&victim_address(&victim)), "{note}");
+    let recorded = space.pvs.get(&data_pv.name_any()).await.unwrap();
+    assert!(!annotations(&recorded)["gluster.org/bricks"].contains(&format!("{victim}:")));
+    let (ok, status) = operator_command("status", &[]).await;
+    assert!(ok, "every volume whole:\n{status}");
+    assert_eq!(space.exec_ok("writer", "md5sum </data/blob").await, sum);
+    let lines = space.exec_ok("writer", "wc -l </data/log").await;
+    let later = eventually(Duration::from_secs(30), "the writer going on", || async {
+        let now = space.exec_ok("writer", "wc -l </data/log").await;
+        (now.trim().parse::<u64>().ok()? > lines.trim().parse::<u64>().ok()?).then_some(now)
+    })
+    .await;
+    assert!(!later.is_empty());
+    space
+        .delete_all(&[data_pv.name_any(), meta_pv.name_any()])
+        .await;
+}
+
+fn victim_address(node: &str) -> String {
+    node_by_name(node).storage_address.to_string()
+}
+
+/// A node dead for good (gluster processes, sshd and image mounts gone): `evacuate --apply`
+/// replaces each of its bricks on the others, never waiting on it; every volume is whole and
+/// the pod kept writing. Killed mid-way and run again, it ends in the same state. Once the
+/// node is back, a run removes what was left on it.
+#[tokio::test]
+async fn a_dead_nodes_bricks_move_and_a_killed_run_finishes() {
+    five_nodes();
+    let space = Space::deployed("dead").await;
+    let three = space
+        .class(json!({"volumetype": "replicate:3"}), "Delete")
+        .await;
+    let mut volumes = Vec::new();
+    let mut pvs = Vec::new();
+    for claim in ["a", "b"] {
+        space.claim(claim, &three, "1Gi", "ReadWriteOnce").await;
+        let pv = space.bound_pv(claim).await;
+        volumes.push(volume_of_pv(&pv));
+        pvs.push(pv.name_any());
+    }
+    let script = "i=0; while true; do i=$((i+1)); echo $i >>/data/log; sleep 0.2; done";
+    space.pod_running("writer", "a", json!({}), script).await;
+    space
+        .exec_ok(
+            "writer",
+            "head -c 20000000 /dev/urandom >/data/blob && sync",
+        )
+        .await;
+    let sum = space.exec_ok("writer", "md5sum </data/blob").await;
+    let victim = node_holding(&volumes).await;
+    let node = GlusterNode::new(&victim);
+    node.shut_down();
+    node.signal("sshd", "-KILL");
+
+    // Killed once the first volume's brick was replaced, before it healed.
+    let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"));
+    run.args(["evacuate", "--node", &victim, "--apply", "--topology"])
+        .arg(crate::support::env().state_dir.join("topology.json"))
+        .arg("--kubeconfig")
+        .arg(crate::support::env().state_dir.join("admin.kubeconfig"))
+        .stdout(std::process::Stdio::piped());
+    let mut child = run.spawn().unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    while let Some(line) = lines.next_line().await.unwrap() {
+        if line.contains("replace-brick") {
+            break;
+        }
+    }
+    child.kill().await.unwrap();
+
+    let (ok, moved) = evacuate(&["--node", &victim, "--apply"]).await;
+    println!("{moved}");
+    assert!(ok, "{moved}");
+    for v in &volumes {
+        let on = brick_nodes(v).await;
+        assert!(!on.contains(&victim), "{v}: {on:?}");
+        assert_eq!(on.iter().collect::<HashSet<_>>().len(), 3, "{v}: {on:?}");
+    }
+    let (ok, status) = operator_command("status", &[]).await;
+    assert!(ok, "every volume whole:\n{status}");
+    assert_eq!(space.exec_ok("writer", "md5sum </data/blob").await, sum);
+
+    // Back from the dead: a run removes what it left there.
+    drop(node);
+    eventually(
+        Duration::from_secs(60),
+        "the node back in the pool",
+        || async {
+            let (ok, _) = operator_command("topology", &[]).await;
+            ok.then_some(())
+        },
+    )
+    .await;
+    let (ok, cleaned) = evacuate(&["--node", &victim, "--apply"]).await;
+    println!("{cleaned}");
+    assert!(ok, "{cleaned}");
+    for v in &volumes {
+        assert_eq!(left_on(&victim, v).await.trim(), "", "{v} left on {victim}");
+    }
+    space.delete_all(&pvs).await;
+}
+
+/// A plan with a volume nothing can hold (a brick on each of the five nodes) exits non-zero,
+/// names the volume and why, and moves nothing, not even the volumes that could move.
+#[tokio::test]
+async fn a_plan_that_cannot_be_placed_moves_nothing() {
+    five_nodes();
+    let space = Space::deployed("unplaceable").await;
+    let five = space
+        .class(json!({"volumetype": "replicate:5"}), "Delete")
+        .await;
+    let three = space
+        .class(json!({"volumetype": "replicate:3"}), "Delete")
+        .await;
+    space.claim("wide", &five, "1Gi", "ReadWriteOnce").await;
+    space.claim("narrow", &three, "1Gi", "ReadWriteOnce").await;
+    let (wide, narrow) = (space.bound_pv("wide").await, space.bound_pv("narrow").await);
+    let victim = node_holding(&[volume_of_pv(&narrow)]).await;
+    let before = bricks_of(&volume_of_pv(&narrow)).await;
+    let (ok, out) = evacuate(&["--node", &victim, "--apply"]).await;
+    assert!(!ok, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains(&volume_of_pv(&wide)))
+        .unwrap_or_default();
+    assert!(
+        line.contains("cannot place") && line.contains("room"),
+        "{out}"
+    );
+    assert!(out.contains("nothing moved"), "{out}");
+    assert_eq!(bricks_of(&volume_of_pv(&narrow)).await, before);
+    space
+        .delete_all(&[wide.name_any(), narrow.name_any()])
+        .await;
+}
