@@ -457,8 +457,9 @@ async fn evacuate(args: EvacuateArgs) -> anyhow::Result<Outcome> {
     };
     let client = client(args.access.kubeconfig.as_deref()).await?;
     let left = evacuate::run(client, &backend, &options).await?;
-    Ok(Outcome::unless(left, |n| {
-        format!("{n} volume(s) left on the node")
+    Ok(Outcome::unless(left, |n| match args.apply {
+        true => format!("{n} volume(s) left on the node"),
+        false => format!("{n} volume(s) cannot be placed"),
     }))
 }
 

@@ -43,8 +43,9 @@ pub struct EvacuateOptions {
 /// How often a heal is looked at.
 const HEAL_POLL: Duration = Duration::from_secs(2);
 
-/// Plans (and with `apply`, carries out) the evacuation; returns how many volumes with a brick
-/// on the node are left there (not moved, not placeable, or failed).
+/// Plans (and with `apply`, carries out) the evacuation. Returns what fails the command: the
+/// volumes that cannot be placed; with `apply`, every volume left on the node (not moved, not
+/// placeable, or failed).
 pub async fn run(client: Client, backend: &SshBackend, options: &EvacuateOptions) -> Result<usize> {
     let cluster = backend
         .topology()
@@ -130,10 +131,14 @@ pub async fn run(client: Client, backend: &SshBackend, options: &EvacuateOptions
     );
     if blocked > 0 {
         println!("nothing moved: every brick must have a place first");
-        return Ok(blocked + not_moved + to_move.len());
+        return Ok(if options.apply {
+            blocked + not_moved + to_move.len()
+        } else {
+            blocked
+        });
     }
     if !options.apply {
-        return Ok(not_moved + to_move.len());
+        return Ok(0);
     }
     let mover = Mover {
         backend,

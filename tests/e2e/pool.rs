@@ -49,25 +49,34 @@ async fn brick_nodes(volume: &str) -> Vec<String> {
 }
 
 /// Copies of the volume's data that are whole now: its first bricks still running, plus any
-/// new brick once nothing is left to heal.
-async fn healed_copies(volume: &str, first: &HashSet<String>) -> usize {
-    let status = gluster_cli(&["volume", "status", volume, "--xml"]).await;
+/// new brick once nothing is left to heal; `None` when gluster does not answer (its lock is
+/// busy with the move itself).
+async fn healed_copies(volume: &str, first: &HashSet<String>) -> Option<usize> {
+    let ask = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--xml".into(), "--mode=script".into()]);
+        async move {
+            let out = ssh().run(&nodes()[0].ssh_address, "gluster", &all).await.ok()?;
+            Some(out.stdout)
+        }
+    };
+    let status = ask(&["volume", "status", volume]).await?;
     let running: Vec<String> = parse_volume_status(&status)
-        .unwrap_or_default()
+        .ok()?
         .into_iter()
         .filter(|p| p.status == 1)
         .filter_map(|p| p.brick())
         .collect();
-    let summary = gluster_cli(&["volume", "heal", volume, "info", "summary", "--xml"]).await;
-    let pending: u64 = parse_heal_summary(&summary)
-        .unwrap_or_default()
+    let summary = ask(&["volume", "heal", volume, "info", "summary"]).await?;
+    let pending = parse_heal_summary(&summary)
+        .ok()?
         .iter()
         .map(|b| b.pending.unwrap_or(u64::MAX))
         .max()
         .unwrap_or(u64::MAX);
     let old = running.iter().filter(|b| first.contains(*b)).count();
     let new = running.iter().filter(|b| !first.contains(*b)).count();
-    old + if pending == 0 { new } else { 0 }
+    Some(old + if pending == 0 { new } else { 0 })
 }
 
 /// A node with a brick of every volume in `volumes`, none of them the pool's first (the
@@ -132,6 +141,7 @@ async fn a_live_node_is_retired_without_losing_a_healed_copy() {
     let (data, meta) = (volume_of_pv(&data_pv), volume_of_pv(&meta_pv));
     let script = "i=0; while true; do i=$((i+1)); echo $i >>/data/log; sleep 0.2; done";
     space.pod_running("writer", "data", json!({}), script).await;
+    space.running("writer", None).await;
     space
         .exec_ok(
             "writer",
@@ -150,18 +160,21 @@ async fn a_live_node_is_retired_without_losing_a_healed_copy() {
     let watch = {
         let (data, first, victim) = (data.clone(), first.clone(), victim.clone());
         tokio::spawn(async move {
-            let mut least = usize::MAX;
+            let (mut least, mut readings) = (usize::MAX, 0);
             while brick_nodes(&data).await.contains(&victim) {
-                least = least.min(healed_copies(&data, &first).await);
+                if let Some(copies) = healed_copies(&data, &first).await {
+                    (least, readings) = (least.min(copies), readings + 1);
+                }
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            least.min(healed_copies(&data, &first).await)
+            (least, readings)
         })
     };
     let (ok, moved) = evacuate(&["--node", &victim, "--apply"]).await;
     println!("{moved}");
     assert!(ok, "{moved}");
-    let least = watch.await.unwrap();
+    let (least, readings) = watch.await.unwrap();
+    assert!(readings > 0, "the move was watched");
     assert!(least >= 3, "{data} had {least} healed copies at one point");
     for v in [&data, &meta] {
         let on = brick_nodes(v).await;
@@ -216,6 +229,7 @@ async fn a_dead_nodes_bricks_move_and_a_killed_run_finishes() {
     }
     let script = "i=0; while true; do i=$((i+1)); echo $i >>/data/log; sleep 0.2; done";
     space.pod_running("writer", "a", json!({}), script).await;
+    space.running("writer", None).await;
     space
         .exec_ok(
             "writer",
