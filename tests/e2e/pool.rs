@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use glusterfs_provisioner::gluster::xml::{
-    parse_heal_summary, parse_volume_info, parse_volume_status,
+    parse_heal_summary, parse_peer_status, parse_volume_info, parse_volume_status,
 };
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::ResourceExt;
@@ -56,7 +56,10 @@ async fn healed_copies(volume: &str, first: &HashSet<String>) -> Option<usize> {
         let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         all.extend(["--xml".into(), "--mode=script".into()]);
         async move {
-            let out = ssh().run(&nodes()[0].ssh_address, "gluster", &all).await.ok()?;
+            let out = ssh()
+                .run(&nodes()[0].ssh_address, "gluster", &all)
+                .await
+                .ok()?;
             Some(out.stdout)
         }
     };
@@ -271,14 +274,21 @@ async fn a_dead_nodes_bricks_move_and_a_killed_run_finishes() {
     assert!(ok, "every volume whole:\n{status}");
     assert_eq!(space.exec_ok("writer", "md5sum </data/blob").await, sum);
 
-    // Back from the dead: a run removes what it left there.
+    // Back from the dead (booted: its image bricks mounted from its fstab, glusterd started,
+    // sshd too): a run removes what it left there.
+    node.boot();
     drop(node);
+    // glusterd back learns from its peers what changed while it was gone: a while.
+    let back = node_by_name(&victim);
     eventually(
-        Duration::from_secs(60),
+        Duration::from_secs(240),
         "the node back in the pool",
         || async {
-            let (ok, _) = operator_command("topology", &[]).await;
-            ok.then_some(())
+            let args = ["--mode=script", "peer", "status", "--xml"].map(String::from);
+            let out = ssh().run(&back.ssh_address, "gluster", &args).await.ok()?;
+            let peers = parse_peer_status(&out.stdout).ok()?;
+            let connected = peers.iter().filter(|p| p.is_connected()).count();
+            (connected + 1 == nodes().len()).then_some(())
         },
     )
     .await;
