@@ -484,23 +484,13 @@ async fn a_leader_paused_before_its_copy_leaves_the_pods_data() {
     let standby = Provisioner::start(&s.provisioner.name).await;
     s.claim_with("clone", clone_of(&class, "source", "1Gi"))
         .await;
-    let pid = s.provisioner.pid().unwrap();
-    eventually(BIND_WAIT, "the leader stopped", || async {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let state = stat
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .next()?
-            .to_string();
-        (state == "T").then_some(())
-    })
-    .await;
+    s.provisioner.wait_stopped(BIND_WAIT).await;
     let clone_pv = s.bound_pv("clone").await;
     s.pod("user", "clone", json!({})).await;
     s.running("user", None).await;
     s.exec_ok("user", "echo mine >/data/written").await;
 
+    let pid = s.provisioner.pid().unwrap();
     crate::support::local("kill", &["-CONT", &pid.to_string()]).await;
     s.provisioner
         .wait_exit(std::time::Duration::from_secs(60))

@@ -9,22 +9,11 @@ use glusterfs_provisioner::identity::{Expected, Why};
 use glusterfs_provisioner::metrics::Metrics;
 use glusterfs_provisioner::volumes::VolumeBackend;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
 
 use crate::scenario::*;
 use crate::support::{env, eventually, ssh, unique};
-
-/// Removes a test's PV, held by the provisioner's finalizer.
-async fn discard(s: &Scenario, pv: &str) {
-    s.pvs.delete(pv, &DeleteParams::default()).await.ok();
-    let unfinalized = json!({"metadata": {"finalizers": null}});
-    s.pvs
-        .patch(pv, &PatchParams::default(), &Patch::Merge(unfinalized))
-        .await
-        .ok();
-    s.wait_pv_gone(pv).await;
-}
 
 /// The attack of issue "Nothing lost": a Released PV of policy Delete, marked as ours, whose
 /// claimRef UID is a word a hand-made volume's name ends in, its bricks where ours go.
@@ -72,7 +61,7 @@ async fn a_crafted_pv_leaves_a_volume_made_by_hand_started_and_whole() {
     let kept = dirs.iter().filter(|d| d.ends_with(&volume)).count();
     assert_eq!(kept, nodes().len(), "every brick stays: {dirs:?}");
 
-    discard(&s, &pv_name).await;
+    s.discard_pv(&pv_name).await;
     gluster_cli(&["volume", "stop", &volume]).await;
     gluster_cli(&["volume", "delete", &volume]).await;
     on_every_node("rm -rf \"$1/$2\"", &[&root, &volume]).await;
@@ -211,10 +200,10 @@ async fn the_policy_follows_the_pv_and_the_sweep_tells_only_the_volumes_claim() 
 
     // Made Retain while bound, the volume outlives its claim and PV.
     other.delete_claim("bystander").await;
-    discard(&s, &look_alike).await;
+    s.discard_pv(&look_alike).await;
     s.delete_claim("owner").await;
     s.wait_released(&pv_name).await;
-    discard(&s, &pv_name).await;
+    s.discard_pv(&pv_name).await;
     assert!(volume_started(&volume).await, "a Retain volume stays");
     assert_eq!(recorded_policy(&volume).await.as_deref(), Some("Retain"));
     // Removed as a deleted claim's volume is, through the backend's checked path.

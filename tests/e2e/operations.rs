@@ -356,18 +356,7 @@ async fn paused_leader_case(point: &str) {
         )
         .await;
     let first = s.claim("first", &class, "1Gi", "ReadWriteOnce").await;
-    let pid = s.provisioner.pid().unwrap();
-    eventually(Duration::from_secs(120), "the leader stopped", || async {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let state = stat
-            .rsplit_once(')')?
-            .1
-            .split_whitespace()
-            .next()?
-            .to_string();
-        (state == "T").then_some(())
-    })
-    .await;
+    s.provisioner.wait_stopped(Duration::from_secs(120)).await;
     eventually(Duration::from_secs(30), "the standby leading", || async {
         (lease_holder(&s).await? == standby.identity()).then_some(())
     })
@@ -384,6 +373,7 @@ async fn paused_leader_case(point: &str) {
         pvs.push(s.bound_pv(&claim.name_any()).await);
     }
 
+    let pid = s.provisioner.pid().unwrap();
     local("kill", &["-CONT", &pid.to_string()]).await;
     s.provisioner.wait_exit(Duration::from_secs(60)).await;
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(s.client.clone(), &s.ns);

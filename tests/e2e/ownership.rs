@@ -5,7 +5,7 @@
 
 use k8s_openapi::api::core::v1::{PersistentVolume, Service};
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use serde_json::{Value, json};
 
 use crate::heketi_standin::HeketiStandIn;
@@ -42,17 +42,6 @@ fn crafted(
 
 async fn warning(s: &Scenario, pv: &str, reason: &str) -> String {
     pv_warning(&s.client, &s.provisioner_name, pv, reason).await
-}
-
-/// Removes a test's PV, held by the provisioner's finalizer.
-async fn discard(s: &Scenario, pv: &str) {
-    s.pvs.delete(pv, &DeleteParams::default()).await.ok();
-    let unfinalized = json!({"metadata": {"finalizers": null}});
-    s.pvs
-        .patch(pv, &PatchParams::default(), &Patch::Merge(unfinalized))
-        .await
-        .ok();
-    s.wait_pv_gone(pv).await;
 }
 
 #[tokio::test]
@@ -119,7 +108,7 @@ async fn crafted_pvs_touch_nothing_that_is_not_theirs() {
     assert!(asked.is_empty(), "the unknown Heketi was asked: {asked:?}");
 
     for pv in [&steal_volume, &steal_service, &steal_key] {
-        discard(&s, &pv.name_any()).await;
+        s.discard_pv(&pv.name_any()).await;
     }
     s.delete_claim("victim").await;
     s.wait_pv_gone(&victim.name_any()).await;
@@ -219,7 +208,7 @@ async fn a_volume_with_a_foreign_brick_is_not_stopped() {
     );
     assert!(volume_started(&volume).await, "the volume still serves");
 
-    discard(&s, &pv.name_any()).await;
+    s.discard_pv(&pv.name_any()).await;
     gluster_cli(&["volume", "stop", &volume]).await;
     gluster_cli(&["volume", "delete", &volume]).await;
     ssh()

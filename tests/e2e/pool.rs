@@ -124,23 +124,30 @@ fn volume_of_pv(pv: &PersistentVolume) -> String {
     glusterfs_path(pv)
 }
 
+/// A space of the deployed provisioner, each claim (name, volumetype) of 1Gi Bound: their PVs.
+async fn bound_claims(tag: &str, claims: &[(&str, &str)]) -> (Space, Vec<PersistentVolume>) {
+    five_nodes();
+    let space = Space::deployed(tag).await;
+    let mut pvs = Vec::new();
+    for (name, volumetype) in claims {
+        let class = space
+            .class(json!({"volumetype": volumetype}), "Delete")
+            .await;
+        space.claim(name, &class, "1Gi", "ReadWriteOnce").await;
+        pvs.push(space.bound_pv(name).await);
+    }
+    (space, pvs)
+}
+
 /// A planned retirement: the node is up. Each replicate volume gets its new copy healed
 /// before the old one goes, so at no point has it fewer healed copies than it started with;
 /// the arbiter volume's brick is replaced (gluster cannot add a fourth brick to it). A pod
 /// writes throughout and reads back what it wrote; nothing is left on the retired node.
 #[tokio::test]
 async fn a_live_node_is_retired_without_losing_a_healed_copy() {
-    five_nodes();
-    let space = Space::deployed("retire").await;
-    let three = space
-        .class(json!({"volumetype": "replicate:3"}), "Delete")
-        .await;
-    let arbiter = space
-        .class(json!({"volumetype": "arbiter"}), "Delete")
-        .await;
-    space.claim("data", &three, "1Gi", "ReadWriteOnce").await;
-    space.claim("meta", &arbiter, "1Gi", "ReadWriteOnce").await;
-    let (data_pv, meta_pv) = (space.bound_pv("data").await, space.bound_pv("meta").await);
+    let (space, pvs) =
+        bound_claims("retire", &[("data", "replicate:3"), ("meta", "arbiter")]).await;
+    let (data_pv, meta_pv) = (pvs[0].clone(), pvs[1].clone());
     let (data, meta) = (volume_of_pv(&data_pv), volume_of_pv(&meta_pv));
     let script = "i=0; while true; do i=$((i+1)); echo $i >>/data/log; sleep 0.2; done";
     space.pod_running("writer", "data", json!({}), script).await;
@@ -217,19 +224,9 @@ fn victim_address(node: &str) -> String {
 /// node is back, a run removes what was left on it.
 #[tokio::test]
 async fn a_dead_nodes_bricks_move_and_a_killed_run_finishes() {
-    five_nodes();
-    let space = Space::deployed("dead").await;
-    let three = space
-        .class(json!({"volumetype": "replicate:3"}), "Delete")
-        .await;
-    let mut volumes = Vec::new();
-    let mut pvs = Vec::new();
-    for claim in ["a", "b"] {
-        space.claim(claim, &three, "1Gi", "ReadWriteOnce").await;
-        let pv = space.bound_pv(claim).await;
-        volumes.push(volume_of_pv(&pv));
-        pvs.push(pv.name_any());
-    }
+    let (space, bound) = bound_claims("dead", &[("a", "replicate:3"), ("b", "replicate:3")]).await;
+    let volumes: Vec<String> = bound.iter().map(volume_of_pv).collect();
+    let pvs: Vec<String> = bound.iter().map(|pv| pv.name_any()).collect();
     let script = "i=0; while true; do i=$((i+1)); echo $i >>/data/log; sleep 0.2; done";
     space.pod_running("writer", "a", json!({}), script).await;
     space.running("writer", None).await;
@@ -305,17 +302,12 @@ async fn a_dead_nodes_bricks_move_and_a_killed_run_finishes() {
 /// names the volume and why, and moves nothing, not even the volumes that could move.
 #[tokio::test]
 async fn a_plan_that_cannot_be_placed_moves_nothing() {
-    five_nodes();
-    let space = Space::deployed("unplaceable").await;
-    let five = space
-        .class(json!({"volumetype": "replicate:5"}), "Delete")
-        .await;
-    let three = space
-        .class(json!({"volumetype": "replicate:3"}), "Delete")
-        .await;
-    space.claim("wide", &five, "1Gi", "ReadWriteOnce").await;
-    space.claim("narrow", &three, "1Gi", "ReadWriteOnce").await;
-    let (wide, narrow) = (space.bound_pv("wide").await, space.bound_pv("narrow").await);
+    let (space, pvs) = bound_claims(
+        "unplaceable",
+        &[("wide", "replicate:5"), ("narrow", "replicate:3")],
+    )
+    .await;
+    let (wide, narrow) = (pvs[0].clone(), pvs[1].clone());
     let victim = node_holding(&[volume_of_pv(&narrow)]).await;
     let before = bricks_of(&volume_of_pv(&narrow)).await;
     let (ok, out) = evacuate(&["--node", &victim, "--apply"]).await;

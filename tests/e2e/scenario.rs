@@ -214,6 +214,17 @@ impl Space {
         .await;
     }
 
+    /// Removes a test's PV, held by the provisioner's finalizer.
+    pub async fn discard_pv(&self, pv: &str) {
+        self.pvs.delete(pv, &DeleteParams::default()).await.ok();
+        let unfinalized = json!({"metadata": {"finalizers": null}});
+        self.pvs
+            .patch(pv, &PatchParams::default(), &Patch::Merge(unfinalized))
+            .await
+            .ok();
+        self.wait_pv_gone(pv).await;
+    }
+
     pub async fn endpoints(&self, name: &str) -> Option<Endpoints> {
         Api::<Endpoints>::namespaced(self.client.clone(), &self.ns)
             .get_opt(name)

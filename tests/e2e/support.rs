@@ -191,6 +191,17 @@ impl Provisioner {
         self.child.id()
     }
 
+    /// Waits until the process is stopped (SIGSTOP, state `T`), as a pause point leaves it.
+    pub async fn wait_stopped(&self, timeout: Duration) {
+        let pid = self.pid().expect("a running provisioner");
+        eventually(timeout, "the provisioner stopped", || async {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let state = stat.rsplit_once(')')?.1.split_whitespace().next()?;
+            (state == "T").then_some(())
+        })
+        .await;
+    }
+
     /// The identity it leads with (its default instance name).
     pub fn identity(&self) -> String {
         format!(
