@@ -362,7 +362,14 @@ async fn copies_leave_the_claim_queue_to_the_other_claims() {
         let name = format!("clone-{i}");
         clones.push(s.claim_with(&name, clone_of(&class, "source", "1Gi")).await);
     }
-    s.event(&clones[0], "CloneStarted").await;
+    // Two copy at once (CLONE_COPIES' default), any two of the four.
+    let events: kube::Api<k8s_openapi::api::events::v1::Event> =
+        kube::Api::namespaced(s.client.clone(), &s.ns);
+    wait_event(&events, "a clone's copy started", |e| {
+        e.reason.as_deref() == Some("CloneStarted")
+            && e.reporting_controller.as_deref() == Some(s.provisioner_name.as_str())
+    })
+    .await;
 
     let other = Space::create(unique("clone-queue-other"), &s.provisioner_name).await;
     let plain_class = other.class(json!({}), "Delete").await;
