@@ -110,7 +110,8 @@ pub async fn run(
             .collect();
     let kube_cluster = identity::kube_cluster_id(&client).await?;
     let mut rows = Vec::new();
-    for cluster in &backend.topology().clusters {
+    let topology = backend.topology();
+    for cluster in &topology.clusters {
         for volume in backend.volumes(cluster).await? {
             if Identity::of(&volume) != Ok(None) {
                 continue;

@@ -40,6 +40,10 @@ pub struct Metrics {
     pub in_flight: IntGaugeVec,
     /// What clones have copied, growing while they copy.
     pub clone_copied_bytes: IntCounterVec,
+    /// Changed topology files, by whether they were taken.
+    pub topology_reloads: IntCounterVec,
+    /// Bricks of this provisioner's volumes on nodes marked draining: what `evacuate` has left.
+    pub bricks_to_move: IntGaugeVec,
     pub leader: IntGauge,
     /// The CSI node plugin's: mounts whose FUSE client stayed in the plugin's cgroup.
     pub fuse_cgroup_join_failures: IntCounter,
@@ -207,6 +211,17 @@ impl Metrics {
                 "glusterfs_provisioner_clone_copied_bytes_total",
                 "Bytes clones have copied into their new volumes, counted as they are copied",
                 &["cluster"],
+            ),
+            topology_reloads: counter(
+                "glusterfs_provisioner_topology_reloads_total",
+                "Changed topology files read while running: applied, or refused (the topology \
+                 in use kept)",
+                &["result"],
+            ),
+            bricks_to_move: gauge(
+                "glusterfs_provisioner_bricks_to_move",
+                "Bricks of this provisioner's volumes on a node marked draining (0 on other nodes)",
+                &["cluster", "node"],
             ),
             volume_bricks_up: gauge(
                 "glusterfs_provisioner_volume_bricks_up",

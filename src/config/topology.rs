@@ -5,8 +5,13 @@
 //!          "known_hosts": "/etc/gluster-ssh/known_hosts"},
 //!  "clusters": [{"name": "main", "nodes": [{"name": "gluster1", "ssh_address": "10.0.0.11",
 //!     "storage_address": "10.0.0.11", "zone": "a", "brick_roots": ["/srv/gluster/brick1",
-//!     {"path": "/srv/gluster/brick2", "size_limit": "quota"}]}]}]}
+//!     {"path": "/srv/gluster/brick2", "size_limit": "quota"}], "state": "active"}]}]}
 //! ```
+//!
+//! A node's `state` is `active` (the default) or `draining`: a draining node gets no new
+//! brick (no new volume, clone or evacuated brick is placed on it) while the bricks it has keep
+//! working, until `evacuate` moves them away. The provisioner reads the file again when it
+//! changes (every 10 s), apart from its `ssh` section, which takes a restart.
 
 use std::collections::HashSet;
 use std::net::IpAddr;
@@ -17,14 +22,14 @@ use serde::Deserialize;
 
 use crate::{Error, Result};
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
     pub ssh: SshSettings,
     pub clusters: Vec<Cluster>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SshSettings {
     #[serde(default = "default_user")]
@@ -53,14 +58,14 @@ pub struct SshSettings {
     pub connections_per_node: usize,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     pub name: String,
     pub nodes: Vec<Node>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Node {
     pub name: String,
@@ -71,6 +76,54 @@ pub struct Node {
     #[serde(default)]
     pub zone: String,
     pub brick_roots: Vec<BrickRoot>,
+    #[serde(default)]
+    pub state: NodeState,
+}
+
+impl Node {
+    /// Whether new bricks may be placed on it.
+    pub fn takes_bricks(&self) -> bool {
+        self.state == NodeState::Active
+    }
+}
+
+/// Whether a node takes new bricks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NodeState {
+    #[default]
+    Active,
+    /// Its bricks keep working, but no new one is placed on it: it is being emptied.
+    Draining,
+}
+
+impl NodeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Active => "active",
+            NodeState::Draining => "draining",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// By hand, for an error that names the field and the values it takes (serde's own names
+/// neither).
+impl<'de> Deserialize<'de> for NodeState {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let value = String::deserialize(d)?;
+        match value.as_str() {
+            "active" => Ok(NodeState::Active),
+            "draining" => Ok(NodeState::Draining),
+            other => Err(serde::de::Error::custom(format!(
+                "node state {other:?}: expected \"active\" or \"draining\""
+            ))),
+        }
+    }
 }
 
 /// A directory of a node that holds bricks, and how it holds each volume to its size.
@@ -197,12 +250,17 @@ impl SshSettings {
 
 impl Topology {
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::TopologyRead {
+        let text = std::fs::read(path).map_err(|source| Error::TopologyRead {
             path: path.into(),
             source,
         })?;
+        Self::parse(path, &text)
+    }
+
+    /// The topology in `text`, read from `path`, once valid.
+    pub fn parse(path: &Path, text: &[u8]) -> Result<Self> {
         let topology: Topology =
-            serde_json::from_str(&text).map_err(|source| Error::TopologyParse {
+            serde_json::from_slice(text).map_err(|source| Error::TopologyParse {
                 path: path.into(),
                 source,
             })?;
@@ -317,6 +375,30 @@ mod tests {
                 ("/srv/b3", SizeLimit::Image)
             ]
         );
+    }
+
+    #[test]
+    fn a_node_is_active_unless_marked_draining() {
+        let t = parse(GOOD).unwrap();
+        let n1 = &t.clusters[0].nodes[0];
+        assert_eq!(n1.state, NodeState::Active);
+        assert!(n1.takes_bricks());
+        let draining = r#""brick_roots": ["/srv/b1"], "state": "draining""#;
+        let t = parse(&GOOD.replace(r#""brick_roots": ["/srv/b1"]"#, draining)).unwrap();
+        let n1 = &t.clusters[0].nodes[0];
+        assert_eq!(n1.state, NodeState::Draining);
+        assert!(!n1.takes_bricks());
+        for bad in [r#""retired""#, r#""Draining""#, "1", "null"] {
+            let state = format!(r#""brick_roots": ["/srv/b1"], "state": {bad}"#);
+            let err = parse(&GOOD.replace(r#""brick_roots": ["/srv/b1"]"#, &state))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("topology"), "{err}");
+            if bad.starts_with('"') {
+                let want = format!(r#"node state {bad}: expected "active" or "draining""#);
+                assert!(err.contains(&want), "{err:?} should say {want:?}");
+            }
+        }
     }
 
     #[test]

@@ -163,10 +163,16 @@ pub fn step(facts: &Facts<'_>) -> Step {
     } else {
         (size_gib << 30, image::image_bytes(size_gib, data_bricks))
     };
-    let earlier = facts
-        .laid_out
-        .iter()
-        .find(|b| b.size_limit == old.size_limit && !bricks.iter().any(|k| k.node == b.node));
+    // A node marked draining since is no place for it any more.
+    let draining = |node: &str| {
+        let mut nodes = facts.capacity.iter().map(|c| c.node);
+        nodes.any(|n| n.name == node && !n.takes_bricks())
+    };
+    let earlier = facts.laid_out.iter().find(|b| {
+        b.size_limit == old.size_limit
+            && !bricks.iter().any(|k| k.node == b.node)
+            && !draining(&b.node)
+    });
     let new = match earlier {
         Some(b) => Brick {
             arbiter: old.arbiter,
@@ -199,6 +205,7 @@ pub fn step(facts: &Facts<'_>) -> Step {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::topology::NodeState;
     use crate::config::{BrickRoot, Node, SizeLimit};
     use crate::gluster::plan::RootSpace;
     use crate::gluster::xml::{Brick as XmlBrick, Bricks, Options, VolumeOption};
@@ -214,6 +221,7 @@ mod tests {
                 path: "/b".into(),
                 size_limit: SizeLimit::Image,
             }],
+            state: NodeState::Active,
         }
     }
 
@@ -388,6 +396,33 @@ mod tests {
             m.new.node, "n5",
             "not n4, which placement alone would choose"
         );
+    }
+
+    #[test]
+    fn a_draining_node_takes_no_moved_brick() {
+        let mut ns = nodes();
+        // n4 alone has a zone of its own: the first choice, but it is being emptied too; and
+        // a brick laid out on n5 before it was marked draining is not taken again.
+        ns[3].state = NodeState::Draining;
+        ns[4].state = NodeState::Draining;
+        let cap = capacity(&ns, 10);
+        let (v, bricks) = volume(&[&ns[0], &ns[1], &ns[2]], false, &[]);
+        let earlier = [Brick::new(&ns[4], &ns[4].brick_roots[0], "vol_x")];
+        let mut f = facts(&v, &bricks, true, &cap);
+        f.laid_out = &earlier;
+        let got = step(&f);
+        assert!(
+            matches!(&got, Step::Unplaceable { why, .. } if why.contains("not draining")),
+            "{got:?}"
+        );
+        ns[4].state = NodeState::Active;
+        let cap = capacity(&ns, 10);
+        let mut f = facts(&v, &bricks, true, &cap);
+        f.laid_out = &earlier;
+        let Step::Move(m) = step(&f) else {
+            panic!("a move");
+        };
+        assert_eq!(m.new.node, "n5");
     }
 
     #[test]

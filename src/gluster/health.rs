@@ -32,18 +32,21 @@ impl NodeHealth {
     }
 }
 
-/// Whether `node` is among `peers` and connected. A peer is matched by any name the pool knows
-/// it by against any of the node's: pools are probed by DNS names, storage or SSH addresses.
+/// Whether `node` is among `peers` and connected.
 fn sees(peers: &[Peer], node: &Node) -> bool {
+    peers.iter().any(|p| p.is_connected() && is(p, node))
+}
+
+/// Whether the peer is `node`: by any name the pool knows it by against any of the node's, as
+/// pools are probed by DNS names, storage or SSH addresses.
+fn is(peer: &Peer, node: &Node) -> bool {
     let storage = node.storage_address.to_string();
     let own = [
         storage.as_str(),
         node.ssh_address.as_str(),
         node.name.as_str(),
     ];
-    peers
-        .iter()
-        .any(|p| p.is_connected() && p.names().any(|n| own.contains(&n)))
+    peer.names().any(|n| own.contains(&n))
 }
 
 /// What a node said when probed.
@@ -65,27 +68,26 @@ pub enum Answer {
 ///   peer list at all, such as one not probed yet, is not connected in that judge's view);
 /// - it is a judge, and it and the nodes it sees connected are no majority of the nodes that
 ///   answered (busy ones included): it is the one cut off. Nodes that did not answer are not
-///   counted, since nobody can see them.
+///   counted, since nobody can see them;
+/// - its glusterd knows no peers at all, in a cluster of more than one node: it was never
+///   probed into the pool (a node just added to the topology), or lost its state. It judges
+///   nobody and is not counted either: nodes added before they are probed take none down.
 ///
 /// With one answering node nobody contradicts it, and it is up. With two that do not see each
 /// other (or a 2-2 split of four) no side is a majority, so both are left out: there is no
 /// telling which one is cut off, and a volume across the split would fail anyway.
 pub fn judge(cluster: &Cluster, answers: &[Answer]) -> Vec<NodeHealth> {
     let nodes = || cluster.nodes.iter().zip(answers);
-    let judges: Vec<(&Node, &[Peer])> = nodes()
-        .filter_map(|(node, answer)| match answer {
-            Answer::Peers(peers) => Some((node, peers.as_slice())),
-            _ => None,
-        })
-        .collect();
+    let judges = judges(cluster, answers);
     let answered: Vec<&Node> = nodes()
-        .filter(|(_, answer)| !matches!(answer, Answer::Down(_)))
+        .filter(|(_, answer)| !matches!(answer, Answer::Down(_)) && !lone(cluster, answer))
         .map(|(node, _)| node)
         .collect();
     nodes()
         .map(|(node, answer)| {
             let peers = match answer {
                 Answer::Down(why) => return NodeHealth::left_out(&node.name, why.clone()),
+                _ if lone(cluster, answer) => None,
                 Answer::Peers(peers) => Some(peers),
                 Answer::Busy => None,
             };
@@ -105,6 +107,9 @@ pub fn judge(cluster: &Cluster, answers: &[Answer]) -> Vec<NodeHealth> {
                 down.extend(verdict);
             } else {
                 disputed = verdict;
+            }
+            if lone(cluster, answer) {
+                down.push(NO_PEERS.to_string());
             }
             if let Some(peers) = peers {
                 let others = answered.iter().filter(|o| o.name != node.name);
@@ -126,6 +131,50 @@ pub fn judge(cluster: &Cluster, answers: &[Answer]) -> Vec<NodeHealth> {
                 node: node.name.clone(),
                 down: (!down.is_empty()).then(|| down.join("; ")),
                 disputed,
+            }
+        })
+        .collect()
+}
+
+/// Why a node whose glusterd knows no peers is left out.
+const NO_PEERS: &str = "its glusterd knows no peers: not in the pool";
+
+/// Whether the node answered that it knows no peers, in a cluster where it should.
+fn lone(cluster: &Cluster, answer: &Answer) -> bool {
+    matches!(answer, Answer::Peers(peers) if peers.is_empty()) && cluster.nodes.len() > 1
+}
+
+/// The nodes whose view of the pool counts: those that answered with their peers, and know some.
+fn judges<'c, 'a>(cluster: &'c Cluster, answers: &'a [Answer]) -> Vec<(&'c Node, &'a [Peer])> {
+    let nodes = cluster.nodes.iter().zip(answers);
+    nodes
+        .filter_map(|(node, answer)| match answer {
+            Answer::Peers(peers) if !lone(cluster, answer) => Some((node, peers.as_slice())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether each node is a peer of the pool (listed, connected or not, in any state): `Some`
+/// by the majority of the other nodes' peer lists (those of [`judge`]); with none to ask, a
+/// node that answered is one when it knows peers, or is the cluster's only node; `None` when
+/// nobody can tell.
+pub fn membership(cluster: &Cluster, answers: &[Answer]) -> Vec<Option<bool>> {
+    let judges = judges(cluster, answers);
+    cluster
+        .nodes
+        .iter()
+        .zip(answers)
+        .map(|(node, answer)| {
+            let others = judges.iter().filter(|(j, _)| j.name != node.name);
+            let listing = others
+                .clone()
+                .filter(|(_, peers)| peers.iter().any(|p| is(p, node)));
+            let (listing, all) = (listing.count(), others.count());
+            match answer {
+                _ if all > 0 => Some(listing * 2 > all),
+                Answer::Peers(_) => Some(!lone(cluster, answer)),
+                _ => None,
             }
         })
         .collect()
@@ -284,10 +333,83 @@ mod tests {
             down(&health),
             [(
                 "c",
-                "not connected according to a, b; \
-                 sees only 0 of 2 other nodes (not a, b): cut off from the pool"
+                "not connected according to a, b; its glusterd knows no peers: not in the pool"
             )]
         );
+        assert!(
+            health.iter().all(|h| h.disputed.is_none()),
+            "c judges nobody"
+        );
+        assert_eq!(
+            membership(&three_nodes(), &answers),
+            [Some(true), Some(true), Some(false)]
+        );
+    }
+
+    #[test]
+    fn as_many_new_nodes_as_old_take_none_of_the_old_down() {
+        // d, e and f were added to the topology before anyone probed them.
+        let cluster = cluster(&["a", "b", "c", "d", "e", "f"]);
+        let answers = vec![
+            sees(&[(2, 1), (3, 1)]),
+            sees(&[(1, 1), (3, 1)]),
+            sees(&[(1, 1), (2, 1)]),
+            sees(&[]),
+            sees(&[]),
+            Answer::Down("no route".into()),
+        ];
+        let health = judge(&cluster, &answers);
+        let left_out: Vec<&str> = down(&health).iter().map(|(n, _)| *n).collect();
+        assert_eq!(left_out, ["d", "e", "f"]);
+        assert!(health[..3].iter().all(|h| h.disputed.is_none()));
+        assert_eq!(
+            membership(&cluster, &answers),
+            [
+                Some(true),
+                Some(true),
+                Some(true),
+                Some(false),
+                Some(false),
+                Some(false)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_peer_is_one_most_others_list_connected_or_not() {
+        let cluster = three_nodes();
+        // c's glusterd is down: a and b list it, disconnected. It is a peer, and down.
+        let answers = vec![
+            sees(&[(2, 1), (3, 0)]),
+            sees(&[(1, 1), (3, 0)]),
+            Answer::Down("no route".into()),
+        ];
+        assert_eq!(
+            membership(&cluster, &answers),
+            [Some(true), Some(true), Some(true)]
+        );
+        // One node's word alone does not make c a peer (nor one node's silence none).
+        let answers = vec![sees(&[(2, 1), (3, 1)]), sees(&[(1, 1)]), sees(&[(1, 1)])];
+        assert_eq!(membership(&cluster, &answers)[2], Some(false));
+        // Nobody else to ask: a node knowing peers is in a pool; a node alone is its pool.
+        let answers = vec![
+            sees(&[(2, 0)]),
+            Answer::Down("no route".into()),
+            Answer::Busy,
+        ];
+        assert_eq!(
+            membership(&cluster, &answers),
+            [Some(true), Some(true), Some(false)]
+        );
+        let answers = vec![Answer::Busy, Answer::Down("no route".into()), sees(&[])];
+        assert_eq!(membership(&cluster, &answers), [None, None, Some(false)]);
+        let alone = super::tests::cluster(&["a"]);
+        assert_eq!(membership(&alone, &[sees(&[])]), [Some(true)]);
+        assert!(judge(&alone, &[sees(&[])])[0].is_up());
+        // Nobody probed anything: no node is a peer, and none is up.
+        let answers = vec![sees(&[]), sees(&[]), sees(&[])];
+        assert_eq!(membership(&cluster, &answers), [Some(false); 3]);
+        assert!(judge(&cluster, &answers).iter().all(|h| !h.is_up()));
     }
 
     #[test]

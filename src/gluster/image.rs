@@ -100,6 +100,7 @@ mod tests {
             storage_address: "10.0.0.1".parse().unwrap(),
             zone: String::new(),
             brick_roots: vec![root.into()],
+            state: Default::default(),
         }
     }
 

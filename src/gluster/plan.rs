@@ -228,6 +228,7 @@ pub fn default_size_limit(cluster: &Cluster) -> SizeLimit {
 /// Chooses one brick per node for `durability`: distinct nodes always, distinct zones whenever
 /// the nodes allow, and on each node the brick root of the size limit with the most room. An
 /// arbiter brick goes last, on another node, in a zone the data bricks are not in if there is one.
+/// Draining nodes get none.
 pub fn place_bricks(
     cluster: &Cluster,
     capacity: &[NodeCapacity<'_>],
@@ -243,6 +244,7 @@ pub fn place_bricks(
     let fitting = |bytes: u64| {
         let mut out: Vec<(&NodeCapacity, &RootSpace)> = capacity
             .iter()
+            .filter(|c| c.node.takes_bricks())
             .filter_map(|c| c.best_root(size_limit).map(|root| (c, root)))
             .filter(|(_, root)| root.room() >= bytes)
             .collect();
@@ -266,10 +268,10 @@ pub fn place_bricks(
             .collect();
         Error::Placement(format!(
             "volumetype {durability} needs {what}, in brick roots with size limit {size_limit}, \
-             but cluster {:?} has {found} node(s) with the room ({} node(s) in the topology); \
-             room by brick root (free, less what its volumes are promised): {}",
+             but cluster {:?} has {found} node(s) with the room ({}); room by brick root (free, \
+             less what its volumes are promised): {}",
             cluster.name,
-            cluster.nodes.len(),
+            node_count(cluster),
             if rooms.is_empty() {
                 "none readable".into()
             } else {
@@ -329,10 +331,19 @@ pub fn place_bricks(
     Ok(bricks)
 }
 
+/// "3 node(s) in the topology", and how many of them are draining.
+pub fn node_count(cluster: &Cluster) -> String {
+    let all = cluster.nodes.len();
+    match cluster.nodes.iter().filter(|n| !n.takes_bricks()).count() {
+        0 => format!("{all} node(s) in the topology"),
+        draining => format!("{all} node(s) in the topology, {draining} of them draining"),
+    }
+}
+
 /// A new place for `old`, a brick of a volume whose other bricks are `keep`, needing `bytes`
 /// of room: by the rules of [`place_bricks`], on a node none of the volume's bricks is on (nor
-/// `old`'s), in a zone none of `keep` is in when there is one, on the brick root of `old`'s size
-/// limit with the most room; an arbiter stays an arbiter.
+/// `old`'s) and not draining, in a zone none of `keep` is in when there is one, on the brick
+/// root of `old`'s size limit with the most room; an arbiter stays an arbiter.
 pub fn replacement(
     capacity: &[NodeCapacity<'_>],
     keep: &[Brick],
@@ -340,7 +351,10 @@ pub fn replacement(
     bytes: u64,
     volume: &str,
 ) -> std::result::Result<Brick, String> {
-    let taken = |node: &str| node == old.node || keep.iter().any(|b| b.node == node);
+    let taken = |c: &NodeCapacity| {
+        let node = &c.node.name;
+        !c.node.takes_bricks() || *node == old.node || keep.iter().any(|b| b.node == *node)
+    };
     let zones: HashSet<&str> = capacity
         .iter()
         .filter(|c| keep.iter().any(|b| b.node == c.node.name))
@@ -348,7 +362,7 @@ pub fn replacement(
         .collect();
     let mut fitting: Vec<(&NodeCapacity, &RootSpace)> = capacity
         .iter()
-        .filter(|c| !taken(&c.node.name))
+        .filter(|c| !taken(c))
         .filter_map(|c| c.best_root(old.size_limit).map(|root| (c, root)))
         .filter(|(_, root)| root.room() >= bytes)
         .collect();
@@ -363,14 +377,15 @@ pub fn replacement(
     let Some((c, space)) = fitting.first() else {
         let others: Vec<String> = capacity
             .iter()
-            .filter(|c| !taken(&c.node.name))
+            .filter(|c| !taken(c))
             .map(|c| {
                 let room = c.best_root(old.size_limit).map_or(0, RootSpace::room);
                 format!("{} {}", c.node.name, gib(room))
             })
             .collect();
         return Err(format!(
-            "no node without a brick of {volume} has {} of room in a brick root with size limit              {} (nodes up without one of its bricks: {})",
+            "no node without a brick of {volume} has {} of room in a brick root with size limit \
+             {} (nodes up, not draining, without one of its bricks: {})",
             gib(bytes),
             old.size_limit,
             if others.is_empty() {
@@ -560,6 +575,7 @@ pub fn quota_limit_args(volume: &str, size_gib: u64) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::topology::NodeState;
 
     #[test]
     fn a_mount_path_names_its_volume_in_any_form() {
@@ -575,6 +591,7 @@ mod tests {
             storage_address: format!("10.0.0.{ip}").parse().unwrap(),
             zone: zone.into(),
             brick_roots: vec!["/b1".into(), "/b2".into()],
+            state: NodeState::Active,
         }
     }
 
@@ -817,6 +834,51 @@ mod tests {
             root.size_limit = SizeLimit::Quota;
         }
         assert_eq!(default_size_limit(&quota_cluster), SizeLimit::Quota);
+    }
+
+    #[test]
+    fn draining_nodes_get_no_new_brick() {
+        let mut nodes = [
+            node("n1", "a", 1),
+            node("n2", "b", 2),
+            node("n3", "c", 3),
+            node("n4", "a", 4),
+        ];
+        // n1 has by far the most room, and its own zone would be taken first.
+        nodes[0].state = NodeState::Draining;
+        let cap = capacity(&nodes, &[(9, 9), (2, 2), (3, 3), (4, 4)]);
+        let replica3 = need(Durability::Replicate(3), 1 << 30);
+        let bricks = place_bricks(&cluster(&nodes), &cap, replica3, "v").unwrap();
+        let on: Vec<&str> = bricks.iter().map(|b| b.node.as_str()).collect();
+        assert_eq!(on, ["n4", "n3", "n2"]);
+        let arbiter = place_bricks(&cluster(&nodes), &cap, need(ARBITER, 1 << 30), "v");
+        assert!(arbiter.unwrap().iter().all(|b| b.node != "n1"));
+        let err = place_bricks(
+            &cluster(&nodes),
+            &cap,
+            need(Durability::Replicate(4), 1 << 30),
+            "v",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(
+                "has 3 node(s) with the room (4 node(s) in the topology, 1 of them draining)"
+            ),
+            "{err}"
+        );
+        // Nor a moved one: n2's brick goes to n4, not the roomier n1.
+        let keep = [Brick::new(&nodes[2], &"/b1".into(), "v")];
+        let old = Brick::new(&nodes[1], &"/b1".into(), "v");
+        let new = replacement(&cap, &keep, &old, 1 << 30, "v").unwrap();
+        assert_eq!(new.node, "n4");
+        nodes[3].state = NodeState::Draining;
+        let cap = capacity(&nodes, &[(9, 9), (2, 2), (3, 3), (4, 4)]);
+        let err = replacement(&cap, &keep, &old, 1 << 30, "v").unwrap_err();
+        assert!(
+            err.contains("(nodes up, not draining, without one of its bricks: none)"),
+            "{err}"
+        );
     }
 
     #[test]

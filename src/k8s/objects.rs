@@ -493,6 +493,7 @@ mod tests {
             storage_address: "10.0.0.1".parse().unwrap(),
             zone: "a".into(),
             brick_roots: vec!["/b1".into()],
+            state: Default::default(),
         };
         let bricks = [Brick::new(&node, &node.brick_roots[0], "vol_x")];
         let recorded = BTreeMap::from([

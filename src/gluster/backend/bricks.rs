@@ -36,7 +36,7 @@ impl SshBackend {
         volume: &str,
         record: &str,
     ) -> Result<Vec<Brick>> {
-        let cluster = self.cluster(Some(cluster))?;
+        let cluster = &self.cluster(Some(cluster))?;
         record
             .split(',')
             .filter(|r| !r.is_empty())

@@ -87,7 +87,7 @@ impl SshBackend {
 
     /// Whether the started volume `dest` is marked copied whole.
     pub async fn copied(&self, cluster: &str, dest: &str) -> Result<bool> {
-        let cluster = self.cluster(Some(cluster))?;
+        let cluster = &self.cluster(Some(cluster))?;
         let volume = self.started_volume(cluster, dest).await?;
         Ok(volume.option(CLONE_DONE).is_some())
     }
@@ -96,7 +96,7 @@ impl SshBackend {
     /// removes its mounts, files and logs. A node that is down is left out (its copy is ended
     /// by the next copy into `dest` started there, or by this once it is up again).
     pub async fn end_copies(&self, cluster: &str, dest: &str) -> Result<()> {
-        let cluster = self.cluster(Some(cluster))?;
+        let cluster = &self.cluster(Some(cluster))?;
         let stop = args(["stop", dest]);
         let health = self.health(cluster).await;
         let down = |node: &Node| !health.iter().any(|h| h.node == node.name && h.is_up());
@@ -129,7 +129,7 @@ impl SshBackend {
         fence: Fenced<'_>,
         progress: &(dyn Fn(u64) + Sync),
     ) -> Result<Copied> {
-        let cluster = self.cluster(Some(cluster_name))?;
+        let cluster = &self.cluster(Some(cluster_name))?;
         let source_gid = self.started_volume(cluster, source).await?;
         let source_gid = source_gid
             .option("storage.owner-gid")
@@ -201,6 +201,7 @@ mod tests {
             storage_address: format!("10.0.0.{ip}").parse().unwrap(),
             zone: "z".into(),
             brick_roots: vec!["/b".into()],
+            state: Default::default(),
         };
         let cluster = Cluster {
             name: "c".into(),

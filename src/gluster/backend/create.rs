@@ -4,7 +4,7 @@ use super::*;
 
 impl SshBackend {
     pub async fn make(&self, req: &VolumeRequest<'_>) -> Result<ProvisionedVolume> {
-        let cluster = self.cluster(req.cluster)?;
+        let cluster = &self.cluster(req.cluster)?;
         let bricks = req.durability.bricks() as usize;
         if bricks > cluster.nodes.len() {
             return Err(Error::Placement(format!(

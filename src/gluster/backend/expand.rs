@@ -7,7 +7,7 @@ impl SshBackend {
     /// mounted; a volume with quota gets the new limit. What the volume has decides, not what
     /// its PV says nor what its roots would give a new volume.
     pub async fn resize(&self, cluster: &str, name: &str, size_gib: u64) -> Result<()> {
-        let cluster = self.cluster(Some(cluster))?;
+        let cluster = &self.cluster(Some(cluster))?;
         let Some((volume, bricks)) = self.checked_volume(cluster, name).await? else {
             return Err(Error::Gluster {
                 command: format!("volume info {name}"),

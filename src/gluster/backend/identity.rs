@@ -8,7 +8,7 @@ impl SshBackend {
     /// else (this Kubernetes cluster, claim and PV); a volume of no identity, or of another's,
     /// is left as it is. Whether a caller may turn Retain into Delete is the caller's decision.
     pub async fn record_policy(&self, cluster: &str, name: &str, wanted: &Identity) -> Result<()> {
-        let cluster = self.cluster(Some(cluster))?;
+        let cluster = &self.cluster(Some(cluster))?;
         let Some(volume) = self.volume_info(cluster, name).await? else {
             return Ok(());
         };

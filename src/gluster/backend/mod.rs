@@ -9,12 +9,14 @@ mod expand;
 mod identity;
 mod inventory;
 mod moves;
+pub mod reload;
 mod remove;
 mod space;
 
 pub use clone::Copied;
 pub use inventory::RootEntry;
 pub use moves::{MOVING, NOT_MOVING};
+pub use reload::LiveTopology;
 use space::SpaceReading;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -49,7 +51,8 @@ pub struct ProvisionedVolume {
 }
 
 pub struct SshBackend {
-    topology: Topology,
+    /// Swapped whole when the file changes; each operation takes its cluster's copy at its start.
+    topology: LiveTopology,
     ssh: SshExecutor,
     metrics: Arc<Metrics>,
     /// Gluster commands start on the nodes in turn, spreading glusterd's coordinating work
@@ -68,9 +71,9 @@ pub struct SshBackend {
     /// The last reading of each node's brick roots. Claims of a burst place their bricks from
     /// one reading instead of each asking every node (nothing is reserved by placement, so a
     /// fresher reading would not place them differently).
-    space: HashMap<String, tokio::sync::Mutex<Option<SpaceReading>>>,
+    space: Slots<SpaceReading>,
     /// The last `volume list` of each cluster, by cluster name, and when it was begun.
-    listing: HashMap<String, tokio::sync::Mutex<Option<Listing>>>,
+    listing: Slots<Listing>,
     /// Volumes being made at once, from their first brick directory to their size limit; the
     /// others wait, first come first served (tokio's semaphore is fair). glusterd grants its
     /// cluster lock to no queued command in particular, so with every volume of a burst in
@@ -82,6 +85,23 @@ pub struct SshBackend {
 
 /// When a `volume list` was begun, and the names it had.
 type Listing = (Instant, HashSet<String>);
+
+/// A cache slot for each node or cluster name, made when first asked for: nodes and clusters
+/// come with the topology file. Those of nodes gone from it stay, a few bytes each.
+struct Slots<T>(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<T>>>>>);
+
+impl<T> Default for Slots<T> {
+    fn default() -> Self {
+        Slots(Default::default())
+    }
+}
+
+impl<T> Slots<T> {
+    fn of(&self, name: &str) -> Arc<tokio::sync::Mutex<Option<T>>> {
+        let mut slots = self.0.lock().expect("slots lock");
+        slots.entry(name.to_string()).or_default().clone()
+    }
+}
 
 /// When a cluster's nodes were probed, and how each stood.
 type HealthReading = (Instant, Arc<Vec<NodeHealth>>);
@@ -105,31 +125,15 @@ impl SshBackend {
         metrics: Arc<Metrics>,
         volumes: usize,
     ) -> Self {
-        let space = topology
-            .clusters
-            .iter()
-            .flat_map(|c| &c.nodes)
-            .map(|n| (n.name.clone(), Default::default()))
-            .collect();
-        let listing = topology
-            .clusters
-            .iter()
-            .map(|c| (c.name.clone(), Default::default()))
-            .collect();
-        // At 0 from the start, so a rate over it reads before the first clone.
-        for cluster in &topology.clusters {
-            metrics
-                .clone_copied_bytes
-                .with_label_values(&[&cluster.name]);
-        }
+        reload::start_series(&metrics, &topology);
         Self {
-            space,
-            listing,
+            space: Default::default(),
+            listing: Default::default(),
             health: Default::default(),
             probing: Default::default(),
             answered: Default::default(),
             placing: Default::default(),
-            topology,
+            topology: LiveTopology::new(topology),
             ssh,
             metrics,
             next_node: AtomicUsize::default(),
@@ -137,14 +141,22 @@ impl SshBackend {
         }
     }
 
-    pub fn topology(&self) -> &Topology {
-        &self.topology
+    /// The topology in use now: a later change of the file does not change this one.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.topology.get()
     }
 
-    pub fn cluster(&self, name: Option<&str>) -> Result<&Cluster> {
-        self.topology
-            .cluster(name)
-            .ok_or_else(|| Error::UnknownCluster(name.unwrap_or_default().to_string()))
+    /// The topology it uses, for [`reload::follow`] to swap a new one in.
+    pub fn live_topology(&self) -> LiveTopology {
+        self.topology.clone()
+    }
+
+    /// A copy of the cluster as the topology has it now, which the caller's work keeps to the
+    /// end whatever the file says meanwhile.
+    pub fn cluster(&self, name: Option<&str>) -> Result<Cluster> {
+        let topology = self.topology.get();
+        let cluster = topology.cluster(name).cloned();
+        cluster.ok_or_else(|| Error::UnknownCluster(name.unwrap_or_default().to_string()))
     }
 
     /// Makes (or finds and completes) the volume `req` describes, started and size-limited.
@@ -152,7 +164,7 @@ impl SshBackend {
     /// a burst share one or two listings instead of each asking glusterd.
     async fn listed(&self, cluster: &Cluster, name: &str) -> Result<bool> {
         let asked = Instant::now();
-        let slot = &self.listing[&cluster.name];
+        let slot = self.listing.of(&cluster.name);
         let mut last = slot.lock().await;
         if let Some((begun, names)) = last.as_ref()
             && *begun >= asked

@@ -14,7 +14,7 @@ impl SshBackend {
         bricks: &[Brick],
         owner: Expected<'_>,
     ) -> Result<()> {
-        let cluster = self.cluster(Some(cluster))?;
+        let cluster = &self.cluster(Some(cluster))?;
         let Some((volume, bricks_now)) = self.checked_volume(cluster, name).await? else {
             return self.remove_bricks(name, bricks).await;
         };
@@ -85,7 +85,7 @@ impl SshBackend {
         if !plan::is_volume_name(name) {
             return Err(Error::Placement(format!("{name:?} is not a volume name")));
         }
-        let cluster = self.cluster(cluster)?;
+        let cluster = &self.cluster(cluster)?;
         let everywhere: Vec<Brick> = cluster
             .nodes
             .iter()

@@ -33,13 +33,12 @@ impl SshBackend {
     /// Space of each brick root of `node`, at most [`SPACE_TTL`] old; an error when a root is
     /// missing. Callers arriving while the node is asked wait for that answer.
     pub async fn node_space<'n>(&self, node: &'n Node) -> Result<NodeCapacity<'n>> {
-        let Some(slot) = self.space.get(&node.name) else {
-            let roots = self.read_space(node).await?;
-            return Ok(NodeCapacity { node, roots });
-        };
+        let slot = self.space.of(&node.name);
         let mut last = slot.lock().await;
+        // Of the roots the node has now: the topology file may have changed them.
         if let Some((at, roots)) = last.as_ref()
             && at.elapsed() < SPACE_TTL
+            && roots.iter().map(|r| &r.root).eq(&node.brick_roots)
         {
             return Ok(NodeCapacity {
                 node,
