@@ -19,6 +19,7 @@ mod expand;
 mod gauges;
 mod names;
 pub mod provision;
+mod servers;
 pub mod slim;
 mod sweep;
 mod sync;
@@ -90,6 +91,10 @@ pub struct Settings {
     /// Whether this install may read and write Endpoints and Services: `glusterfs` PVs need
     /// them; a CSI-only install (`manifests/csi-only`) grants neither.
     pub endpoints: bool,
+    /// The ConfigMap (namespace, name) of the servers of volumes whose bricks moved, which the
+    /// node plugin mounts (the `servers` module).
+    pub servers_namespace: String,
+    pub servers_config_map: String,
 }
 
 impl Settings {

@@ -3,7 +3,8 @@
 //! soon while it is degraded or healing, rarely while it is whole, and at once when a node of
 //! its cluster goes down or comes back. Each look runs `glfsheal` against the bricks, so at most
 //! [`AT_ONCE`] run together. A change of state is one event on the claim; the metrics carry
-//! the last look.
+//! the last look. The looks also tell where each volume's bricks are: mounts follow them
+//! ([`servers`]), and a PV whose brick record changed (`evacuate`) is looked at at once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -16,7 +17,7 @@ use kube::api::ObjectMeta;
 use kube::runtime::events::EventType;
 use tokio::time::Instant;
 
-use super::Context;
+use super::{Context, servers};
 use crate::gluster::SshBackend;
 use crate::gluster::heal::VolumeHealth;
 use crate::identity::Identity;
@@ -38,6 +39,8 @@ struct Watched {
     claim: PersistentVolumeClaim,
     volume: String,
     cluster: String,
+    /// The bricks the PV records, as last seen.
+    bricks: String,
     /// With the PV's reclaim policy as last seen.
     identity: Identity,
     next: Instant,
@@ -58,6 +61,7 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
     let Some(ssh) = &ctx.ssh else { return };
     let mut watched: HashMap<String, Watched> = HashMap::new();
     let mut up_before: HashSet<String> = HashSet::new();
+    let mut servers = servers::Servers::default();
     let mut tick = tokio::time::interval(TICK);
     loop {
         tick.tick().await;
@@ -77,11 +81,14 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
             };
             let name = pv.name_any();
             current.insert(name.clone());
+            let bricks = pv.annotation(objects::ANN_BRICKS).unwrap_or_default();
             if let Some(w) = watched.get_mut(&name)
-                && w.identity.policy != identity.policy
+                && (w.identity.policy != identity.policy || w.bricks != bricks)
             {
-                // The PV's policy changed: the volume records it at the next look, now.
+                // The PV's policy changed (the volume records it at the next look), or
+                // `evacuate` moved a brick (mounts follow the volume's servers): look now.
                 w.identity.policy = identity.policy;
+                w.bricks = bricks.to_string();
                 w.next = now;
             }
             watched.entry(name).or_insert_with(|| Watched {
@@ -97,6 +104,7 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
                 },
                 volume: volume.to_string(),
                 cluster: cluster.to_string(),
+                bricks: bricks.to_string(),
                 next: now,
                 unwell_since: None,
             });
@@ -131,7 +139,7 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
             .map(|w| async {
                 yield_to_operations(&ctx).await;
                 let look = match ssh.cluster(Some(&w.cluster)) {
-                    Ok(cluster) => ssh.volume_health(cluster, &w.volume).await,
+                    Ok(cluster) => ssh.volume_health(&cluster, &w.volume).await,
                     Err(e) => Err(e),
                 };
                 (w, look)
@@ -143,9 +151,11 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
             match look {
                 Ok(Some(health)) if is_the_claims(&health, w) => {
                     keep_policy(&ctx, ssh, w, &health).await;
+                    servers.saw(&w.identity.pv, Some(&health));
                     record(&ctx, w, &health).await;
                 }
                 Ok(Some(_)) => {
+                    servers.saw(&w.identity.pv, None);
                     tracing::debug!(
                         volume = w.volume,
                         "the volume does not record this PV's claim: nothing is told about it"
@@ -153,13 +163,17 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
                     w.next = Instant::now() + ctx.settings.health_interval;
                 }
                 // Not made yet, or deleted by hand: nothing to look at for a while.
-                Ok(None) => w.next = Instant::now() + ctx.settings.health_interval,
+                Ok(None) => {
+                    servers.saw(&w.identity.pv, None);
+                    w.next = Instant::now() + ctx.settings.health_interval;
+                }
                 Err(e) => {
                     tracing::warn!(volume = w.volume, error = %e, "cannot look at the volume's health");
                     w.next = Instant::now() + AGAIN_UNWELL;
                 }
             }
         }
+        servers.publish(&ctx, &current).await;
     }
 }
 

@@ -89,6 +89,9 @@ pub struct NodeSettings {
     pub hung: Duration,
     /// Where to serve /metrics, /healthz and /readyz; none for no HTTP server.
     pub http_address: Option<SocketAddr>,
+    /// The provisioner's servers ConfigMap as mounted (`config::csi::CurrentServers`): volumes
+    /// mount from their servers now, not only those their PV was made with.
+    pub servers_file: Option<PathBuf>,
 }
 
 /// A fresh listening socket at `path` (one left by an earlier run is replaced).
@@ -171,6 +174,7 @@ pub async fn run(settings: NodeSettings) -> Result<(), Error> {
         settings.log_dir.clone(),
         fuse_cgroups,
         mounts::Checks::new(settings.timeout, settings.hung),
+        settings.servers_file.clone(),
     );
     let identity = identity::IdentityService {
         driver: settings.driver.clone(),

@@ -16,7 +16,7 @@ use super::proto::volume_capability::access_mode::Mode;
 use super::proto::volume_capability::{AccessType, MountVolume};
 use super::proto::volume_usage::Unit;
 use super::proto::*;
-use crate::config::csi::{ATTR_SERVERS, ATTR_VOLUME, is_server};
+use crate::config::csi::{ATTR_SERVERS, ATTR_VOLUME, CurrentServers, is_server};
 use crate::gluster::plan::is_volume_name;
 
 const FUSE_TYPE: &str = "fuse.glusterfs";
@@ -29,6 +29,8 @@ pub struct NodeService {
     pub fuse_cgroups: FuseCgroups,
     /// Looks at mounts (`statvfs`), one at a time per path.
     pub checks: Checks,
+    /// Where the provisioner's [`CurrentServers`] are mounted, if anywhere.
+    servers_file: Option<PathBuf>,
     /// Volumes with a call in progress: the kubelet retries calls that take long, and two
     /// calls must not mount the same path at once.
     busy: Mutex<HashSet<String>>,
@@ -74,6 +76,43 @@ impl Source {
             volume: volume.into(),
             servers,
         })
+    }
+
+    /// Mounted from the volume's `current` servers first (bricks move, a PV's list stays as it
+    /// was made), then from those the PV lists that are not among them. Each of `current`
+    /// passes the same check as the PV's: an address that is not one is left out.
+    fn following(mut self, current: Vec<String>) -> Source {
+        let mut servers: Vec<String> = Vec::new();
+        for server in current.into_iter().chain(std::mem::take(&mut self.servers)) {
+            if !is_server(&server) {
+                tracing::warn!(volume = self.volume, server = ?server, "servers file: not a server address; left out");
+            } else if !servers.contains(&server) {
+                servers.push(server);
+            }
+        }
+        self.servers = servers;
+        self
+    }
+}
+
+/// The servers `file` gives `volume`; none when it has none, or is absent or unreadable (the
+/// PV's servers then, as without it).
+fn current_servers(file: &Path, volume: &str) -> Vec<String> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(text) => text,
+        // Nothing moved yet, or no provisioner writes it (a CSI-only node plugin).
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(error) => {
+            tracing::warn!(file = %file.display(), %error, "servers file unreadable: mounting from the PV's servers");
+            return Vec::new();
+        }
+    };
+    match serde_json::from_str::<CurrentServers>(&text) {
+        Ok(mut current) => current.volumes.remove(volume).unwrap_or_default(),
+        Err(error) => {
+            tracing::warn!(file = %file.display(), %error, "servers file unparsable: mounting from the PV's servers");
+            Vec::new()
+        }
     }
 }
 
@@ -153,14 +192,27 @@ impl NodeService {
         log_dir: PathBuf,
         fuse_cgroups: FuseCgroups,
         checks: Checks,
+        servers_file: Option<PathBuf>,
     ) -> Self {
         Self {
             node_id,
             log_dir,
             fuse_cgroups,
             checks,
+            servers_file,
             busy: Mutex::default(),
         }
+    }
+
+    /// The volume's mount source, its servers as they are now: the servers file is read at
+    /// each call (it is small), so a volume moved since the PV was made mounts all the same.
+    fn source(&self, volume_id: &str, context: &HashMap<String, String>) -> Result<Source, Error> {
+        let source = Source::from_context(volume_id, context)?;
+        let current = match &self.servers_file {
+            Some(file) => current_servers(file, &source.volume),
+            None => Vec::new(),
+        };
+        Ok(source.following(current))
     }
 
     fn busy(&self, volume: &str) -> Result<Busy<'_>, Error> {
@@ -299,7 +351,7 @@ impl Node for NodeService {
         let volume_id = required(&r.volume_id, "volume_id")?;
         let staging = PathBuf::from(required(&r.staging_target_path, "staging_target_path")?);
         let capability = capability(r.volume_capability.as_ref())?;
-        let source = Source::from_context(volume_id, &r.volume_context)?;
+        let source = self.source(volume_id, &r.volume_context)?;
         let _busy = self.busy(volume_id)?;
         self.ensure_staged(&staging, &source, &capability).await?;
         Ok(Response::new(NodeStageVolumeResponse {}))
@@ -328,7 +380,7 @@ impl Node for NodeService {
         let staging = PathBuf::from(required(&r.staging_target_path, "staging_target_path")?);
         let target = PathBuf::from(required(&r.target_path, "target_path")?);
         let capability = capability(r.volume_capability.as_ref())?;
-        let source = Source::from_context(volume_id, &r.volume_context)?;
+        let source = self.source(volume_id, &r.volume_context)?;
         let _busy = self.busy(volume_id)?;
         // The kubelet stages once per node; a stage whose client died since is made again here.
         self.ensure_staged(&staging, &source, &capability).await?;
@@ -453,7 +505,7 @@ mod tests {
             procs: vec![],
             join_failures: prometheus::IntCounter::new("failures", "unused").unwrap(),
         };
-        let node = NodeService::new("n1".into(), "/tmp".into(), fuse, checks);
+        let node = NodeService::new("n1".into(), "/tmp".into(), fuse, checks, None);
         // Any mount point will do: the looks at it hang whatever it is.
         let request = || {
             Request::new(NodeGetVolumeStatsRequest {
@@ -478,5 +530,64 @@ mod tests {
             );
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    fn listing(servers: &str) -> HashMap<String, String> {
+        HashMap::from([(ATTR_SERVERS.to_string(), servers.to_string())])
+    }
+
+    #[test]
+    fn current_servers_come_first_then_the_pvs_not_among_them() {
+        let source = Source::from_context("vol_1", &listing("10.0.0.1, 10.0.0.2,10.0.0.3"))
+            .unwrap()
+            .following(vec![
+                "10.0.0.4".into(),
+                "10.0.0.2".into(),
+                "10.0.0.4".into(),
+            ]);
+        assert_eq!(
+            source.servers,
+            ["10.0.0.4", "10.0.0.2", "10.0.0.1", "10.0.0.3"]
+        );
+        // Without an entry: the PV's, as they were.
+        let source = Source::from_context("vol_1", &listing("10.0.0.1,10.0.0.2"))
+            .unwrap()
+            .following(vec![]);
+        assert_eq!(source.servers, ["10.0.0.1", "10.0.0.2"]);
+    }
+
+    #[test]
+    fn hostile_addresses_in_the_file_are_left_out() {
+        let hostile = ["a,acl", "x:y", "$(id)", "fe80::1", "", "-o", "10.0.0.9 ro"];
+        let mut current: Vec<String> = hostile.iter().map(|s| s.to_string()).collect();
+        current.push("gluster-4.example.com".into());
+        let source = Source::from_context("vol_1", &listing("10.0.0.1"))
+            .unwrap()
+            .following(current);
+        assert_eq!(source.servers, ["gluster-4.example.com", "10.0.0.1"]);
+    }
+
+    #[test]
+    fn the_file_is_read_at_each_call_and_an_absent_or_bad_one_is_no_entry() {
+        let dir = std::env::temp_dir().join(format!("servers-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("servers.json");
+        assert!(current_servers(&file, "vol_1").is_empty());
+        std::fs::write(&file, "{not json").unwrap();
+        assert!(current_servers(&file, "vol_1").is_empty());
+        let doc = r#"{"volumes": {"vol_1": ["10.0.0.4", "10.0.0.5"], "vol_2": ["10.0.0.6"]}}"#;
+        std::fs::write(&file, doc).unwrap();
+        assert_eq!(current_servers(&file, "vol_1"), ["10.0.0.4", "10.0.0.5"]);
+        assert!(current_servers(&file, "vol_3").is_empty());
+
+        let fuse = FuseCgroups {
+            procs: vec![],
+            join_failures: prometheus::IntCounter::new("failures", "unused").unwrap(),
+        };
+        let (checks, _, _client) = hanging_checks();
+        let node = NodeService::new("n1".into(), "/tmp".into(), fuse, checks, Some(file));
+        let source = node.source("vol_1", &listing("10.0.0.1")).unwrap();
+        assert_eq!(source.servers, ["10.0.0.4", "10.0.0.5", "10.0.0.1"]);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -88,10 +88,12 @@ pub struct CachedCsiSource {
     pub volume_attributes: Option<CsiVolumeAttribute>,
 }
 
-/// Of a CSI PV's attributes, only the one that names the volume.
+/// Of a CSI PV's attributes, the one that names the volume and the servers it is mounted from
+/// (the health sweep tells the node plugin when the volume's bricks moved off them).
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct CsiVolumeAttribute {
     pub volume: Option<String>,
+    pub servers: Option<String>,
 }
 
 impl CachedPvSpec {
