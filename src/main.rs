@@ -13,6 +13,7 @@ use clap::{Args, CommandFactory as _, FromArgMatches as _, Parser, Subcommand};
 use glusterfs_provisioner::config::csi as csi_names;
 use glusterfs_provisioner::config::{PvType, Topology};
 use glusterfs_provisioner::controller::{self, Settings};
+use glusterfs_provisioner::gluster::backend::reload;
 use glusterfs_provisioner::gluster::check;
 use glusterfs_provisioner::gluster::{SshBackend, SshExecutor};
 use glusterfs_provisioner::heketi::HeketiHttp;
@@ -75,7 +76,13 @@ enum Command {
     Adopt(AdoptArgs),
     /// Move every brick of this cluster's volumes off a node (dead, or to be retired) to the
     /// others, one volume healed before the next; prints the plan only, unless --apply.
-    /// Fails when any volume cannot be placed (moving nothing) or is left on the node.
+    ///
+    /// A table of the plan (a row per volume: claim, from, to, how or why not, state), then with
+    /// --apply a line per volume once it is moved and healed; `-o json`: one document at the
+    /// end. Exits 0 when every volume can be placed (with --apply: every brick moved and
+    /// healed), 1 when a volume cannot be placed (nothing moves then), or with --apply is left
+    /// on the node or failed (each named on stderr, with why), 2 when it could not run (usage,
+    /// API server or gluster unreachable, unknown node).
     Evacuate(EvacuateArgs),
 }
 
@@ -95,6 +102,8 @@ struct EvacuateArgs {
     /// Longest wait for one volume's new brick to heal, in seconds.
     #[arg(long, default_value_t = 3600)]
     heal_timeout_seconds: u64,
+    #[command(flatten)]
+    output: OutputArgs,
 }
 
 #[derive(Args)]
@@ -196,6 +205,11 @@ struct NodeArgs {
     /// Address of the HTTP server for /metrics, /healthz and /readyz; none without it.
     #[arg(long, env = "HTTP_ADDRESS")]
     http_address: Option<std::net::SocketAddr>,
+    /// The provisioner's servers ConfigMap, mounted (its `servers.json`): a volume whose bricks
+    /// moved mounts from its servers now first, then from those its PV lists. Read at each
+    /// stage; absent or unparsable, the PV's servers alone.
+    #[arg(long, env = "SERVERS_FILE")]
+    servers_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -279,6 +293,13 @@ struct RunArgs {
     /// The CSI driver name CSI PVs give (the node plugin's `--driver-name`).
     #[arg(long, env = "CSI_DRIVER_NAME", default_value = csi_names::DRIVER_NAME)]
     csi_driver_name: String,
+    /// The node plugin's namespace, where the leader keeps the servers of volumes whose bricks
+    /// moved off those their PV lists (README: "Mounts follow the pool").
+    #[arg(long, env = "SERVERS_NAMESPACE", default_value = csi_names::NODE_NAMESPACE)]
+    servers_namespace: String,
+    /// The name of that ConfigMap (the node plugin mounts it).
+    #[arg(long, env = "SERVERS_CONFIG_MAP", default_value = csi_names::SERVERS_CONFIG_MAP)]
+    servers_config_map: String,
     /// Read and write Endpoints and Services (`glusterfs` PVs need them). `false` for an
     /// install that makes CSI PVs only and is granted no access to them (`manifests/csi-only`).
     #[arg(long, env = "MANAGE_ENDPOINTS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -446,7 +467,8 @@ fn one_line(error: &anyhow::Error) -> String {
     line
 }
 
-/// The `evacuate` command: fails while any volume with a brick on the node is left there.
+/// The `evacuate` command: fails while any volume cannot be placed; with --apply, while any
+/// with a brick on the node is left there or failed to move.
 async fn evacuate(args: EvacuateArgs) -> anyhow::Result<Outcome> {
     let backend = standalone_backend(&args.access.topology)?;
     let options = evacuate::EvacuateOptions {
@@ -456,11 +478,8 @@ async fn evacuate(args: EvacuateArgs) -> anyhow::Result<Outcome> {
         heal_timeout: Duration::from_secs(args.heal_timeout_seconds),
     };
     let client = client(args.access.kubeconfig.as_deref()).await?;
-    let left = evacuate::run(client, &backend, &options).await?;
-    Ok(Outcome::unless(left, |n| match args.apply {
-        true => format!("{n} volume(s) left on the node"),
-        false => format!("{n} volume(s) cannot be placed"),
-    }))
+    let out = Printer::new(args.output.format);
+    Ok(evacuate::run(client, &backend, &options, out).await?)
 }
 
 /// The `adopt` command: lists (and with --apply adopts) volumes without an identity.
@@ -520,6 +539,7 @@ fn node_settings(args: NodeArgs) -> csi::NodeSettings {
         timeout: Duration::from_secs(args.mount_timeout_seconds.max(1)),
         hung: Duration::from_secs(args.mount_hung_seconds),
         http_address: args.http_address,
+        servers_file: args.servers_file,
     }
 }
 
@@ -556,12 +576,12 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(path) => {
             let (topology, ssh) = executor(&args.access.topology, path)?;
             let ssh = ssh.with_metrics(metrics.clone());
-            Some(SshBackend::new(
-                topology,
-                ssh,
-                metrics.clone(),
-                args.gluster_commands.into(),
-            ))
+            let backend =
+                SshBackend::new(topology, ssh, metrics.clone(), args.gluster_commands.into());
+            // A mounted ConfigMap: its changes are taken without a restart.
+            let live = backend.live_topology();
+            tokio::spawn(reload::follow(live, path.clone(), metrics.clone()));
+            Some(backend)
         }
         None => None,
     };
@@ -598,6 +618,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         csi_driver: args.csi_driver_name,
         lease: lease.clone(),
         namespace: args.lease.lease_namespace.clone(),
+        servers_namespace: args.servers_namespace,
+        servers_config_map: args.servers_config_map,
     };
     let work = controller::run(
         client.clone(),
@@ -636,7 +658,7 @@ fn standalone_backend(args: &TopologyArgs) -> anyhow::Result<SshBackend> {
 async fn check_topology(args: &TopologyArgs, output: OutputArgs) -> anyhow::Result<Outcome> {
     let backend = standalone_backend(args)?;
     let out = Printer::new(output.format);
-    Ok(check::report(&backend, backend.topology(), out).await)
+    Ok(check::report(&backend, out).await)
 }
 
 #[cfg(test)]

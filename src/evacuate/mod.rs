@@ -10,6 +10,7 @@
 //! answers; a dead node's wait for a run once it is back.
 
 mod plan;
+mod rows;
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -22,11 +23,14 @@ use kube::{Client, Resource, ResourceExt};
 
 use crate::config::Cluster;
 use crate::gluster::plan::{Promise, count_promises};
+use crate::gluster::xml::Volume;
 use crate::gluster::{Brick, SshBackend};
 use crate::identity::{self, Identity};
 use crate::k8s::objects::{self, ANN_BRICKS, ANN_CLUSTER, brick_record};
+use crate::report::{Outcome, Printer};
 use crate::{Error, Result};
 pub use plan::{How, Move, Step};
+use rows::{Document, Kind, Row, State, Summary, Table};
 
 /// What `evacuate` is told.
 pub struct EvacuateOptions {
@@ -43,12 +47,18 @@ pub struct EvacuateOptions {
 /// How often a heal is looked at.
 const HEAL_POLL: Duration = Duration::from_secs(2);
 
-/// Plans (and with `apply`, carries out) the evacuation. Returns what fails the command: the
-/// volumes that cannot be placed; with `apply`, every volume left on the node (not moved, not
-/// placeable, or failed).
-pub async fn run(client: Client, backend: &SshBackend, options: &EvacuateOptions) -> Result<usize> {
-    let cluster = backend
-        .topology()
+/// Plans (and with `apply`, carries out) the evacuation, and reports it through `out`: the
+/// plan's table, then with `apply` a line for each volume once it is done. What fails the
+/// command ([`Outcome::Problems`], naming each volume and why): a volume that cannot be
+/// placed; with `apply`, every volume left on the node and every move that failed.
+pub async fn run(
+    client: Client,
+    backend: &SshBackend,
+    options: &EvacuateOptions,
+    out: Printer,
+) -> Result<Outcome> {
+    let topology = backend.topology();
+    let cluster = topology
         .clusters
         .iter()
         .find(|c| c.nodes.iter().any(|n| n.name == options.node))
@@ -61,21 +71,9 @@ pub async fn run(client: Client, backend: &SshBackend, options: &EvacuateOptions
     let node_up = backend.is_up(cluster, &options.node).await;
     let mut capacity = backend.room(cluster, &promises(&pvs, &cluster.name)).await;
     let volumes = backend.volumes(cluster).await?;
-    println!(
-        "node {} ({}): {} volume(s) in cluster {}",
-        options.node,
-        if node_up { "up" } else { "down" },
-        volumes.len(),
-        cluster.name
-    );
-    let size_of = |volume: &crate::gluster::xml::Volume| {
-        let identity = Identity::of(volume).ok().flatten()?;
-        let pv = pvs.iter().find(|pv| pv.name_any() == identity.pv)?;
-        let capacity = pv.spec.as_ref()?.capacity.as_ref()?;
-        objects::storage_gib(capacity.get("storage")).ok()
-    };
     let laid_out = laid_out(backend, cluster, &options.node).await;
     let mut steps = Vec::new();
+    let mut rows = Vec::new();
     for volume in &volumes {
         let on_node = backend.owned_bricks(cluster, volume);
         let holds = match &on_node {
@@ -87,13 +85,17 @@ pub async fn run(client: Client, backend: &SshBackend, options: &EvacuateOptions
         if !holds {
             continue;
         }
+        let pv = pv_of(volume, &pvs);
         let facts = plan::Facts {
             volume,
             bricks: on_node.map_err(|e| e.to_string()),
             node: &options.node,
             node_up,
             kube_cluster: &kube_cluster,
-            size_gib: size_of(volume),
+            size_gib: pv.and_then(|pv| {
+                let capacity = pv.spec.as_ref()?.capacity.as_ref()?;
+                objects::storage_gib(capacity.get("storage")).ok()
+            }),
             capacity: &capacity,
             laid_out: laid_out.get(&volume.name).map_or(&[], Vec::as_slice),
         };
@@ -108,65 +110,173 @@ pub async fn run(client: Client, backend: &SshBackend, options: &EvacuateOptions
             };
             count_promises(&mut capacity, [&promise]);
         }
+        let on_node = volume
+            .bricks()
+            .find(|(host, _)| host_is(cluster, host, &options.node))
+            .map(|(_, path)| format!("{}:{path}", options.node));
+        rows.push(planned(&step, claim_of(pv), on_node));
         steps.push(step);
     }
-    for step in &steps {
-        println!("  {step}");
+    let count = |kind: Kind| rows.iter().filter(|r| r.kind == kind).count();
+    let (blocked, not_moved) = (count(Kind::CannotPlace), count(Kind::NotMoved));
+    let to_move = rows.len() - blocked - not_moved;
+    if blocked > 0 && options.apply {
+        hold(&mut rows, "nothing moves until every volume can be placed");
     }
-    let blocked = steps
-        .iter()
-        .filter(|s| matches!(s, Step::Unplaceable { .. }))
-        .count();
-    let not_moved = steps
-        .iter()
-        .filter(|s| matches!(s, Step::NotMoved { .. }))
-        .count();
-    let to_move: Vec<Step> = steps
-        .into_iter()
-        .filter(|s| matches!(s, Step::Move(_) | Step::Finish { .. }))
-        .collect();
-    println!(
-        "{} brick(s) to move, {blocked} cannot be placed, {not_moved} not moved",
-        to_move.len()
-    );
-    if blocked > 0 {
-        println!("nothing moved: every brick must have a place first");
-        return Ok(if options.apply {
-            blocked + not_moved + to_move.len()
+    let table = Table::new(&rows);
+    out.line(table.header());
+    for row in &rows {
+        out.line(table.line(row));
+    }
+    out.line(format_args!(
+        "{} ({}, cluster {}): {to_move} volume(s) to move, {blocked} cannot be placed, {not_moved} not moved{}",
+        options.node,
+        if node_up { "up" } else { "down" },
+        cluster.name,
+        if blocked > 0 {
+            "; nothing moved: every volume must have a place first"
         } else {
-            blocked
-        });
+            ""
+        }
+    ));
+    if options.apply && blocked == 0 {
+        let mover = Mover {
+            backend,
+            cluster,
+            client: client.clone(),
+            recorder: Recorder::new(
+                client.clone(),
+                Reporter {
+                    controller: "glusterfs-provisioner-evacuate".into(),
+                    instance: None,
+                },
+            ),
+            options,
+            node_up,
+            out,
+            table: &table,
+        };
+        let mut more = mover.leftovers(&volumes, &pvs).await;
+        let earlier = mover.heal_earlier(&volumes, &pvs).await?;
+        let unhealed = earlier.iter().find(|r| r.state == State::Failed);
+        if let Some(unhealed) = unhealed {
+            let why = format!("{} did not heal from an earlier move", unhealed.volume);
+            hold(&mut rows, &why);
+        }
+        more.extend(earlier);
+        let mover = &mover;
+        let done: Vec<(usize, Row)> = futures::stream::iter(steps.iter().zip(&rows).enumerate())
+            .filter(|(_, (_, row))| futures::future::ready(row.moves()))
+            .map(|(i, (step, row))| async move { (i, mover.carry_out(step, row.clone()).await) })
+            .buffer_unordered(options.at_once.max(1))
+            .collect()
+            .await;
+        for (i, row) in done {
+            rows[i] = row;
+        }
+        let count = |state: State| rows.iter().filter(|r| r.state == state).count();
+        out.line(format_args!(
+            "{} moved, {} failed, {not_moved} not moved",
+            count(State::Moved),
+            count(State::Failed)
+        ));
+        rows.extend(more);
     }
-    if !options.apply {
-        return Ok(0);
-    }
-    let mover = Mover {
-        backend,
-        cluster,
-        client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "glusterfs-provisioner-evacuate".into(),
-                instance: None,
-            },
-        ),
-        options,
+    let problems: Vec<&Row> = rows
+        .iter()
+        .filter(|r| match options.apply {
+            // What is left on the node keeps the evacuation unfinished: the next run goes on.
+            true => matches!(
+                r.state,
+                State::Stays | State::Held | State::Failed | State::Kept | State::NotRemoved
+            ),
+            false => r.kind == Kind::CannotPlace,
+        })
+        .collect();
+    let summary = Summary {
+        node: &options.node,
         node_up,
+        cluster: &cluster.name,
+        to_move,
+        cannot_place: blocked,
+        not_moved,
+        moved: rows.iter().filter(|r| r.state == State::Moved).count(),
+        failed: rows.iter().filter(|r| r.state == State::Failed).count(),
+        problems: problems.len(),
     };
-    mover.leftovers(&volumes).await;
-    mover.heal_earlier(&volumes).await?;
-    let failed = futures::stream::iter(to_move.iter())
-        .map(|step| mover.carry_out(step))
-        .buffer_unordered(options.at_once.max(1))
-        .filter(|ok| futures::future::ready(!ok))
-        .count()
-        .await;
-    println!(
-        "{} moved, {failed} failed, {not_moved} not moved",
-        to_move.len() - failed
+    let outcome = Outcome::unless(problems.len(), |n| {
+        let each: Vec<String> = problems
+            .iter()
+            .map(|r| format!("{} ({})", r.volume, r.trouble()))
+            .collect();
+        format!(
+            "evacuation of {}: {n} volume(s) not moved off it or failed: {}",
+            options.node,
+            each.join("; ")
+        )
+    });
+    out.finish(
+        "Evacuation",
+        &Document {
+            volumes: &rows,
+            summary,
+        },
     );
-    Ok(failed + not_moved)
+    Ok(outcome)
+}
+
+/// The plan's row for a volume with a brick on the node (`on_node`, as gluster lists it).
+fn planned(step: &Step, claim: Option<String>, on_node: Option<String>) -> Row {
+    let (kind, old, new, why) = match step {
+        Step::Move(m) => {
+            let kind = match m.how {
+                How::AddThenRemove => Kind::AddCopy,
+                How::Replace => Kind::Replace,
+            };
+            (kind, Some(&m.old), Some(&m.new), None)
+        }
+        Step::Finish { old, new, .. } => (Kind::Finish, Some(old), Some(new), None),
+        Step::NotMoved { why, .. } => (Kind::NotMoved, None, None, Some(why)),
+        Step::Unplaceable { why, .. } => (Kind::CannotPlace, None, None, Some(why)),
+    };
+    let volume = match step {
+        Step::Move(m) => &m.volume,
+        Step::Finish { volume, .. }
+        | Step::NotMoved { volume, .. }
+        | Step::Unplaceable { volume, .. } => volume,
+    };
+    Row {
+        from: old.map(brick_name).or(on_node),
+        to: new.map(brick_name),
+        why: why.cloned(),
+        ..Row::new(volume, claim, kind)
+    }
+}
+
+/// Every move of the plan held, and why.
+fn hold(rows: &mut [Row], why: &str) {
+    for row in rows.iter_mut().filter(|r| r.moves()) {
+        row.state = State::Held;
+        row.error = Some(why.to_string());
+    }
+}
+
+/// A brick as the report names it: `node:path`, as the PV's brick record does.
+fn brick_name(brick: &Brick) -> String {
+    format!("{}:{}", brick.node, brick.path.display())
+}
+
+/// The PV the volume's identity names.
+fn pv_of<'p>(volume: &Volume, pvs: &'p [PersistentVolume]) -> Option<&'p PersistentVolume> {
+    let identity = Identity::of(volume).ok().flatten()?;
+    pvs.iter().find(|pv| pv.name_any() == identity.pv)
+}
+
+/// `namespace/name` of the claim the PV is bound to.
+fn claim_of(pv: Option<&PersistentVolume>) -> Option<String> {
+    let claim = pv?.spec.as_ref()?.claim_ref.as_ref()?;
+    let (namespace, name) = (claim.namespace.as_deref()?, claim.name.as_deref()?);
+    Some(format!("{namespace}/{name}"))
 }
 
 /// Brick directories under the roots of the cluster's other nodes that are up, by volume name:
@@ -231,58 +341,59 @@ struct Mover<'a> {
     recorder: Recorder,
     options: &'a EvacuateOptions,
     node_up: bool,
+    out: Printer,
+    table: &'a Table,
 }
 
 impl Mover<'_> {
-    /// One volume's step, a line as it moves and heals; whether it succeeded.
-    async fn carry_out(&self, step: &Step) -> bool {
+    /// One volume's step; its row, printed once it is moved and healed (or failed).
+    async fn carry_out(&self, step: &Step, mut row: Row) -> Row {
         let (volume, old, new) = match step {
             Step::Move(m) => (&m.volume, &m.old, &m.new),
             Step::Finish { volume, old, new } => (volume, old, new),
-            _ => return true,
+            _ => return row,
         };
         let started = Instant::now();
         match self.moved(step).await {
             Ok(()) => {
+                let seconds = started.elapsed().as_secs();
                 let note = format!(
-                    "brick of volume {volume} moved from {} to {} (healed in {} s)",
+                    "brick of volume {volume} moved from {} to {} (healed in {seconds} s)",
                     old.spec(),
                     new.spec(),
-                    started.elapsed().as_secs()
                 );
-                println!("  {volume}: moved {} -> {}, healed", old.spec(), new.spec());
+                row.state = State::Moved;
+                row.heal_seconds = Some(seconds);
+                row.old_brick_removed = Some(self.node_up);
                 self.tell(volume, note).await;
-                true
             }
             Err(e) => {
-                println!("  {volume}: not moved: {e}");
-                false
+                row.state = State::Failed;
+                row.error = Some(e.to_string());
             }
         }
+        self.out.line(self.table.line(&row));
+        row
     }
 
     async fn moved(&self, step: &Step) -> Result<()> {
         let (b, c) = (self.backend, self.cluster);
         let (name, old, new) = match step {
             Step::Move(m) => {
-                println!("  {}: laying out {}", m.volume, m.new.spec());
+                tracing::info!(volume = m.volume, brick = m.new.spec(), "laying out");
                 b.prepare_brick(&m.new, m.image_bytes, m.gid).await?;
                 let volume = b
                     .volume_info(c, &m.volume)
                     .await?
                     .ok_or_else(|| Error::NotOurs(format!("volume {} is gone", m.volume)))?;
+                let (from, to) = (m.old.spec(), m.new.spec());
                 match m.how {
                     How::Replace => {
-                        println!(
-                            "  {}: replace-brick {} -> {}",
-                            m.volume,
-                            m.old.spec(),
-                            m.new.spec()
-                        );
+                        tracing::info!(volume = m.volume, from, to, "replace-brick");
                         b.replace_brick(c, &m.volume, &m.old.spec(), &m.new).await?;
                     }
                     How::AddThenRemove => {
-                        println!("  {}: adding {} as one more copy", m.volume, m.new.spec());
+                        tracing::info!(volume = m.volume, from, to, "adding one more copy");
                         b.add_replica(c, &volume, &m.old.spec(), &m.new).await?;
                     }
                 }
@@ -302,15 +413,20 @@ impl Mover<'_> {
         if volume.bricks().any(|(host, path)| {
             host_is(c, host, &old.node) && std::path::Path::new(path) == old.path
         }) {
-            println!("  {name}: healed; removing {}", old.spec());
+            tracing::info!(
+                volume = name,
+                brick = old.spec(),
+                "healed; removing the old brick"
+            );
             b.remove_replica(c, &volume, &old.spec()).await?;
         }
         if self.node_up {
             b.clear_brick(name, old).await?;
         } else {
-            println!(
-                "  {name}: {} is left on the dead node: a run once it is back removes it",
-                old.spec()
+            tracing::info!(
+                volume = name,
+                brick = old.spec(),
+                "left on the down node: a run once it is back removes it"
             );
         }
         self.record(name, old, new).await
@@ -354,10 +470,26 @@ impl Mover<'_> {
         }
     }
 
+    /// Whether the volume is whole (every brick running, nothing to heal) at some look within
+    /// the heal timeout: a volume being written to lists entries in flight now and then.
+    async fn whole_within(&self, name: &str) -> bool {
+        let deadline = Instant::now() + self.options.heal_timeout;
+        loop {
+            match self.backend.volume_health(self.cluster, name).await {
+                Ok(Some(h)) if h.whole() => return true,
+                Ok(None) => return false,
+                Ok(Some(_)) | Err(_) if Instant::now() >= deadline => return false,
+                _ => tokio::time::sleep(HEAL_POLL).await,
+            }
+        }
+    }
+
     /// Waits for the volumes of this cluster that are healing, none of whose bricks is on the
     /// node (an earlier run moved them, and was killed before they healed): the next volume's
-    /// copy is taken away only once they are whole.
-    async fn heal_earlier(&self, volumes: &[crate::gluster::xml::Volume]) -> Result<()> {
+    /// copy is taken away only once they are whole. A row for each, printed once it healed;
+    /// the first that does not heal ends the wait.
+    async fn heal_earlier(&self, volumes: &[Volume], pvs: &[PersistentVolume]) -> Result<Vec<Row>> {
+        let mut rows = Vec::new();
         for volume in volumes {
             if Identity::of(volume).ok().flatten().is_none() {
                 continue;
@@ -373,20 +505,38 @@ impl Mover<'_> {
                 .volume_health(self.cluster, &volume.name)
                 .await?;
             if health.is_some_and(|h| h.up() == h.bricks.len() && !h.whole()) {
-                println!("  {}: healing from an earlier run; waiting", volume.name);
+                tracing::info!(volume = volume.name, "healing from an earlier run; waiting");
+                let started = Instant::now();
                 let (new, old) = (&bricks[0], &bricks[0]);
-                self.healed(&volume.name, new, old).await?;
+                let mut row = Row::new(&volume.name, claim_of(pv_of(volume, pvs)), Kind::Healing);
+                match self.healed(&volume.name, new, old).await {
+                    Ok(()) => {
+                        row.state = State::Healed;
+                        row.heal_seconds = Some(started.elapsed().as_secs());
+                    }
+                    Err(e) => {
+                        row.state = State::Failed;
+                        row.error = Some(e.to_string());
+                    }
+                }
+                self.out.line(self.table.line(&row));
+                let failed = row.state == State::Failed;
+                rows.push(row);
+                if failed {
+                    break;
+                }
             }
         }
-        Ok(())
+        Ok(rows)
     }
 
     /// Brick directories and images a killed run or a dead node left on the node: each
     /// volume of this cluster that no longer has a brick there gets its old one removed, once
-    /// it is whole.
-    async fn leftovers(&self, volumes: &[crate::gluster::xml::Volume]) {
+    /// it is whole. A row for each, printed as it is handled.
+    async fn leftovers(&self, volumes: &[Volume], pvs: &[PersistentVolume]) -> Vec<Row> {
+        let mut rows = Vec::new();
         if !self.node_up {
-            return;
+            return rows;
         }
         let Some(node) = self
             .cluster
@@ -394,13 +544,13 @@ impl Mover<'_> {
             .iter()
             .find(|n| n.name == self.options.node)
         else {
-            return;
+            return rows;
         };
         let entries = match self.backend.root_entries(node).await {
             Ok(entries) => entries,
             Err(e) => {
-                println!("  leftovers on {}: not readable: {e}", node.name);
-                return;
+                tracing::warn!(node = node.name, error = %e, "leftovers not looked for: brick roots not readable");
+                return rows;
             }
         };
         let mut seen = HashSet::new();
@@ -420,25 +570,24 @@ impl Mover<'_> {
                 continue;
             };
             let old = Brick::new(node, root, &volume.name);
-            let whole = self.backend.volume_health(self.cluster, &volume.name).await;
-            match whole {
-                Ok(Some(h)) if h.whole() => {
-                    match self.backend.clear_brick(&volume.name, &old).await {
-                        Ok(()) => println!("  {}: leftover {} removed", volume.name, old.spec()),
-                        Err(e) => println!(
-                            "  {}: leftover {} not removed: {e}",
-                            volume.name,
-                            old.spec()
-                        ),
+            let mut row = Row {
+                from: Some(brick_name(&old)),
+                ..Row::new(&volume.name, claim_of(pv_of(volume, pvs)), Kind::Leftover)
+            };
+            row.state = match self.whole_within(&volume.name).await {
+                true => match self.backend.clear_brick(&volume.name, &old).await {
+                    Ok(()) => State::Removed,
+                    Err(e) => {
+                        row.error = Some(e.to_string());
+                        State::NotRemoved
                     }
-                }
-                _ => println!(
-                    "  {}: leftover {} kept until the volume is whole",
-                    volume.name,
-                    old.spec()
-                ),
-            }
+                },
+                false => State::Kept,
+            };
+            self.out.line(self.table.line(&row));
+            rows.push(row);
         }
+        rows
     }
 
     /// The PV's brick record follows the move, and its claim hears of it.

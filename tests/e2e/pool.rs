@@ -124,6 +124,21 @@ fn volume_of_pv(pv: &PersistentVolume) -> String {
     glusterfs_path(pv)
 }
 
+/// A pod `writer` on `claim` that appends a line to `/data/log` every 0.2 s, after writing
+/// 20 MB to `/data/blob`: the blob's md5sum, to compare once the bricks moved.
+async fn writer(space: &Space, claim: &str) -> String {
+    let script = "i=0; while true; do i=$((i+1)); echo $i >>/data/log; sleep 0.2; done";
+    space.pod_running("writer", claim, json!({}), script).await;
+    space.running("writer", None).await;
+    space
+        .exec_ok(
+            "writer",
+            "head -c 20000000 /dev/urandom >/data/blob && sync",
+        )
+        .await;
+    space.exec_ok("writer", "md5sum </data/blob").await
+}
+
 /// A space of the deployed provisioner, each claim (name, volumetype) of 1Gi Bound: their PVs.
 async fn bound_claims(tag: &str, claims: &[(&str, &str)]) -> (Space, Vec<PersistentVolume>) {
     five_nodes();
@@ -149,21 +164,19 @@ async fn a_live_node_is_retired_without_losing_a_healed_copy() {
         bound_claims("retire", &[("data", "replicate:3"), ("meta", "arbiter")]).await;
     let (data_pv, meta_pv) = (pvs[0].clone(), pvs[1].clone());
     let (data, meta) = (volume_of_pv(&data_pv), volume_of_pv(&meta_pv));
-    let script = "i=0; while true; do i=$((i+1)); echo $i >>/data/log; sleep 0.2; done";
-    space.pod_running("writer", "data", json!({}), script).await;
-    space.running("writer", None).await;
-    space
-        .exec_ok(
-            "writer",
-            "head -c 20000000 /dev/urandom >/data/blob && sync",
-        )
-        .await;
-    let sum = space.exec_ok("writer", "md5sum </data/blob").await;
+    let sum = writer(&space, "data").await;
     let victim = node_holding(std::slice::from_ref(&data)).await;
 
     let (ok, plan) = evacuate(&["--node", &victim]).await;
     assert!(ok, "a plan that can be placed is fine:\n{plan}");
-    assert!(plan.contains(&format!("move            {data}")), "{plan}");
+    let row = plan
+        .lines()
+        .find(|l| l.starts_with(&data))
+        .unwrap_or_default();
+    assert!(
+        row.contains("add a copy") && row.ends_with("planned"),
+        "{plan}"
+    );
     assert_eq!(brick_nodes(&data).await.len(), 3, "the plan moves nothing");
 
     let first: HashSet<String> = bricks_of(&data).await.into_iter().collect();
@@ -227,31 +240,25 @@ async fn a_dead_nodes_bricks_move_and_a_killed_run_finishes() {
     let (space, bound) = bound_claims("dead", &[("a", "replicate:3"), ("b", "replicate:3")]).await;
     let volumes: Vec<String> = bound.iter().map(volume_of_pv).collect();
     let pvs: Vec<String> = bound.iter().map(|pv| pv.name_any()).collect();
-    let script = "i=0; while true; do i=$((i+1)); echo $i >>/data/log; sleep 0.2; done";
-    space.pod_running("writer", "a", json!({}), script).await;
-    space.running("writer", None).await;
-    space
-        .exec_ok(
-            "writer",
-            "head -c 20000000 /dev/urandom >/data/blob && sync",
-        )
-        .await;
-    let sum = space.exec_ok("writer", "md5sum </data/blob").await;
+    let sum = writer(&space, "a").await;
     let victim = node_holding(&volumes).await;
     let node = GlusterNode::new(&victim);
     node.shut_down();
     node.signal("sshd", "-KILL");
 
-    // Killed once the first volume's brick was replaced, before it healed.
+    // Killed once the first volume's brick was replaced, before it healed: stdout has a line
+    // per volume only once it healed, the log at `info` says each step as it starts.
     let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"));
     run.args(["evacuate", "--node", &victim, "--apply", "--topology"])
         .arg(crate::support::env().state_dir.join("topology.json"))
         .arg("--kubeconfig")
         .arg(crate::support::env().state_dir.join("admin.kubeconfig"))
-        .stdout(std::process::Stdio::piped());
+        .args(["--log-level", "info"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
     let mut child = run.spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stderr));
     while let Some(line) = lines.next_line().await.unwrap() {
         if line.contains("replace-brick") {
             break;
