@@ -7,7 +7,15 @@ COPY src ./src
 COPY benches ./benches
 COPY build.rs ./
 COPY proto ./proto
-RUN cargo build --release --locked --bin glusterfs-provisioner
+# The image ships a stripped binary; its symbols and line tables (for crash reports) stay in
+# this stage: `docker build --target symbols -o .` writes glusterfs-provisioner.debug.
+RUN cargo build --release --locked --bin glusterfs-provisioner \
+    && cd target/release \
+    && objcopy --only-keep-debug glusterfs-provisioner glusterfs-provisioner.debug \
+    && objcopy --strip-all --add-gnu-debuglink=glusterfs-provisioner.debug glusterfs-provisioner
+
+FROM scratch AS symbols
+COPY --from=build /src/target/release/glusterfs-provisioner.debug /
 
 FROM debian:bookworm-slim AS runtime
 # ssh is the transport to the gluster nodes (one multiplexed connection per node). OpenSSH

@@ -15,15 +15,21 @@ GO_BIN=/usr/lib/go-1.19/bin
 BRIDGE=gpbr0
 NET_PREFIX=10.213.7
 HOST_IP=$NET_PREFIX.1
-# GP_GLUSTER_NODES=N (3 to 5, default 3) starts the first N; `down` clears all five whatever
-# was started. Zones: a b a c c, so gp-node2 is the one node of a zone of its own with any N
-# (tests rely on that), and nodes 4 and 5 add a third zone.
-ALL_NODES=(gp-node1 gp-node2 gp-node3 gp-node4 gp-node5)
-ALL_ZONES=(zone-a zone-b zone-a zone-c zone-c)
+# GP_GLUSTER_NODES=N (3 to 6, default 3) starts the first N; `down` clears all six whatever
+# was started. Zones: a b a c c d, so gp-node2 is the one node of a zone of its own with any N
+# (tests rely on that), and nodes 4 to 6 add zones c and d.
+# GP_GLUSTER_SPARES=K (default 0) leaves the last K of them out of the trusted pool and the
+# topology file: running, with SSH and brick roots, ready to be added (tests that grow the pool).
+ALL_NODES=(gp-node1 gp-node2 gp-node3 gp-node4 gp-node5 gp-node6)
+ALL_ZONES=(zone-a zone-b zone-a zone-c zone-c zone-d)
 GLUSTER_NODES=${GP_GLUSTER_NODES:-3}
-case $GLUSTER_NODES in 3 | 4 | 5) ;; *) echo "GP_GLUSTER_NODES must be 3, 4 or 5" >&2; exit 2 ;; esac
+case $GLUSTER_NODES in 3 | 4 | 5 | 6) ;; *) echo "GP_GLUSTER_NODES must be 3 to 6" >&2; exit 2 ;; esac
+GLUSTER_SPARES=${GP_GLUSTER_SPARES:-0}
+[ "$((GLUSTER_NODES - GLUSTER_SPARES))" -ge 3 ] && [ "$GLUSTER_SPARES" -ge 0 ] ||
+  { echo "GP_GLUSTER_SPARES must leave at least three peers" >&2; exit 2; }
 NODES=("${ALL_NODES[@]:0:$GLUSTER_NODES}")
 NODE_ZONES=("${ALL_ZONES[@]:0:$GLUSTER_NODES}")
+PEERS=$((GLUSTER_NODES - GLUSTER_SPARES))
 # The worker node: its own network namespace on the bridge, pods on a routed subnet behind it.
 WORKER=gp-worker
 WORKER_IP=$NET_PREFIX.2

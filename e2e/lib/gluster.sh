@@ -106,23 +106,21 @@ pool_up() {
   for i in "${!NODES[@]}"; do
     wait_for 30 "glusterd on ${NODES[$i]}" gluster_on "$i" peer status
   done
-  for i in "${!NODES[@]}"; do
-    [ "$i" -eq 0 ] || gluster_on 0 peer probe "$(node_ip "$i")" >/dev/null
-  done
+  for ((i = 1; i < PEERS; i++)); do gluster_on 0 peer probe "$(node_ip "$i")" >/dev/null; done
   # node1 is known to the others by the address it probed from; probe back so they use its IP.
   gluster_on 1 peer probe "$(node_ip 0)" >/dev/null
   local deadline=$((SECONDS + 60))
-  for i in "${!NODES[@]}"; do
-    until [ "$(gluster_on "$i" pool list | grep -c Connected)" -eq "${#NODES[@]}" ]; do
+  for ((i = 0; i < PEERS; i++)); do
+    until [ "$(gluster_on "$i" pool list | grep -c Connected)" -eq "$PEERS" ]; do
       [ $SECONDS -lt $deadline ] || die "trusted pool did not form on ${NODES[$i]}"
       sleep 0.5
     done
   done
 }
 
-write_topology() { # file, and the directory the SSH key and known_hosts are read from
-  local out=$1 key_dir=$2 i specs=()
-  for i in "${!NODES[@]}"; do specs+=("${NODES[$i]}" "$(node_ip "$i")" "${NODE_ZONES[$i]}"); done
+write_topology() { # file, the directory the SSH key and known_hosts are read from, [nodes]
+  local out=$1 key_dir=$2 count=${3:-$PEERS} i specs=()
+  for ((i = 0; i < count; i++)); do specs+=("${NODES[$i]}" "$(node_ip "$i")" "${NODE_ZONES[$i]}"); done
   python3 - "$out" "$key_dir" "${BRICK_ROOTS[*]}" "${BRICK_LIMITS[*]}" "${specs[@]}" <<'PY'
 import json, sys
 out, ssh_dir, paths, limits, specs = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4].split(), sys.argv[5:]
@@ -154,4 +152,6 @@ gluster_up() {
   log "forming the trusted pool"
   pool_up
   write_topology "$TOPOLOGY" "$SSH_DIR"
+  # Every node started, spares too: what tests that grow the pool add from.
+  write_topology "$STATE_DIR/topology-all.json" "$SSH_DIR" "$GLUSTER_NODES"
 }

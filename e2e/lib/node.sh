@@ -103,6 +103,8 @@ serializeImagePulls: false
 resolvConf: /etc/resolv.conf
 # kubelet_volume_stats_* are refreshed this often (1 min by default).
 volumeStatsAggPeriod: 5s
+# A changed ConfigMap (the topology) reaches its mounts within this (1 min by default).
+syncFrequency: 10s
 EOF
 }
 
