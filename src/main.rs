@@ -22,6 +22,7 @@ use glusterfs_provisioner::leader::{self, LeaseSettings};
 use glusterfs_provisioner::metrics::Metrics;
 use glusterfs_provisioner::report::{self, Outcome, OutputArgs, Printer};
 use glusterfs_provisioner::{adopt, audit, convert, csi, evacuate, identity, status};
+use k8s_openapi::api::core::v1::ObjectReference;
 
 /// Kubernetes external provisioner for GlusterFS volumes.
 ///
@@ -266,6 +267,10 @@ struct RunArgs {
     /// Name of this instance in events and in the lease (set it to the pod name).
     #[arg(long, env = "POD_NAME", default_value_t = default_instance())]
     instance: String,
+    /// The ConfigMap (in the provisioner's namespace) the topology file is mounted from: each
+    /// reload, or refusal of a bad file, is an event on it. Empty: no events.
+    #[arg(long, env = "TOPOLOGY_CONFIG_MAP", default_value = "")]
+    topology_config_map: String,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, env = "HTTP_ADDRESS", default_value = "0.0.0.0:8080")]
     http_address: std::net::SocketAddr,
@@ -578,15 +583,39 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             let ssh = ssh.with_metrics(metrics.clone());
             let backend =
                 SshBackend::new(topology, ssh, metrics.clone(), args.gluster_commands.into());
-            // A mounted ConfigMap: its changes are taken without a restart.
-            let live = backend.live_topology();
-            tokio::spawn(reload::follow(live, path.clone(), metrics.clone()));
-            Some(backend)
+            Some((backend, path.clone()))
         }
         None => None,
     };
     let heketi = HeketiHttp::new(Duration::from_secs(args.heketi_timeout_seconds));
     let client = client(args.access.kubeconfig.as_deref()).await?;
+    let backend = backend.map(|(backend, path)| {
+        // A mounted ConfigMap: its changes are taken without a restart, and told on it.
+        let tell = (!args.topology_config_map.is_empty()).then(|| {
+            let (tell, told) = tokio::sync::mpsc::unbounded_channel();
+            let map = ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("ConfigMap".into()),
+                name: Some(args.topology_config_map.clone()),
+                namespace: Some(args.lease.lease_namespace.clone()),
+                ..Default::default()
+            };
+            let reporter = kube::runtime::events::Reporter {
+                controller: args.access.provisioner_name.clone(),
+                instance: Some(args.instance.clone()),
+            };
+            tokio::spawn(controller::tell_reloads(
+                client.clone(),
+                reporter,
+                map,
+                told,
+            ));
+            tell
+        });
+        let live = backend.live_topology();
+        tokio::spawn(reload::follow(live, path, metrics.clone(), tell));
+        backend
+    });
     let lease = lease.leader_election.then(|| LeaseSettings {
         name: lease.lease_name.clone(),
         namespace: lease.lease_namespace.clone(),

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
@@ -37,6 +38,33 @@ impl Events {
             .entry(note.to_string())
             .or_insert_with(|| Recorder::new(self.client.clone(), self.reporter.clone()))
             .clone()
+    }
+}
+
+/// Each reload of the topology file (or refusal of a bad one) as an event on its ConfigMap,
+/// where the admin who edited it looks.
+pub async fn tell_reloads(
+    client: Client,
+    reporter: Reporter,
+    map: ObjectReference,
+    mut told: tokio::sync::mpsc::UnboundedReceiver<crate::gluster::backend::reload::Told>,
+) {
+    let events = Events::new(client, reporter);
+    while let Some(told) = told.recv().await {
+        let (type_, reason, note) = match told {
+            Ok(note) => (EventType::Normal, "TopologyReloaded", note),
+            Err(why) => (EventType::Warning, "TopologyRefused", why),
+        };
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note.clone()),
+            action: "Reload".into(),
+            secondary: None,
+        };
+        if let Err(e) = events.recorder(&note).publish(&event, &map).await {
+            tracing::warn!(error = %e, "cannot publish {reason}");
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod clone;
 pub mod delete;
 mod endpoints;
 mod events;
+pub use events::tell_reloads;
 mod expand;
 mod gauges;
 mod names;

@@ -108,11 +108,16 @@ enum Looked {
     Refused(String),
 }
 
+/// What a reload is told as: the note of an event on the topology's ConfigMap, `Ok` once
+/// applied (every node and its state), `Err` with why it was refused.
+pub type Told = Result<String, String>;
+
 /// Reads the file now and then for a [`LiveTopology`].
 struct Follower {
     live: LiveTopology,
     path: PathBuf,
     metrics: Arc<Metrics>,
+    tell: Option<tokio::sync::mpsc::UnboundedSender<Told>>,
     /// What the last read gave (the bytes, or why there were none): the same again is not
     /// judged (nor warned about) again.
     last: Option<Result<Vec<u8>, String>>,
@@ -124,6 +129,7 @@ impl Follower {
             live,
             path,
             metrics,
+            tell: None,
             last: None,
         }
     }
@@ -163,6 +169,9 @@ impl Follower {
                     error = why,
                     "topology file refused: the one in use is kept"
                 );
+                self.told(Err(format!(
+                    "topology file refused, the one in use is kept: {why}"
+                )));
                 "refused"
             }
             Looked::Applied(changes) => {
@@ -192,6 +201,7 @@ impl Follower {
                     self.metrics.glusterd_up.remove_label_values(&[node]).ok();
                 }
                 start_series(&self.metrics, &self.live.get());
+                self.told(Ok(applied_note(&self.live.get(), changes)));
                 "applied"
             }
         };
@@ -200,6 +210,40 @@ impl Follower {
             .with_label_values(&[result])
             .inc();
     }
+}
+
+impl Follower {
+    fn told(&self, told: Told) {
+        if let Some(tell) = &self.tell {
+            tell.send(told).ok();
+        }
+    }
+}
+
+/// Every node of the topology applied, with its state, and what changed.
+fn applied_note(topology: &Topology, changes: &Changes) -> String {
+    let clusters: Vec<String> = topology
+        .clusters
+        .iter()
+        .map(|c| {
+            let nodes: Vec<String> = c
+                .nodes
+                .iter()
+                .map(|n| format!("{} ({})", n.name, n.state))
+                .collect();
+            format!("cluster {}: {}", c.name, nodes.join(", "))
+        })
+        .collect();
+    let mut note = format!("topology file applied: {}", clusters.join("; "));
+    for (what, names) in [("added", &changes.added), ("removed", &changes.removed)] {
+        if !names.is_empty() {
+            note.push_str(&format!("; {what} {}", names.join(", ")));
+        }
+    }
+    if changes.ssh_ignored {
+        note.push_str("; the ssh section's change takes a restart");
+    }
+    note
 }
 
 /// Series that read 0 from the start, so a rate over them reads before the first event.
@@ -214,11 +258,18 @@ pub(super) fn start_series(metrics: &Metrics, topology: &Topology) {
 /// Follows the topology file at `path` for `live`, for good: every [`EVERY`] it is read, and
 /// a changed file that is valid replaces the topology in use; one that is not is refused with
 /// a warning, and the topology in use is kept whole.
-pub async fn follow(live: LiveTopology, path: PathBuf, metrics: Arc<Metrics>) {
+/// Each reload or refusal is also sent to `tell`, when given.
+pub async fn follow(
+    live: LiveTopology,
+    path: PathBuf,
+    metrics: Arc<Metrics>,
+    tell: Option<tokio::sync::mpsc::UnboundedSender<Told>>,
+) {
     for result in ["applied", "refused"] {
         metrics.topology_reloads.with_label_values(&[result]);
     }
     let mut follower = Follower::new(live, path, metrics);
+    follower.tell = tell;
     let mut tick = tokio::time::interval(EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
