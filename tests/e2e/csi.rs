@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use glusterfs_provisioner::csi::mounts::parse_mountinfo;
+use glusterfs_provisioner::csi::mounts::{MountEntry, parse_mountinfo};
 use glusterfs_provisioner::csi::proto::node_client::NodeClient;
 use glusterfs_provisioner::csi::proto::volume_capability::access_mode::Mode;
 use glusterfs_provisioner::csi::proto::volume_capability::{AccessMode, AccessType, MountVolume};
@@ -37,11 +37,18 @@ pub(crate) fn kubelet_dir() -> PathBuf {
 }
 
 /// GlusterFS FUSE mounts in the node's mount table whose source names `volume`.
-fn fuse_mounts_of(volume: &str) -> Vec<PathBuf> {
+/// The node's FUSE mounts of `volume`, from its mount table.
+pub(crate) fn fuse_mounts(volume: &str) -> Vec<MountEntry> {
     let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     parse_mountinfo(&table)
         .into_iter()
         .filter(|m| m.fs_type == "fuse.glusterfs" && m.source.ends_with(&format!("/{volume}")))
+        .collect()
+}
+
+fn fuse_mounts_of(volume: &str) -> Vec<PathBuf> {
+    fuse_mounts(volume)
+        .into_iter()
         .map(|m| m.mount_point)
         .collect()
 }

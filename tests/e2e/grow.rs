@@ -235,19 +235,7 @@ async fn the_pool_moves_to_new_nodes_and_old_pvs_still_mount() {
             "{reader}"
         );
     }
-    let endpoints = space
-        .endpoints(
-            &tree_pv
-                .spec
-                .as_ref()
-                .unwrap()
-                .glusterfs
-                .as_ref()
-                .unwrap()
-                .endpoints,
-        )
-        .await
-        .unwrap();
+    let endpoints = space.endpoints(&endpoints_name(&tree_pv)).await.unwrap();
     let listed: HashSet<String> = endpoint_ips(&endpoints).into_iter().collect();
     assert_eq!(listed, new_addresses, "the glusterfs PV's Endpoints");
     drop(retired);

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use glusterfs_provisioner::config::csi::{CurrentServers, SERVERS_CONFIG_MAP, SERVERS_KEY};
 use glusterfs_provisioner::config::{Node, Topology};
-use glusterfs_provisioner::csi::mounts::parse_mountinfo;
 use glusterfs_provisioner::gluster::xml::{parse_peer_status, parse_volume_info};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, Pod};
 use kube::ResourceExt;
@@ -133,10 +132,8 @@ async fn plugin_file(space: &Space) -> Option<CurrentServers> {
 
 /// Sources of the node's FUSE mounts of `volume` (`server:/volume`).
 fn mount_sources(volume: &str) -> HashSet<String> {
-    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    parse_mountinfo(&table)
+    crate::csi::fuse_mounts(volume)
         .into_iter()
-        .filter(|m| m.fs_type == "fuse.glusterfs" && m.source.ends_with(&format!(":/{volume}")))
         .map(|m| m.source)
         .collect()
 }

@@ -307,15 +307,7 @@ async fn a_pv_deleted_by_hand_still_takes_its_volume_with_it() {
         .filter(|d| d.ends_with(&volume))
         .collect();
     assert!(left.is_empty(), "brick directories left: {left:?}");
-    let ep = pv
-        .spec
-        .as_ref()
-        .unwrap()
-        .glusterfs
-        .as_ref()
-        .unwrap()
-        .endpoints
-        .clone();
+    let ep = endpoints_name(&pv);
     assert!(s.endpoints(&ep).await.is_none());
 }
 

@@ -344,6 +344,12 @@ pub fn glusterfs_path(pv: &PersistentVolume) -> String {
         .clone()
 }
 
+/// The Endpoints a `glusterfs` PV mounts through.
+pub fn endpoints_name(pv: &PersistentVolume) -> String {
+    let spec = pv.spec.as_ref().unwrap();
+    spec.glusterfs.as_ref().unwrap().endpoints.clone()
+}
+
 /// The volume name suffix every volume of this claim carries.
 pub fn uid_suffix(claim: &PersistentVolumeClaim) -> String {
     claim.uid().unwrap().replace('-', "")
