@@ -143,6 +143,7 @@ pub async fn run(
         let mover = Mover {
             backend,
             cluster,
+            kube_cluster: &kube_cluster,
             client: client.clone(),
             recorder: Recorder::new(
                 client.clone(),
@@ -341,6 +342,8 @@ struct Mover<'a> {
     recorder: Recorder,
     options: &'a EvacuateOptions,
     node_up: bool,
+    /// This Kubernetes cluster's id: only its volumes' leftovers are removed.
+    kube_cluster: &'a str,
     out: Printer,
     table: &'a Table,
 }
@@ -558,7 +561,10 @@ impl Mover<'_> {
             let Some(volume) = volumes.iter().find(|v| v.name == entry.name) else {
                 continue;
             };
-            let ours = Identity::of(volume).ok().flatten().is_some();
+            let ours = Identity::of(volume)
+                .ok()
+                .flatten()
+                .is_some_and(|i| i.kube_cluster == self.kube_cluster);
             let bricks = self.backend.owned_bricks(self.cluster, volume);
             let elsewhere = bricks
                 .as_ref()
