@@ -65,6 +65,15 @@ node_up() {
     mkfs.xfs -q -f -i size=512 "$img"
     mounts+=" && mount -o loop $img $root"
   done
+  # Its own /tmp too: glusterd writes temporary volfiles there named after the volume (every
+  # peer at once, in an add-brick's commit), which nodes sharing the host's /tmp race on. The
+  # state directory (configs, keys, logs) stays visible through it.
+  mkdir -p "$dir/tmp" && chmod 1777 "$dir/tmp"
+  if [[ $STATE_DIR == /tmp/* ]]; then
+    mkdir -p "$dir/tmp/${STATE_DIR#/tmp/}"
+    mounts+=" && mount --bind $STATE_DIR $dir/tmp/${STATE_DIR#/tmp/}"
+  fi
+  mounts+=" && mount --rbind $dir/tmp /tmp"
   # A holder process pins the node's mount namespace; every daemon of the node joins it.
   setsid ip netns exec "$ns" unshare -m --propagation private \
     sh -c "$mounts && mkdir -p /run/sshd /run/gluster && exec sleep infinity" \

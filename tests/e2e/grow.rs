@@ -174,8 +174,7 @@ async fn the_pool_moves_to_new_nodes_and_old_pvs_still_mount() {
     .await;
     let everyone: Vec<&Node> = old.iter().chain(&new).copied().collect();
     change_topology(&everyone, &old).await;
-    let (ok, table) = operator_command("topology", &[]).await;
-    assert!(ok, "{table}");
+    let table = topology_checks().await;
     for n in &old {
         let line = table
             .lines()

@@ -181,6 +181,7 @@ async fn a_moved_volume_is_mounted_from_its_servers_now() {
     })
     .await;
     let topology = LocalTopology::with(&spare);
+    topology_checks().await;
     evacuate(&victim.name).await;
     let csi_now = brick_hosts(&csi_vol).await;
     let tree_now: HashSet<String> = brick_hosts(&tree_vol).await.into_iter().collect();

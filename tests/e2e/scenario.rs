@@ -497,6 +497,14 @@ pub async fn kube_cluster_id(client: &Client) -> String {
 /// `glusterfs-provisioner COMMAND --topology … ARGS` as the cluster admin, with SSH sockets of
 /// its own: (success, standard output).
 pub async fn operator_command(command: &str, args: &[&str]) -> (bool, String) {
+    let kubeconfig = env().state_dir.join("admin.kubeconfig");
+    let mut all = vec!["--kubeconfig", kubeconfig.to_str().unwrap()];
+    all.extend(args);
+    pool_command(command, &all).await
+}
+
+/// The same without `--kubeconfig`, for `topology`, which asks only the nodes.
+pub async fn pool_command(command: &str, args: &[&str]) -> (bool, String) {
     let control = env().state_dir.join("test-ssh").join(unique(command));
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"))
         .arg(command)
@@ -504,12 +512,24 @@ pub async fn operator_command(command: &str, args: &[&str]) -> (bool, String) {
         .arg(env().state_dir.join("topology.json"))
         .arg("--ssh-control-dir")
         .arg(control)
-        .arg("--kubeconfig")
-        .arg(env().state_dir.join("admin.kubeconfig"))
         .args(args)
         .output()
         .await
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     (out.status.success(), text)
+}
+
+/// Waits until `topology` passes on the environment's topology file (a probed node takes a
+/// while to be known to every peer): its table.
+pub async fn topology_checks() -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (ok, table) = pool_command("topology", &[]).await;
+        if ok {
+            return table;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "topology fails:\n{table}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }

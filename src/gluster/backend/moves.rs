@@ -63,7 +63,15 @@ impl SshBackend {
         let moving = [(MOVING.to_string(), old.to_string())];
         self.gluster(cluster, plan::set_args(name, &moving)).await?;
         let add = plan::add_replica_args(name, volume.replica_count, new);
-        self.gluster(cluster, add).await.map(drop)
+        let Err(e) = self.gluster(cluster, add).await else {
+            return Ok(());
+        };
+        // A commit that failed on one peer (or an answer lost) may still have added the
+        // brick: what gluster lists now decides.
+        let now = self.volume_info(cluster, name).await?;
+        let spec = new.spec();
+        let added = now.is_some_and(|v| v.bricks().any(|(h, p)| format!("{h}:{p}") == spec));
+        if added { Ok(()) } else { Err(e) }
     }
 
     /// Takes `old` out of a volume a copy was added to, and forgets the move.
