@@ -10,7 +10,7 @@ use glusterfs_provisioner::gluster::xml::{
 };
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::ResourceExt;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::disruptive::GlusterNode;
 use crate::scenario::*;
@@ -120,6 +120,10 @@ async fn evacuate(args: &[&str]) -> (bool, String) {
     operator_command("evacuate", args).await
 }
 
+fn volumetype(kind: &str) -> Value {
+    json!({ "volumetype": kind })
+}
+
 fn volume_of_pv(pv: &PersistentVolume) -> String {
     glusterfs_path(pv)
 }
@@ -139,15 +143,14 @@ async fn writer(space: &Space, claim: &str) -> String {
     space.exec_ok("writer", "md5sum </data/blob").await
 }
 
-/// A space of the deployed provisioner, each claim (name, volumetype) of 1Gi Bound: their PVs.
-async fn bound_claims(tag: &str, claims: &[(&str, &str)]) -> (Space, Vec<PersistentVolume>) {
+/// A space of the deployed provisioner, each claim (name, class parameters) of 1Gi Bound: their
+/// PVs.
+async fn bound_claims(tag: &str, claims: &[(&str, Value)]) -> (Space, Vec<PersistentVolume>) {
     five_nodes();
     let space = Space::deployed(tag).await;
     let mut pvs = Vec::new();
-    for (name, volumetype) in claims {
-        let class = space
-            .class(json!({"volumetype": volumetype}), "Delete")
-            .await;
+    for (name, params) in claims {
+        let class = space.class(params.clone(), "Delete").await;
         space.claim(name, &class, "1Gi", "ReadWriteOnce").await;
         pvs.push(space.bound_pv(name).await);
     }
@@ -160,8 +163,14 @@ async fn bound_claims(tag: &str, claims: &[(&str, &str)]) -> (Space, Vec<Persist
 /// writes throughout and reads back what it wrote; nothing is left on the retired node.
 #[tokio::test]
 async fn a_live_node_is_retired_without_losing_a_healed_copy() {
-    let (space, pvs) =
-        bound_claims("retire", &[("data", "replicate:3"), ("meta", "arbiter")]).await;
+    let (space, pvs) = bound_claims(
+        "retire",
+        &[
+            ("data", volumetype("replicate:3")),
+            ("meta", volumetype("arbiter")),
+        ],
+    )
+    .await;
     let (data_pv, meta_pv) = (pvs[0].clone(), pvs[1].clone());
     let (data, meta) = (volume_of_pv(&data_pv), volume_of_pv(&meta_pv));
     let sum = writer(&space, "data").await;
@@ -231,13 +240,22 @@ fn victim_address(node: &str) -> String {
     node_by_name(node).storage_address.to_string()
 }
 
-/// A node dead for good (gluster processes, sshd and image mounts gone): `evacuate --apply`
+/// A node dead for good (gluster processes, sshd and image mounts gone), holding bricks of a
+/// replica 3 volume on images, a disperse 2+1 and a replica 3 with quota: `evacuate --apply`
 /// replaces each of its bricks on the others, never waiting on it; every volume is whole and
 /// the pod kept writing. Killed mid-way and run again, it ends in the same state. Once the
 /// node is back, a run removes what was left on it.
 #[tokio::test]
 async fn a_dead_nodes_bricks_move_and_a_killed_run_finishes() {
-    let (space, bound) = bound_claims("dead", &[("a", "replicate:3"), ("b", "replicate:3")]).await;
+    let claims = [
+        ("a", volumetype("replicate:3")),
+        ("b", volumetype("disperse:2:1")),
+        (
+            "c",
+            json!({"volumetype": "replicate:3", "sizeLimit": "quota"}),
+        ),
+    ];
+    let (space, bound) = bound_claims("dead", &claims).await;
     let volumes: Vec<String> = bound.iter().map(volume_of_pv).collect();
     let pvs: Vec<String> = bound.iter().map(|pv| pv.name_any()).collect();
     let sum = writer(&space, "a").await;
@@ -311,7 +329,10 @@ async fn a_dead_nodes_bricks_move_and_a_killed_run_finishes() {
 async fn a_plan_that_cannot_be_placed_moves_nothing() {
     let (space, pvs) = bound_claims(
         "unplaceable",
-        &[("wide", "replicate:5"), ("narrow", "replicate:3")],
+        &[
+            ("wide", volumetype("replicate:5")),
+            ("narrow", volumetype("replicate:3")),
+        ],
     )
     .await;
     let (wide, narrow) = (pvs[0].clone(), pvs[1].clone());
