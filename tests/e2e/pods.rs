@@ -317,12 +317,16 @@ async fn a_full_claim_fails_the_writer_only() {
     // learns that space came back on its next free-space check (every few seconds), so
     // the write is retried until it passes.
     space.exec_ok("filler", "rm /data/fill").await;
-    let out = eventually(Duration::from_secs(60), "a write after freeing space", || async {
-        let (ok, out) = space
-            .exec("filler", "echo again >/data/after && cat /data/after")
-            .await;
-        ok.then_some(out)
-    })
+    let out = eventually(
+        Duration::from_secs(60),
+        "a write after freeing space",
+        || async {
+            let (ok, out) = space
+                .exec("filler", "echo again >/data/after && cat /data/after")
+                .await;
+            ok.then_some(out)
+        },
+    )
     .await;
     assert_eq!(out.trim(), "again");
     let pod = space.running("filler", None).await;

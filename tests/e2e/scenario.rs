@@ -529,7 +529,10 @@ pub async fn topology_checks() -> String {
         if ok {
             return table;
         }
-        assert!(tokio::time::Instant::now() < deadline, "topology fails:\n{table}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "topology fails:\n{table}"
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
