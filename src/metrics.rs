@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Failures by cause, which the compatible metrics above cannot carry.
     pub failures: IntCounterVec,
     pub gluster_duration: HistogramVec,
+    /// Where a provisioning's time goes, by [`Step`].
+    provision_steps: HistogramVec,
     /// Counted when sent: a command stuck on a hung glusterd never reaches the histogram.
     pub gluster_started: IntCounterVec,
     pub gluster_failures: IntCounterVec,
@@ -53,6 +55,58 @@ pub struct Metrics {
     volume_heal_pending: IntGaugeVec,
     volume_split_brain: IntGaugeVec,
     volume_checked: GaugeVec,
+}
+
+/// The steps of a provisioning (SSH mode), in order; `fence` is every lease read before a
+/// write, wherever it falls.
+#[derive(Clone, Copy, Debug)]
+pub enum Step {
+    /// The Kubernetes side before the volume: the PV looked up, the claim's finalizer, the
+    /// Provisioning event, the GID.
+    Claim,
+    /// Node health and brick room read, bricks placed.
+    Place,
+    /// Waiting for a turn (`GLUSTER_COMMANDS` volumes are made at once).
+    Queue,
+    /// Image bricks and brick directories laid out on the nodes.
+    Bricks,
+    Create,
+    Options,
+    Start,
+    Quota,
+    Fence,
+    /// The Kubernetes side after the volume: Endpoints, the PV, the finalizer let go.
+    Pv,
+}
+
+impl Step {
+    pub const ALL: [Step; 10] = [
+        Step::Claim,
+        Step::Place,
+        Step::Queue,
+        Step::Bricks,
+        Step::Create,
+        Step::Options,
+        Step::Start,
+        Step::Quota,
+        Step::Fence,
+        Step::Pv,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Step::Claim => "claim",
+            Step::Place => "place",
+            Step::Queue => "queue",
+            Step::Bricks => "bricks",
+            Step::Create => "create",
+            Step::Options => "options",
+            Step::Start => "start",
+            Step::Quota => "quota",
+            Step::Fence => "fence",
+            Step::Pv => "pv",
+        }
+    }
 }
 
 /// The labels of a volume's health series.
@@ -151,6 +205,11 @@ impl Metrics {
                 "glusterfs_provisioner_gluster_operation_duration_seconds",
                 "Latency of gluster CLI operations over SSH",
                 &["operation", "node"],
+            ),
+            provision_steps: histogram(
+                "glusterfs_provisioner_provision_step_seconds",
+                "Time a provisioning spends in each step",
+                &["step"],
             ),
             gluster_started: counter(
                 "glusterfs_provisioner_gluster_operations_started_total",
@@ -295,6 +354,15 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("encoding metrics");
         String::from_utf8(out).expect("metrics are UTF-8")
+    }
+
+    /// Times one step of a provisioning, from `started`; returns now, where the next starts.
+    pub fn step(&self, step: Step, started: Instant) -> Instant {
+        let now = Instant::now();
+        self.provision_steps
+            .with_label_values(&[step.label()])
+            .observe((now - started).as_secs_f64());
+        now
     }
 
     /// Times one gluster operation and counts its failure.

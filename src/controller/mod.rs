@@ -52,7 +52,7 @@ use crate::identity::{Identity, Policy};
 use crate::k8s::cached::{CachedPv, CachedPvc};
 use crate::k8s::objects::{self, LABEL_PV};
 use crate::leader::{Fence, LeaseSettings};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Step};
 use crate::{Error, Result};
 use names::Names;
 
@@ -135,6 +135,14 @@ impl Context {
             Some(fence) => fence.check().await,
             None => Ok(()),
         }
+    }
+
+    /// [`Self::fenced`], timed as a step of a provisioning.
+    async fn fenced_provisioning(&self) -> Result<()> {
+        let started = std::time::Instant::now();
+        let fenced = self.fenced().await;
+        self.metrics.step(Step::Fence, started);
+        fenced
     }
 
     /// GIDs of the PVs this provisioner made, whatever their class, and of those `convert`

@@ -21,7 +21,7 @@ use crate::k8s::cached::CachedPvc;
 use crate::k8s::objects::{
     self, ANN_SELECTED_NODE, ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA, Mounter,
 };
-use crate::metrics::InFlight;
+use crate::metrics::{InFlight, Step};
 use crate::volumes::{Fenced, Promised, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
 
@@ -187,6 +187,7 @@ async fn provision(
     class: &StorageClass,
     ctx: &Arc<Context>,
 ) -> Result<Option<String>> {
+    let started = Instant::now();
     // Everything is validated before anything is created anywhere.
     let params = ClassParams::parse(&class.parameters.clone().unwrap_or_default())?;
     objects::check_claim(claim)?;
@@ -225,8 +226,9 @@ async fn provision(
     );
     ctx.publish(claim, EventType::Normal, "Provisioning", "Provision", note)
         .await;
+    ctx.metrics.step(Step::Claim, started);
 
-    ctx.fenced().await?;
+    ctx.fenced_provisioning().await?;
     let gid = ctx
         .gids
         .allocate(&pv_name, params.gid_min, params.gid_max, ctx.gids_in_use())?;
@@ -249,7 +251,7 @@ async fn provision(
             BackendParams::Heketi(_) => SizeLimitChoice::default(),
         },
         promised: Promised(&|each| ctx.promises().for_each(each)),
-        fence: Fenced(&|| Box::pin(ctx.fenced())),
+        fence: Fenced(&|| Box::pin(ctx.fenced_provisioning())),
         identity: &identity,
     };
     let made = match backend.create(&req).await {
@@ -304,7 +306,8 @@ async fn provision(
     crate::failpoint::pause_point("before-pv-create");
     // A leader paused past its lease stops here: the new one may have bound the claim to this
     // very volume, which must then stay.
-    ctx.fenced().await?;
+    ctx.fenced_provisioning().await?;
+    let kube_started = Instant::now();
     let owner = objects::Owner {
         pv: &pv_name,
         claim_namespace: &namespace,
@@ -372,5 +375,6 @@ async fn provision(
     if let Err(e) = super::unfinished::let_go(&claim.metadata, ctx).await {
         tracing::warn!(error = %e, "cannot remove the claim's finalizer yet");
     }
+    ctx.metrics.step(Step::Pv, kube_started);
     Ok(Some(pv_name))
 }

@@ -1,10 +1,12 @@
 # Bricks that keep to their size: an XFS file system in a sparse image file DIR.img, mounted on
 # the brick's volume directory DIR and listed in the node's /etc/fstab, so that the node mounts
 # it again when it boots. The provisioner runs this with each argument passed on its own:
-#   sh -c SCRIPT brick-image create|grow DIR BYTES     sh -c SCRIPT brick-image remove DIR
+#   sh -c SCRIPT brick-image create DIR BYTES GID      sh -c SCRIPT brick-image grow DIR BYTES
+#   sh -c SCRIPT brick-image remove DIR
 #   sh -c SCRIPT brick-image check ROOT...
-# DIR is <brick root>/<volume>, checked by the provisioner and again here. Every action may be
-# run again.
+# DIR is <brick root>/<volume>, checked by the provisioner and again here. `create` also makes
+# the brick directory DIR/brick, `remove` also removes DIR (a brick of either kind): one SSH
+# round trip a brick. Every action may be run again.
 set -eu
 action=$1
 shift
@@ -22,7 +24,7 @@ checked() { # DIR [BYTES]
 	esac
 	case ${2-0} in
 	'' | *[!0-9]*)
-		echo "refused: $2 is not a number of bytes" >&2
+		echo "refused: $2 is not a number" >&2
 		exit 2
 		;;
 	esac
@@ -95,20 +97,25 @@ fstab_edit() { # add|remove DIR
 
 case $action in
 create)
-	dir=$1 bytes=$2
+	dir=$1 bytes=$2 gid=$3
 	checked "$dir" "$bytes"
-	mountpoint -q "$dir" 2>/dev/null && exit 0
-	if [ ! -e "$dir.img" ]; then
-		# Made under another name first: a half-made image is never mounted.
-		rm -f "$dir.img.new"
-		truncate -s "$bytes" "$dir.img.new"
-		# A fixed log, so the provisioner knows the image size that gives the volume's size.
-		mkfs.xfs -q -i size=512 -l size=64m "$dir.img.new"
-		mv "$dir.img.new" "$dir.img"
+	checked "$dir" "$gid"
+	if ! mountpoint -q "$dir" 2>/dev/null; then
+		if [ ! -e "$dir.img" ]; then
+			# Made under another name first: a half-made image is never mounted.
+			rm -f "$dir.img.new"
+			truncate -s "$bytes" "$dir.img.new"
+			# A fixed log, so the provisioner knows the image size that gives the volume's size.
+			mkfs.xfs -q -i size=512 -l size=64m "$dir.img.new"
+			mv "$dir.img.new" "$dir.img"
+		fi
+		mkdir -p "$dir"
+		fstab_edit add "$dir"
+		mount "$dir"
 	fi
-	mkdir -p "$dir"
-	fstab_edit add "$dir"
-	mount "$dir"
+	# The brick directory in the same round trip, as for any brick: group-owned by the volume's
+	# GID, setgid so that files keep the group.
+	install -d -m 2775 -g "$gid" -- "$dir/brick"
 	;;
 grow)
 	dir=$1 bytes=$2
@@ -126,6 +133,8 @@ remove)
 	if mountpoint -q "$dir" 2>/dev/null; then umount "$dir"; fi
 	fstab_edit remove "$dir"
 	rm -f "$dir.img" "$dir.img.new"
+	# Then the volume's directory, a brick of either kind, in the same round trip.
+	rm -rf --one-file-system -- "$dir"
 	;;
 check)
 	for tool in mkfs.xfs xfs_growfs losetup findmnt flock mountpoint; do

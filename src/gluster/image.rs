@@ -42,9 +42,9 @@ fn dir(brick: &Brick) -> &str {
 }
 
 /// Makes (or finds) the brick's image of `bytes` ([`image_bytes`]), lists it in the node's
-/// fstab, and mounts it.
-pub fn create_args(brick: &Brick, bytes: u64) -> Vec<String> {
-    args("create", [dir(brick), &bytes.to_string()])
+/// fstab, mounts it, and makes the brick directory on it for the volume's `gid`.
+pub fn create_args(brick: &Brick, bytes: u64, gid: u32) -> Vec<String> {
+    args("create", [dir(brick), &bytes.to_string(), &gid.to_string()])
 }
 
 /// Grows the image to `bytes` and its file system, mounted; prints `none` when the brick has
@@ -53,7 +53,8 @@ pub fn grow_args(brick: &Brick, bytes: u64) -> Vec<String> {
     args("grow", [dir(brick), &bytes.to_string()])
 }
 
-/// Unmounts the image, takes it out of the fstab and removes it; nothing there is done.
+/// Unmounts the image, takes it out of the fstab and removes it, then the volume's directory
+/// (a brick without an image too); nothing there is done.
 pub fn remove_args(brick: &Brick) -> Vec<String> {
     args("remove", [dir(brick)])
 }
@@ -147,7 +148,7 @@ mod tests {
             std::fs::write(format!("{dir}.img"), "data").unwrap();
             for args in [
                 remove_args(&brick),
-                create_args(&brick, 1 << 30),
+                create_args(&brick, 1 << 30, 2000),
                 grow_args(&brick, 1 << 30),
                 check_args(&[dir.as_str().into()]),
             ] {
@@ -179,9 +180,10 @@ mod tests {
         let node = node(root);
         // A volume named like options: the path starts with the root, never with a dash.
         let brick = Brick::new(&node, &node.brick_roots[0], "-rf");
-        for name in ["-rf.img", "-rf.img.new", "-rf", "keep.img"] {
+        for name in ["-rf.img", "-rf.img.new", "keep.img"] {
             std::fs::write(tmp.path().join(name), "x").unwrap();
         }
+        std::fs::create_dir_all(tmp.path().join("-rf/brick")).unwrap();
         let grow = run(&grow_args(&brick, 1 << 30), tmp.path());
         let stderr = String::from_utf8_lossy(&grow.stderr);
         assert!(
@@ -194,7 +196,8 @@ mod tests {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert_eq!(names(tmp.path()), ["-rf", "keep.img"]);
+        // The volume's image and directory go, and nothing else.
+        assert_eq!(names(tmp.path()), ["keep.img"]);
     }
 
     #[test]
@@ -215,12 +218,12 @@ mod tests {
     fn arguments_are_passed_apart_from_the_script() {
         let node = node("/b1");
         let brick = Brick::new(&node, &node.brick_roots[0], "vol_x");
-        let create = create_args(&brick, image_bytes(1, 1));
+        let create = create_args(&brick, image_bytes(1, 1), 2000);
         assert_eq!(create[0], "-c");
         assert_eq!(create[1], SCRIPT);
         assert_eq!(
             create[2..],
-            ["brick-image", "create", "/b1/vol_x", "1140850688"]
+            ["brick-image", "create", "/b1/vol_x", "1140850688", "2000"]
         );
         assert_eq!(
             remove_args(&brick)[2..],

@@ -158,7 +158,7 @@ async fn a_full_file_system_leaves_the_fstab_as_it_was() {
         ),
         (
             "create",
-            image::create_args(&brick("vol_new"), 1 << 30),
+            image::create_args(&brick("vol_new"), 1 << 30, 2000),
             &with_dir[..],
         ),
     ] {

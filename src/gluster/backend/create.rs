@@ -1,9 +1,15 @@
 //! Making a volume: placing its bricks, then the gluster work on them.
 
+use std::future::Future;
+
+use futures::TryFutureExt;
+
 use super::*;
+use crate::metrics::Step;
 
 impl SshBackend {
     pub async fn make(&self, req: &VolumeRequest<'_>) -> Result<ProvisionedVolume> {
+        let started = Instant::now();
         let cluster = &self.cluster(req.cluster)?;
         let bricks = req.durability.bricks() as usize;
         if bricks > cluster.nodes.len() {
@@ -77,7 +83,9 @@ impl SshBackend {
                 bricks
             }
         };
+        let placed = self.metrics.step(Step::Place, started);
         let making = self.making.acquire().await.expect("never closed");
+        self.metrics.step(Step::Queue, placed);
         let done = self.build(cluster, req, existing.as_ref(), &bricks).await;
         drop(making);
         if let Err(e) = done {
@@ -115,7 +123,6 @@ impl SshBackend {
         // Placement gives every brick of a volume the same size limit.
         let size_limit = bricks.first().map_or(SizeLimit::Quota, |b| b.size_limit);
         let quota = size_limit == SizeLimit::Quota;
-        req.fence.check().await?;
         let bytes = image::image_bytes(req.size_gib, req.durability.data_bricks());
         let arbiter = match req.durability {
             Durability::Arbiter { average_file_kib } => {
@@ -123,36 +130,56 @@ impl SshBackend {
             }
             _ => bytes,
         };
-        self.lay_bricks(bricks, bytes, arbiter, req.gid).await?;
+        self.fenced_step(
+            req,
+            Step::Bricks,
+            self.lay_bricks(bricks, bytes, arbiter, req.gid),
+        )
+        .await?;
         let name = req.name;
         if existing.is_none() {
             // The name is this claim's alone: one that exists is a retried create's own.
             let create = plan::create_args(name, req.durability, bricks);
-            req.fence.check().await?;
-            self.gluster_tolerant(cluster, create, &["already exists"])
-                .await?;
+            let create = self.gluster_tolerant(cluster, create, &["already exists"]);
+            self.fenced_step(req, Step::Create, create).await?;
         }
         let limit = plan::limit_options(size_limit, req.size_limit.strict);
         let identity = req.identity.options();
         for set in plan::options_args(name, req.gid, req.options, limit, &identity) {
-            req.fence.check().await?;
-            self.gluster(cluster, set).await?;
+            self.fenced_step(req, Step::Options, self.gluster(cluster, set).map_ok(drop))
+                .await?;
         }
         if !existing.is_some_and(Volume::is_started) {
             crate::failpoint::pause_point("before-volume-start");
-            req.fence.check().await?;
-            self.gluster(cluster, plan::start_args(name)).await?;
+            let start = self.gluster(cluster, plan::start_args(name)).map_ok(drop);
+            self.fenced_step(req, Step::Start, start).await?;
         }
         if quota {
             // Quota needs a started volume. Enabling it turns quota-deem-statfs on, so df in a
             // mount shows the limit as the size.
-            req.fence.check().await?;
-            self.gluster_tolerant(cluster, plan::quota_enable_args(name), &["already enabled"])
-                .await?;
+            let enable =
+                self.gluster_tolerant(cluster, plan::quota_enable_args(name), &["already enabled"]);
+            self.fenced_step(req, Step::Quota, enable).await?;
             let limit = plan::quota_limit_args(name, req.size_gib);
-            req.fence.check().await?;
-            self.gluster(cluster, limit).await?;
+            let limit = self.gluster(cluster, limit).map_ok(drop);
+            self.fenced_step(req, Step::Quota, limit).await?;
         }
+        Ok(())
+    }
+}
+
+impl SshBackend {
+    /// `write` once the lease is checked, timed as `step` (the check as its own).
+    async fn fenced_step(
+        &self,
+        req: &VolumeRequest<'_>,
+        step: Step,
+        write: impl Future<Output = Result<()>>,
+    ) -> Result<()> {
+        req.fence.check().await?;
+        let started = Instant::now();
+        write.await?;
+        self.metrics.step(step, started);
         Ok(())
     }
 }
@@ -188,18 +215,19 @@ impl SshBackend {
         arbiter_bytes: u64,
         gid: u32,
     ) -> Result<()> {
-        let images = bricks.iter().filter(|b| b.size_limit == SizeLimit::Image);
-        self.on_bricks(images, "sh", |b| {
-            image::create_args(b, if b.arbiter { arbiter_bytes } else { bytes })
+        // One round trip a brick, on every node at once.
+        self.on_bricks(bricks.iter(), |b| match b.size_limit {
+            SizeLimit::Image => {
+                let bytes = if b.arbiter { arbiter_bytes } else { bytes };
+                ("sh", image::create_args(b, bytes, gid))
+            }
+            SizeLimit::Quota => {
+                let mut args = words(&["-d", "-m", "2775", "-g", &gid.to_string()]);
+                args.push(path_arg(&b.path));
+                ("install", args)
+            }
         })
-        .await?;
-        let gid = gid.to_string();
-        self.on_bricks(bricks.iter(), "install", |b| {
-            let mut args = words(&["-d", "-m", "2775", "-g", &gid]);
-            args.push(path_arg(&b.path));
-            args
-        })
-        .await?;
-        Ok(())
+        .await
+        .map(drop)
     }
 }

@@ -17,8 +17,11 @@ impl SshBackend {
         let bytes = image::image_bytes(size_gib, volume.data_bricks());
         let arbiter = image::arbiter_image_bytes(size_gib, volume.average_file_kib());
         let grown = self
-            .on_bricks(bricks.iter(), "sh", |b| {
-                image::grow_args(b, if b.arbiter { arbiter } else { bytes })
+            .on_bricks(bricks.iter(), |b| {
+                (
+                    "sh",
+                    image::grow_args(b, if b.arbiter { arbiter } else { bytes }),
+                )
             })
             .await?;
         let images = grown.iter().filter(|out| out.trim() == "grown").count();

@@ -311,16 +311,15 @@ impl SshBackend {
         xml::parse_peer_status(&out)
     }
 
-    /// Runs `program` on the node of each brick, all at once, with the arguments `args` gives
-    /// for that brick; the output of each.
+    /// Runs the program and arguments `command` gives for each brick on its node, all at once;
+    /// the output of each.
     async fn on_bricks<'b>(
         &self,
         bricks: impl Iterator<Item = &'b Brick>,
-        program: &str,
-        args: impl Fn(&Brick) -> Vec<String>,
+        command: impl Fn(&Brick) -> (&'static str, Vec<String>),
     ) -> Result<Vec<String>> {
         let runs = bricks.map(|b| {
-            let args = args(b);
+            let (program, args) = command(b);
             async move { self.ssh.run_ok(&b.ssh_address, program, &args).await }
         });
         join_all(runs).await.into_iter().collect()

@@ -59,19 +59,13 @@ impl SshBackend {
     }
 
     /// Clears each brick: its image (unmounted, out of the fstab, removed) when it has one,
-    /// then its directory. Either kind of brick is cleared the same way, so what a PV says
-    /// of a brick's size limit decides nothing here.
+    /// then its directory, in one round trip. Either kind of brick is cleared the same way, so
+    /// what a PV says of a brick's size limit decides nothing here.
     pub(super) async fn remove_bricks(&self, name: &str, bricks: &[Brick]) -> Result<()> {
         self.placing.lock().expect("placing lock").remove(name);
-        self.on_bricks(bricks.iter(), "sh", image::remove_args)
-            .await?;
-        self.on_bricks(bricks.iter(), "rm", |b| {
-            let mut args = words(&["-rf", "--one-file-system"]);
-            args.push(path_arg(b.volume_dir()));
-            args
-        })
-        .await?;
-        Ok(())
+        self.on_bricks(bricks.iter(), |b| ("sh", image::remove_args(b)))
+            .await
+            .map(drop)
     }
 
     /// Brick directories are made before the volume, so any brick root of the cluster may
