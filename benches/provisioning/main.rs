@@ -19,12 +19,15 @@
 //!    against a plain volume (see `limits.rs`);
 //! 7. pool growth: a claim's time to Bound and the brick processes' memory at 0, 100 and 200
 //!    volumes, with and without brick multiplexing;
-//! 8. a clone of 1 GiB in 10,000 files, against `cp -a` between two raw gluster mounts.
+//! 8. a clone of 1 GiB in 10,000 files, against `cp -a` between two raw gluster mounts;
+//! 9. image bricks: bursts of claims of a parameterless class against the same volumes made
+//!    by hand on the nodes all at once, three rounds, with the provisioner's time by step.
 //!
 //! Prints a table and writes `results.json` and `latency.png` to `--out`.
 //! Flags: `--claims N` (30), `--one-by-one N` (10), `--commands K,K,..` (bursts at these
 //! `GLUSTER_COMMANDS` too), `--scale N` (20000), `--sweep N` (500),
-//! `--only bursts,scale,limits,pool,sweep,clone` (phases 1-3, 4, 6, 7, 5, 8; any of them),
+//! `--only bursts,scale,limits,pool,sweep,clone,images` (phases 1-3, 4, 6, 7, 5, 8, 9; any of
+//! them), `--image-claims N,N,..` (30: phase 9's bursts, three rounds of the first),
 //! `--out DIR` (target/bench).
 
 #[path = "../../tests/e2e/support.rs"]
@@ -38,6 +41,7 @@ mod scenario;
 mod baseline;
 mod bursts;
 mod clone;
+mod images;
 mod limits;
 mod process;
 mod report;
@@ -69,6 +73,7 @@ use support::{Provisioner, admin_client, env, eventually, unique};
 use baseline::*;
 use bursts::*;
 use clone::*;
+use images::*;
 use limits::*;
 use process::*;
 use report::*;
@@ -89,8 +94,10 @@ struct Options {
     sweep: usize,
     /// `GLUSTER_COMMANDS` settings to compare bursts at, besides the default.
     commands: Vec<u16>,
+    /// Image-brick bursts of phase 9: three rounds of the first size, one of each other.
+    image_claims: Vec<usize>,
     /// Only these phases: `bursts` (1 to 3), `scale` (4), `limits` (6), `pool` (7), `sweep` (5),
-    /// `clone` (8).
+    /// `clone` (8), `images` (9).
     only: Option<String>,
     out: PathBuf,
 }
@@ -102,6 +109,7 @@ fn options() -> Options {
         scale: 20000,
         sweep: 500,
         commands: Vec::new(),
+        image_claims: vec![30],
         only: None,
         out: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench"),
     };
@@ -117,6 +125,12 @@ fn options() -> Options {
                 o.commands = value()
                     .split(',')
                     .map(|k| k.parse().expect("--commands K,K,..."))
+                    .collect()
+            }
+            "--image-claims" => {
+                o.image_claims = value()
+                    .split(',')
+                    .map(|n| n.parse().expect("--image-claims N,N,..."))
                     .collect()
             }
             "--only" => o.only = Some(value()),
@@ -187,6 +201,9 @@ async fn main() {
     }
     if runs("clone") {
         add(clone(&client, &cli, &cluster, &name).await);
+    }
+    if runs("images") {
+        add(images(&o, &client, &cli, &cluster, &name).await);
     }
 
     println!();
