@@ -551,6 +551,16 @@ fn node_settings(args: NodeArgs) -> csi::NodeSettings {
 fn executor(args: &TopologyArgs, path: &Path) -> anyhow::Result<(Topology, SshExecutor)> {
     let topology = Topology::load(path)?;
     let dir = args.ssh_control_dir.clone();
+    // ssh binds each control socket at DIR/.ssh-connectionXXXXXX/master.<16 characters>, and a
+    // Unix socket's path holds 107 bytes: a longer DIR would fail every connection, retried
+    // forever.
+    let most = 107 - "/.ssh-connectionXXXXXX/master.0123456789abcdef".len();
+    let len = dir.as_os_str().len();
+    anyhow::ensure!(
+        len <= most,
+        "--ssh-control-dir {} is {len} bytes long, too long for ssh's control sockets (at most {most})",
+        dir.display()
+    );
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     Ok((topology.clone(), SshExecutor::new(topology.ssh, dir)))
 }

@@ -46,7 +46,8 @@ async fn run_with(cli: &Cli, host: &str, script: &str, args: &[String]) {
 /// steps above over the system's `ssh`, then stopped and deleted all at once.
 async fn by_hand(cli: &Cli, cluster: &Cluster, n: usize) -> ByHand {
     let tag = unique("img").replace('-', "");
-    let nodes = &cluster.nodes;
+    // Three bricks, as the environment's three nodes give a replica 3 volume.
+    let nodes = &cluster.nodes[..3];
     let dir = |node: &Node, name: &str| format!("{}/{name}", node.brick_roots[0].path.display());
     let bytes = glusterfs_provisioner::gluster::image::image_bytes(1, 1).to_string();
     let names: Vec<String> = (0..n).map(|i| format!("bench_{tag}_{i}")).collect();

@@ -232,7 +232,7 @@ EOF
   "$bin" run --topology "$EV_DIR/topology-without-$EV_TO.json" \
     --kubeconfig "$GP_PROVISIONER_KUBECONFIG" --provisioner-name "$name" \
     --leader-election false --http-address 127.0.0.1:0 \
-    --ssh-control-dir "$EV_DIR/ssh-provisioner" >"$EV_DIR/provisioner.log" 2>&1 &
+    --ssh-control-dir "$GP_STATE_DIR/ssh-ev" >"$EV_DIR/provisioner.log" 2>&1 &
   local provisioner=$!
   local by_evacuate=() by_hand=() v
   mapfile -t by_evacuate < <(ev_claims e "$n")
