@@ -261,7 +261,7 @@ EOF
 
   started=$EPOCHREALTIME
   "$bin" evacuate --topology "$GP_TOPOLOGY" --kubeconfig "$KUBECONFIG" \
-    --ssh-control-dir "$EV_DIR/ssh-evacuate" --node "$EV_FROM" --apply \
+    --ssh-control-dir "$GP_STATE_DIR/ssh-evacuate" --node "$EV_FROM" --apply \
     >"$EV_DIR/evacuate.out" 2>"$EV_DIR/evacuate.err" ||
     ev_die "evacuate failed: $(cat "$EV_DIR/evacuate.err") (its report: $EV_DIR/evacuate.out)"
   evacuate_total=$(ev_secs "$started" "$EPOCHREALTIME")
