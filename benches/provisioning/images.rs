@@ -158,9 +158,8 @@ async fn round(
     Round { hand, run, steps }
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+fn median(values: Vec<f64>) -> f64 {
+    percentiles(&values).0
 }
 
 pub(crate) async fn images(
