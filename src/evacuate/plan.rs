@@ -1,8 +1,6 @@
 //! What `evacuate` does with each volume, decided from what gluster says alone, so a run
 //! killed anywhere and started again goes on from where the pool is.
 
-use std::fmt;
-
 use crate::gluster::plan::{self, NodeCapacity};
 use crate::gluster::xml::Volume;
 use crate::gluster::{Brick, MOVING, image};
@@ -47,34 +45,6 @@ pub struct Move {
     pub image_bytes: u64,
     /// The volume's GID, which the new brick directory is group-owned by.
     pub gid: u32,
-}
-
-impl fmt::Display for Step {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Step::Move(m) => {
-                let how = match m.how {
-                    How::AddThenRemove => "copy added, healed, then the old one removed",
-                    How::Replace => "replaced, then healed",
-                };
-                write!(
-                    f,
-                    "move            {}: {} -> {} ({how})",
-                    m.volume,
-                    m.old.spec(),
-                    m.new.spec()
-                )
-            }
-            Step::Finish { volume, old, new } => write!(
-                f,
-                "finish          {volume}: {} added earlier; {} removed once it is healed",
-                new.spec(),
-                old.spec()
-            ),
-            Step::NotMoved { volume, why } => write!(f, "not moved       {volume}: {why}"),
-            Step::Unplaceable { volume, why } => write!(f, "cannot place    {volume}: {why}"),
-        }
-    }
 }
 
 /// What the pool says of one volume with a brick on the node, and what else is known.

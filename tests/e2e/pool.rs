@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
+use crate::csi::CSI_CLASS;
 use crate::disruptive::GlusterNode;
 use crate::scenario::*;
 use crate::support::{eventually, ssh};
@@ -128,19 +129,26 @@ fn volume_of_pv(pv: &PersistentVolume) -> String {
     glusterfs_path(pv)
 }
 
-/// A pod `writer` on `claim` that appends a line to `/data/log` every 0.2 s, after writing
-/// 20 MB to `/data/blob`: the blob's md5sum, to compare once the bricks moved.
-async fn writer(space: &Space, claim: &str) -> String {
+/// A pod `pod` on `claim` that appends a line to `/data/log` every 0.2 s, after writing 20 MB
+/// to `/data/blob`: the blob's md5sum, to compare once the bricks moved.
+async fn writer(space: &Space, pod: &str, claim: &str) -> String {
     let script = "i=0; while true; do i=$((i+1)); echo $i >>/data/log; sleep 0.2; done";
-    space.pod_running("writer", claim, json!({}), script).await;
-    space.running("writer", None).await;
+    space.pod_running(pod, claim, json!({}), script).await;
+    space.running(pod, None).await;
     space
-        .exec_ok(
-            "writer",
-            "head -c 20000000 /dev/urandom >/data/blob && sync",
-        )
+        .exec_ok(pod, "head -c 20000000 /dev/urandom >/data/blob && sync")
         .await;
-    space.exec_ok("writer", "md5sum </data/blob").await
+    space.exec_ok(pod, "md5sum </data/blob").await
+}
+
+/// Waits until the pod's `/data/log` grows: it goes on writing.
+async fn goes_on_writing(space: &Space, pod: &str) {
+    let lines = space.exec_ok(pod, "wc -l </data/log").await;
+    eventually(Duration::from_secs(30), "the writer going on", || async {
+        let now = space.exec_ok(pod, "wc -l </data/log").await;
+        (now.trim().parse::<u64>().ok()? > lines.trim().parse::<u64>().ok()?).then_some(())
+    })
+    .await;
 }
 
 /// A space of the deployed provisioner, each claim (name, class parameters) of 1Gi Bound: their
@@ -173,7 +181,7 @@ async fn a_live_node_is_retired_without_losing_a_healed_copy() {
     .await;
     let (data_pv, meta_pv) = (pvs[0].clone(), pvs[1].clone());
     let (data, meta) = (volume_of_pv(&data_pv), volume_of_pv(&meta_pv));
-    let sum = writer(&space, "data").await;
+    let sum = writer(&space, "writer", "data").await;
     let victim = node_holding(std::slice::from_ref(&data)).await;
 
     let (ok, plan) = evacuate(&["--node", &victim]).await;
@@ -224,13 +232,7 @@ async fn a_live_node_is_retired_without_losing_a_healed_copy() {
     let (ok, status) = operator_command("status", &[]).await;
     assert!(ok, "every volume whole:\n{status}");
     assert_eq!(space.exec_ok("writer", "md5sum </data/blob").await, sum);
-    let lines = space.exec_ok("writer", "wc -l </data/log").await;
-    let later = eventually(Duration::from_secs(30), "the writer going on", || async {
-        let now = space.exec_ok("writer", "wc -l </data/log").await;
-        (now.trim().parse::<u64>().ok()? > lines.trim().parse::<u64>().ok()?).then_some(now)
-    })
-    .await;
-    assert!(!later.is_empty());
+    goes_on_writing(&space, "writer").await;
     space
         .delete_all(&[data_pv.name_any(), meta_pv.name_any()])
         .await;
@@ -241,7 +243,8 @@ fn victim_address(node: &str) -> String {
 }
 
 /// A node dead for good (gluster processes, sshd and image mounts gone), holding bricks of a
-/// replica 3 volume on images, a disperse 2+1 and a replica 3 with quota: `evacuate --apply`
+/// replica 3 volume on images, a disperse 2+1, a replica 3 with quota (`glusterfs` PVs) and a
+/// CSI PV's, with pods writing to the first and the last: `evacuate --apply`
 /// replaces each of its bricks on the others, never waiting on it; every volume is whole and
 /// the pod kept writing. Killed mid-way and run again, it ends in the same state. Once the
 /// node is back, a run removes what was left on it.
@@ -256,9 +259,15 @@ async fn a_dead_nodes_bricks_move_and_a_killed_run_finishes() {
         ),
     ];
     let (space, bound) = bound_claims("dead", &claims).await;
-    let volumes: Vec<String> = bound.iter().map(volume_of_pv).collect();
-    let pvs: Vec<String> = bound.iter().map(|pv| pv.name_any()).collect();
-    let sum = writer(&space, "a").await;
+    let mut volumes: Vec<String> = bound.iter().map(volume_of_pv).collect();
+    let mut pvs: Vec<String> = bound.iter().map(|pv| pv.name_any()).collect();
+    // And a CSI PV, each kind with a pod writing.
+    space.claim("d", CSI_CLASS, "1Gi", "ReadWriteOnce").await;
+    let csi = space.bound_pv("d").await;
+    volumes.push(crate::csi::volume_of(&csi));
+    pvs.push(csi.name_any());
+    let sum = writer(&space, "writer", "a").await;
+    let csi_sum = writer(&space, "csi-writer", "d").await;
     let victim = node_holding(&volumes).await;
     let node = GlusterNode::new(&victim);
     node.shut_down();
@@ -295,6 +304,13 @@ async fn a_dead_nodes_bricks_move_and_a_killed_run_finishes() {
     let (ok, status) = operator_command("status", &[]).await;
     assert!(ok, "every volume whole:\n{status}");
     assert_eq!(space.exec_ok("writer", "md5sum </data/blob").await, sum);
+    assert_eq!(
+        space.exec_ok("csi-writer", "md5sum </data/blob").await,
+        csi_sum
+    );
+    for pod in ["writer", "csi-writer"] {
+        goes_on_writing(&space, pod).await;
+    }
 
     // Back from the dead (booted: its image bricks mounted from its fstab, glusterd started,
     // sshd too): a run removes what it left there.
