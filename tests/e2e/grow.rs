@@ -66,7 +66,7 @@ fn reshaped(doc: &Value, nodes: &[&Node], draining: &[&Node]) -> Value {
 }
 
 /// Gives the provisioner (its mounted ConfigMap) and the operator commands (the environment's
-/// file) the same nodes, and waits until the provisioner says it took them.
+/// file) the same nodes, and waits until each provisioner replica says it took them.
 async fn change_topology(nodes: &[&Node], draining: &[&Node]) {
     let client = crate::support::admin_client().await;
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), DEPLOYED_NS);
@@ -87,25 +87,38 @@ async fn change_topology(nodes: &[&Node], draining: &[&Node]) {
     .await
     .unwrap();
     let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
-    let events: Api<Event> = Api::namespaced(client, DEPLOYED_NS);
+    let events: Api<Event> = Api::namespaced(client.clone(), DEPLOYED_NS);
+    // Each replica's kubelet updates its own mount of the ConfigMap: the leader may take it
+    // after the other, so every replica must have said so.
+    let replicas: HashSet<String> = crate::pods::provisioner_pods(&client)
+        .await
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect();
     eventually(
-        Duration::from_secs(120),
-        "the provisioner taking the new topology",
+        Duration::from_secs(180),
+        "every provisioner replica taking the new topology",
         || async {
             let list = events.list(&Default::default()).await.ok()?;
-            list.items.into_iter().find_map(|e| {
-                let about = e.regarding.as_ref()?.name.as_deref() == Some(TOPOLOGY_CONFIGMAP);
-                let new = e.event_time.as_ref().is_some_and(|t| t.0 >= since)
-                    || e.deprecated_last_timestamp
-                        .as_ref()
-                        .is_some_and(|t| t.0 >= since);
-                let note = e.note.unwrap_or_default();
-                (about
-                    && new
-                    && e.reason.as_deref() == Some("TopologyReloaded")
-                    && names.iter().all(|n| note.contains(n)))
-                .then_some(())
-            })
+            let told: HashSet<String> = list
+                .items
+                .into_iter()
+                .filter(|e| {
+                    let about = e.regarding.as_ref().and_then(|r| r.name.as_deref())
+                        == Some(TOPOLOGY_CONFIGMAP);
+                    let new = e.event_time.as_ref().is_some_and(|t| t.0 >= since)
+                        || e.deprecated_last_timestamp
+                            .as_ref()
+                            .is_some_and(|t| t.0 >= since);
+                    let note = e.note.as_deref().unwrap_or_default();
+                    about
+                        && new
+                        && e.reason.as_deref() == Some("TopologyReloaded")
+                        && names.iter().all(|n| note.contains(n))
+                })
+                .filter_map(|e| e.reporting_instance)
+                .collect();
+            replicas.is_subset(&told).then_some(())
         },
     )
     .await;

@@ -275,11 +275,15 @@ async fn a_dead_nodes_bricks_move_and_a_killed_run_finishes() {
 
     // Killed once the first volume's brick was replaced, before it healed: stdout has a line
     // per volume only once it healed, the log at `info` says each step as it starts.
+    let state = &crate::support::env().state_dir;
     let mut run = tokio::process::Command::new(env!("CARGO_BIN_EXE_glusterfs-provisioner"));
     run.args(["evacuate", "--node", &victim, "--apply", "--topology"])
-        .arg(crate::support::env().state_dir.join("topology.json"))
+        .arg(state.join("topology.json"))
         .arg("--kubeconfig")
-        .arg(crate::support::env().state_dir.join("admin.kubeconfig"))
+        .arg(state.join("admin.kubeconfig"))
+        // Killed, it cannot remove its SSH control sockets: they go with the state directory.
+        .arg("--ssh-control-dir")
+        .arg(state.join("test-ssh").join("killed"))
         .args(["--log-level", "info"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped());
