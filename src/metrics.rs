@@ -66,7 +66,8 @@ pub enum Step {
     Claim,
     /// Node health and brick room read, bricks placed.
     Place,
-    /// Waiting for a turn (`GLUSTER_COMMANDS` volumes are made at once).
+    /// Waiting for a turn: to be let in (`GLUSTER_COMMANDS` volumes are made at once), then
+    /// before laying out bricks and before each gluster command, behind earlier volumes.
     Queue,
     /// Image bricks and brick directories laid out on the nodes.
     Bricks,

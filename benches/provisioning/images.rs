@@ -93,10 +93,17 @@ async fn by_hand(cli: &Cli, cluster: &Cluster, n: usize) -> ByHand {
     ByHand { create, delete }
 }
 
-/// Seconds the provisioner on `port` has spent in each step, summed over its provisionings.
-async fn step_seconds(port: u16) -> BTreeMap<&'static str, f64> {
+/// What the provisioner on `port` has counted so far: seconds spent in each step, summed over
+/// its provisionings, and gluster commands sent (retries included) by operation.
+struct Counted {
+    steps: BTreeMap<&'static str, f64>,
+    commands: BTreeMap<String, f64>,
+}
+
+async fn counted(port: u16) -> Counted {
     let text = support::metrics(port).await;
-    Step::ALL
+    let value = |line: &str| line.rsplit(' ').next()?.trim().parse::<f64>().ok();
+    let steps = Step::ALL
         .iter()
         .map(|step| {
             let series = format!(
@@ -105,12 +112,27 @@ async fn step_seconds(port: u16) -> BTreeMap<&'static str, f64> {
             );
             let sum = text
                 .lines()
-                .find_map(|l| l.strip_prefix(&series))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0.0);
-            (step.label(), sum)
+                .find(|l| l.starts_with(&series))
+                .and_then(value);
+            (step.label(), sum.unwrap_or(0.0))
         })
-        .collect()
+        .collect();
+    let mut commands = BTreeMap::new();
+    for line in text.lines() {
+        let Some(labels) =
+            line.strip_prefix("glusterfs_provisioner_gluster_operations_started_total{")
+        else {
+            continue;
+        };
+        let operation = labels
+            .split("operation=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next());
+        if let (Some(operation), Some(v)) = (operation, value(line)) {
+            *commands.entry(operation.to_string()).or_default() += v;
+        }
+    }
+    Counted { steps, commands }
 }
 
 /// One round: by hand, then the same number of claims, each with its deletion.
@@ -119,6 +141,8 @@ struct Round {
     run: BurstRun,
     /// Seconds per claim in each step (the burst's sums over its claims).
     steps: BTreeMap<&'static str, f64>,
+    /// Gluster commands sent per claim, by operation (a command retried counts each time).
+    commands: BTreeMap<String, f64>,
 }
 
 impl Round {
@@ -133,7 +157,8 @@ impl Round {
     fn json(&self) -> Value {
         json!({"by_hand": {"create_seconds": self.hand.create, "delete_seconds": self.hand.delete},
                "provisioner": self.run.json(), "bound_ratio": self.bound_ratio(),
-               "delete_ratio": self.delete_ratio(), "step_seconds_per_claim": self.steps})
+               "delete_ratio": self.delete_ratio(), "step_seconds_per_claim": self.steps,
+               "gluster_commands_per_claim": self.commands})
     }
 }
 
@@ -147,15 +172,29 @@ async fn round(
 ) -> Round {
     let hand = by_hand(cli, cluster, n).await;
     let (mut provisioner, port, _) = start_provisioner(name, &burst.class, &[]).await;
-    let before = step_seconds(port).await;
+    let before = counted(port).await;
     let run = burst_and_delete(burst, n, &format!("img{n}r{i}"), None).await;
-    let after = step_seconds(port).await;
+    let after = counted(port).await;
     provisioner.stop().await;
     let steps = after
+        .steps
         .iter()
-        .map(|(step, sum)| (*step, (sum - before[step]) / n as f64))
+        .map(|(step, sum)| (*step, (sum - before.steps[step]) / n as f64))
         .collect();
-    Round { hand, run, steps }
+    let commands = after
+        .commands
+        .iter()
+        .map(|(op, sum)| {
+            let was = before.commands.get(op).copied().unwrap_or(0.0);
+            (op.clone(), (sum - was) / n as f64)
+        })
+        .collect();
+    Round {
+        hand,
+        run,
+        steps,
+        commands,
+    }
 }
 
 fn median(values: Vec<f64>) -> f64 {
@@ -243,6 +282,16 @@ pub(crate) async fn images(
                 .iter()
                 .filter(|(_, s)| **s > 0.0)
                 .map(|(step, s)| format!("{step} {s:.2}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            String::new(),
+        ));
+        rows.push(row(
+            format!("images, {n}: gluster commands per claim"),
+            middle
+                .commands
+                .iter()
+                .map(|(op, k)| format!("{op} {k:.2}"))
                 .collect::<Vec<_>>()
                 .join(", "),
             String::new(),

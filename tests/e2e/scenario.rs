@@ -316,7 +316,18 @@ pub async fn brick_dirs() -> Vec<String> {
                 .iter()
                 .map(|r| r.path.display().to_string()),
         );
-        let kinds = ["-mindepth", "1", "-maxdepth", "1", "(", "-type", "d", "-o"];
+        // A volume being removed meanwhile is not an error: it is found or not.
+        let kinds = [
+            "-ignore_readdir_race",
+            "-mindepth",
+            "1",
+            "-maxdepth",
+            "1",
+            "(",
+            "-type",
+            "d",
+            "-o",
+        ];
         args.extend(
             kinds
                 .into_iter()

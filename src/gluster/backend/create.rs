@@ -10,6 +10,7 @@ use crate::metrics::Step;
 impl SshBackend {
     pub async fn make(&self, req: &VolumeRequest<'_>) -> Result<ProvisionedVolume> {
         let started = Instant::now();
+        let rank = self.asked.fetch_add(1, Ordering::Relaxed);
         let cluster = &self.cluster(req.cluster)?;
         let bricks = req.durability.bricks() as usize;
         if bricks > cluster.nodes.len() {
@@ -86,7 +87,9 @@ impl SshBackend {
         let placed = self.metrics.step(Step::Place, started);
         let making = self.making.acquire().await.expect("never closed");
         self.metrics.step(Step::Queue, placed);
-        let done = self.build(cluster, req, existing.as_ref(), &bricks).await;
+        let done = self
+            .build(cluster, req, rank, existing.as_ref(), &bricks)
+            .await;
         drop(making);
         if let Err(e) = done {
             // A volume this attempt created is removed again; one found from an earlier attempt
@@ -111,12 +114,13 @@ impl SshBackend {
 
     /// The gluster work proper for a volume on chosen bricks: image bricks, brick directories,
     /// create (unless `existing`), options, start, quota. Nothing is looked up, so with no
-    /// `existing` volume it is the least any tool must do for such a volume (the benchmark's
-    /// baseline).
-    pub async fn build(
+    /// `existing` volume it is the least any tool must do for such a volume. Each step waits
+    /// its turn behind those of volumes of a lower `rank` (asked for earlier).
+    async fn build(
         &self,
         cluster: &Cluster,
         req: &VolumeRequest<'_>,
+        rank: u64,
         existing: Option<&Volume>,
         bricks: &[Brick],
     ) -> Result<()> {
@@ -130,52 +134,61 @@ impl SshBackend {
             }
             _ => bytes,
         };
-        self.fenced_step(
-            req,
-            Step::Bricks,
-            self.lay_bricks(bricks, bytes, arbiter, req.gid),
-        )
-        .await?;
+        let lay = self.lay_bricks(bricks, bytes, arbiter, req.gid);
+        self.fenced_step(req, Step::Bricks, rank, lay).await?;
         let name = req.name;
         if existing.is_none() {
             // The name is this claim's alone: one that exists is a retried create's own.
             let create = plan::create_args(name, req.durability, bricks);
             let create = self.gluster_tolerant(cluster, create, &["already exists"]);
-            self.fenced_step(req, Step::Create, create).await?;
+            self.fenced_step(req, Step::Create, rank, create).await?;
         }
         let limit = plan::limit_options(size_limit, req.size_limit.strict);
         let identity = req.identity.options();
         for set in plan::options_args(name, req.gid, req.options, limit, &identity) {
-            self.fenced_step(req, Step::Options, self.gluster(cluster, set).map_ok(drop))
-                .await?;
+            let set = self.gluster(cluster, set).map_ok(drop);
+            self.fenced_step(req, Step::Options, rank, set).await?;
         }
         if !existing.is_some_and(Volume::is_started) {
             crate::failpoint::pause_point("before-volume-start");
             let start = self.gluster(cluster, plan::start_args(name)).map_ok(drop);
-            self.fenced_step(req, Step::Start, start).await?;
+            self.fenced_step(req, Step::Start, rank, start).await?;
         }
         if quota {
             // Quota needs a started volume. Enabling it turns quota-deem-statfs on, so df in a
             // mount shows the limit as the size.
             let enable =
                 self.gluster_tolerant(cluster, plan::quota_enable_args(name), &["already enabled"]);
-            self.fenced_step(req, Step::Quota, enable).await?;
+            self.fenced_step(req, Step::Quota, rank, enable).await?;
             let limit = plan::quota_limit_args(name, req.size_gib);
             let limit = self.gluster(cluster, limit).map_ok(drop);
-            self.fenced_step(req, Step::Quota, limit).await?;
+            self.fenced_step(req, Step::Quota, rank, limit).await?;
         }
         Ok(())
     }
 }
 
 impl SshBackend {
-    /// `write` once the lease is checked, timed as `step` (the check as its own).
+    /// `write` in its turn (bricks at the laying gate, gluster commands but quota's at the other), once
+    /// the lease is checked, timed as `step` (the turn as the queue, the check as its own).
     async fn fenced_step(
         &self,
         req: &VolumeRequest<'_>,
         step: Step,
+        rank: u64,
         write: impl Future<Output = Result<()>>,
     ) -> Result<()> {
+        let waited = Instant::now();
+        let gate = match step {
+            Step::Bricks => Some(&self.laying),
+            Step::Quota => None,
+            _ => Some(&self.commanding),
+        };
+        let _turn = match gate {
+            Some(gate) => Some(gate.enter(rank).await),
+            None => None,
+        };
+        self.metrics.step(Step::Queue, waited);
         req.fence.check().await?;
         let started = Instant::now();
         write.await?;

@@ -12,6 +12,7 @@ mod moves;
 pub mod reload;
 mod remove;
 mod space;
+mod turns;
 
 pub use clone::Copied;
 pub use inventory::RootEntry;
@@ -23,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use std::time::Instant;
 
@@ -81,6 +82,14 @@ pub struct SshBackend {
     /// keeps its place from one step to the next and the burst finishes in order. Deletions
     /// are not held back: nobody waits on one in particular.
     making: tokio::sync::Semaphore,
+    /// The order volumes were asked for in: their rank at the gates below, which order the
+    /// work of the volumes let in.
+    asked: AtomicU64,
+    /// Volumes laying out their bricks at once (`mkfs`, mounts: the nodes' CPU and disks).
+    laying: turns::Gate,
+    /// Volumes with a gluster command out at once (`create`, `set`, `start`; not quota's, which
+    /// cost less each when many run together).
+    commanding: turns::Gate,
 }
 
 /// When a `volume list` was begun, and the names it had.
@@ -105,6 +114,13 @@ impl<T> Slots<T> {
 
 /// When a cluster's nodes were probed, and how each stood.
 type HealthReading = (Instant, Arc<Vec<NodeHealth>>);
+
+/// Of the volumes being made at once, one in this many lays out bricks at a time, and one in
+/// this many has a gluster command out: with 16 made at once, a gate of 4 each finished a
+/// burst of 30 image claims in order (median claim Bound at 0.65 of the burst, not 0.75)
+/// without a longer burst; 4 made at once in all made it longer (README: image bricks at
+/// gluster's own limit).
+const TURNS_PER_GATE: usize = 4;
 
 /// How long a probe of the nodes' glusterd is used; a node found failing is marked down
 /// at once.
@@ -138,6 +154,9 @@ impl SshBackend {
             metrics,
             next_node: AtomicUsize::default(),
             making: tokio::sync::Semaphore::new(volumes.max(1)),
+            asked: AtomicU64::default(),
+            laying: turns::Gate::new(volumes / TURNS_PER_GATE),
+            commanding: turns::Gate::new(volumes / TURNS_PER_GATE),
         }
     }
 
