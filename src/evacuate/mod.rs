@@ -46,6 +46,8 @@ pub struct EvacuateOptions {
 
 /// How often a heal is looked at.
 const HEAL_POLL: Duration = Duration::from_secs(2);
+/// How often a heal that has not ended is asked for again.
+const HEAL_KICK: Duration = Duration::from_secs(30);
 
 /// Plans (and with `apply`, carries out) the evacuation, and reports it through `out`: the
 /// plan's table, then with `apply` a line for each volume once it is done. What fails the
@@ -439,6 +441,7 @@ impl Mover<'_> {
     /// as many entries as a brick that kept its data.
     async fn healed(&self, name: &str, new: &Brick, old: &Brick) -> Result<()> {
         let deadline = Instant::now() + self.options.heal_timeout;
+        let mut kick = Instant::now() + HEAL_KICK;
         loop {
             let whole = self.backend.volume_health(self.cluster, name).await?;
             if let Some(health) = whole.filter(|h| h.whole()) {
@@ -468,6 +471,14 @@ impl Mover<'_> {
                         self.options.heal_timeout.as_secs()
                     ),
                 });
+            }
+            // A full heal asked for before the self-heal daemons saw the new brick can end at
+            // once, leaving it to their next crawl (10 minutes): asked for again.
+            if Instant::now() >= kick {
+                if let Err(e) = self.backend.heal_full(self.cluster, name).await {
+                    tracing::debug!(volume = name, error = %e, "heal not started again");
+                }
+                kick = Instant::now() + HEAL_KICK;
             }
             tokio::time::sleep(HEAL_POLL).await;
         }
