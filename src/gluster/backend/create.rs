@@ -169,8 +169,9 @@ impl SshBackend {
 }
 
 impl SshBackend {
-    /// `write` in its turn (bricks at the laying gate, gluster commands but quota's at the other), once
-    /// the lease is checked, timed as `step` (the turn as the queue, the check as its own).
+    /// `write` in its turn (bricks at the laying gate, gluster commands but quota's at the
+    /// other), once the lease is checked, timed as `step` (the turn as the queue, the check as
+    /// its own).
     async fn fenced_step(
         &self,
         req: &VolumeRequest<'_>,
@@ -184,11 +185,11 @@ impl SshBackend {
             Step::Quota => None,
             _ => Some(&self.commanding),
         };
-        let _turn = match gate {
-            Some(gate) => Some(gate.enter(rank).await),
-            None => None,
-        };
-        self.metrics.step(Step::Queue, waited);
+        let mut _turn = None;
+        if let Some(gate) = gate {
+            _turn = Some(gate.enter(rank).await);
+            self.metrics.step(Step::Queue, waited);
+        }
         req.fence.check().await?;
         let started = Instant::now();
         write.await?;
