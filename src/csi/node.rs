@@ -275,8 +275,10 @@ impl NodeService {
             staging.display().to_string(),
         ];
         let ran = mounts::run_mount(&args, &self.fuse_cgroups).await;
-        // mount.glusterfs can exit 0 without a mount: only the mount table says.
-        if mounts::mounted_at(staging)?.is_some_and(|m| m.fs_type == FUSE_TYPE) {
+        // mount.glusterfs can exit 0 without a mount: only the mount table says. A failed exit
+        // is a failure even with a mount there: a client that found no volfile on the first
+        // server stays mounted while it asks the backups, and dies once they refuse too.
+        if ran.is_ok() && mounts::mounted_at(staging)?.is_some_and(|m| m.fs_type == FUSE_TYPE) {
             match self.checks.health(staging).await {
                 Health::Alive(_) => {
                     tracing::info!(volume = source.volume, staging = %staging.display(), "staged");
