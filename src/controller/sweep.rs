@@ -15,6 +15,7 @@ use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use kube::runtime::events::EventType;
+use kube::runtime::reflector::ObjectRef;
 use tokio::time::Instant;
 
 use super::{Context, servers};
@@ -138,16 +139,23 @@ pub(super) async fn sweep(ctx: Arc<Context>) {
         let looks = futures::stream::iter(due)
             .map(|w| async {
                 yield_to_operations(&ctx).await;
+                // Its claim may have gone while the look waited: a look at a volume being
+                // deleted holds glusterd's lock on it against the delete.
+                if !still_bound(&ctx, &w.identity.pv) {
+                    return (w, None);
+                }
                 let look = match ssh.cluster(Some(&w.cluster)) {
                     Ok(cluster) => ssh.volume_health(&cluster, &w.volume).await,
                     Err(e) => Err(e),
                 };
-                (w, look)
+                (w, Some(look))
             })
             .buffer_unordered(AT_ONCE)
             .collect::<Vec<_>>()
             .await;
         for (w, look) in looks {
+            // Not looked at: gone from the watch list at the next tick unless Bound again.
+            let Some(look) = look else { continue };
             match look {
                 Ok(Some(health)) if is_the_claims(&health, w) => {
                     keep_policy(&ctx, ssh, w, &health).await;
@@ -200,6 +208,11 @@ async fn keep_policy(ctx: &Context, ssh: &SshBackend, w: &Watched, health: &Volu
     if let Err(e) = recorded.await {
         tracing::warn!(volume = w.volume, error = %e, "cannot record the PV's reclaim policy on its volume");
     }
+}
+
+fn still_bound(ctx: &Context, pv: &str) -> bool {
+    let pv = ctx.volumes.get(&ObjectRef::new(pv));
+    pv.is_some_and(|pv| pv.status.phase.as_deref() == Some("Bound"))
 }
 
 /// Waits while claims are being provisioned or deleted (for at most [`YIELD_AT_MOST`]): a look
