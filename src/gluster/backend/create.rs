@@ -28,9 +28,16 @@ impl SshBackend {
         if let Some(volume) = &existing {
             finishable(volume, req.identity)?;
         }
-        let bricks = match &existing {
-            Some(volume) => self.bricks_of(cluster, volume)?,
-            None => {
+        // An attempt that lost its lease leaves what it laid out for the next leader; when that
+        // is this process again, it finishes on the same bricks instead of leaving them behind.
+        let laid = {
+            let placing = self.placing.lock().expect("placing lock");
+            placing.get(req.name).map(|(_, bricks)| bricks.clone())
+        };
+        let bricks = match (&existing, laid) {
+            (Some(volume), _) => self.bricks_of(cluster, volume)?,
+            (None, Some(bricks)) => bricks,
+            (None, None) => {
                 let (mut capacity, unreadable) = self.capacity(cluster).await;
                 // A node is left out for the first reason found: its glusterd, its roots.
                 let health: Vec<NodeHealth> = self
@@ -56,7 +63,7 @@ impl SshBackend {
                 for name in saved {
                     placing.remove(&name);
                 }
-                plan::count_promises(&mut capacity, placing.values());
+                plan::count_promises(&mut capacity, placing.values().map(|(p, _)| p));
                 let bytes = req.size_gib << 30;
                 let need = plan::Need {
                     durability: req.durability,
@@ -80,7 +87,7 @@ impl SshBackend {
                     bytes,
                     arbiter_bytes: need.arbiter_bytes(),
                 };
-                placing.insert(req.name.to_string(), promise);
+                placing.insert(req.name.to_string(), (promise, bricks.clone()));
                 bricks
             }
         };

@@ -61,7 +61,7 @@ pub struct SshBackend {
     next_node: AtomicUsize,
     /// Volumes placed whose PV is not in the caller's promises yet, by name: a burst's claims
     /// count each other's bricks.
-    placing: std::sync::Mutex<HashMap<String, Promise>>,
+    placing: std::sync::Mutex<HashMap<String, (Promise, Vec<Brick>)>>,
     /// The last probe of each cluster's nodes, by cluster name.
     health: std::sync::Mutex<HashMap<String, HealthReading>>,
     /// Held by the one caller probing; the others go on with the last reading meanwhile.
