@@ -59,8 +59,9 @@ pub struct SshBackend {
     /// Gluster commands start on the nodes in turn, spreading glusterd's coordinating work
     /// and the SSH sessions.
     next_node: AtomicUsize,
-    /// Volumes placed whose PV is not in the caller's promises yet, by name: a burst's claims
-    /// count each other's bricks.
+    /// Volumes placed whose PV is not in the caller's promises yet, by name, with their bricks:
+    /// a burst's claims count each other's, and a retry after a lost lease lays out its own
+    /// again.
     placing: std::sync::Mutex<HashMap<String, (Promise, Vec<Brick>)>>,
     /// The last probe of each cluster's nodes, by cluster name.
     health: std::sync::Mutex<HashMap<String, HealthReading>>,
