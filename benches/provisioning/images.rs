@@ -93,6 +93,52 @@ async fn by_hand(cli: &Cli, cluster: &Cluster, n: usize) -> ByHand {
     ByHand { create, delete }
 }
 
+/// A started replica 3 volume on plain brick directories that lasts through a round, made and
+/// removed by gluster's CLI: a pool in use has one, and with it the self-heal daemons, so
+/// neither the run by hand nor the burst starts them for its first volume.
+struct Standing<'a> {
+    cli: &'a Cli,
+    nodes: &'a [Node],
+    name: String,
+}
+
+impl<'a> Standing<'a> {
+    async fn make(cli: &'a Cli, cluster: &'a Cluster) -> Standing<'a> {
+        let standing = Standing {
+            cli,
+            nodes: &cluster.nodes[..3],
+            name: unique("standing").replace('-', "_"),
+        };
+        let bricks: Vec<String> = standing
+            .nodes
+            .iter()
+            .map(|node| format!("{}:{}", node.storage_address, standing.dir(node)))
+            .collect();
+        let name = &standing.name;
+        let script = format!(
+            "{GLUSTER_FN}g volume create {name} replica 3 {bricks}\ng volume start {name}\n",
+            bricks = bricks.join(" ")
+        );
+        cli.run(&standing.nodes[0].ssh_address, &script).await;
+        standing
+    }
+
+    fn dir(&self, node: &Node) -> String {
+        format!("{}/{}", node.brick_roots[0].path.display(), self.name)
+    }
+
+    async fn remove(self) {
+        let name = &self.name;
+        let script = format!("{GLUSTER_FN}g volume stop {name} force\ng volume delete {name}\n");
+        self.cli.run(&self.nodes[0].ssh_address, &script).await;
+        futures::future::join_all(self.nodes.iter().map(|node| {
+            let script = format!("rm -rf --one-file-system {}\n", self.dir(node));
+            async move { self.cli.run(&node.ssh_address, &script).await }
+        }))
+        .await;
+    }
+}
+
 /// What the provisioner on `port` has counted so far: seconds spent in each step, summed over
 /// its provisionings, and gluster commands sent (retries included) by operation.
 struct Counted {
@@ -170,6 +216,7 @@ async fn round(
     n: usize,
     i: usize,
 ) -> Round {
+    let standing = Standing::make(cli, cluster).await;
     let hand = by_hand(cli, cluster, n).await;
     let (mut provisioner, port, _) = start_provisioner(name, &burst.class, &[]).await;
     let prefix = format!("img{n}r{i}");
@@ -181,6 +228,7 @@ async fn round(
     let run = burst_and_delete(burst, n, &prefix, None).await;
     let after = counted(port).await;
     provisioner.stop().await;
+    standing.remove().await;
     let steps = after
         .steps
         .iter()
