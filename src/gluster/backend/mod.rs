@@ -76,10 +76,6 @@ pub struct SshBackend {
     space: Slots<SpaceReading>,
     /// The last `volume list` of each cluster, by cluster name, and when it was begun.
     listing: Slots<Listing>,
-    /// The last `volume info` of each cluster begun for a deletion's look, by cluster name.
-    looks: Slots<Look>,
-    /// Deletions looking up their volume now, in any cluster.
-    looking: AtomicUsize,
     /// Volumes being made at once, from their first brick directory to their size limit; the
     /// others wait, first come first served (tokio's semaphore is fair). glusterd grants its
     /// cluster lock to no queued command in particular, so with every volume of a burst in
@@ -100,14 +96,6 @@ pub struct SshBackend {
 /// When a `volume list` was begun, and the names it had.
 type Listing = (Instant, HashSet<String>);
 
-/// When a `volume info` was begun, and the volumes it found: every volume of the cluster
-/// (`all`), or only the one asked for.
-struct Look {
-    begun: Instant,
-    all: bool,
-    volumes: HashMap<String, Volume>,
-}
-
 /// A cache slot for each node or cluster name, made when first asked for: nodes and clusters
 /// come with the topology file. Those of nodes gone from it stay, a few bytes each.
 struct Slots<T>(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<T>>>>>);
@@ -122,22 +110,6 @@ impl<T> Slots<T> {
     fn of(&self, name: &str) -> Arc<tokio::sync::Mutex<Option<T>>> {
         let mut slots = self.0.lock().expect("slots lock");
         slots.entry(name.to_string()).or_default().clone()
-    }
-}
-
-/// One caller counted in `.0` while it lives (a cancelled one too).
-struct Counted<'c>(&'c AtomicUsize);
-
-impl<'c> Counted<'c> {
-    fn enter(count: &'c AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::SeqCst);
-        Counted(count)
-    }
-}
-
-impl Drop for Counted<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -174,8 +146,6 @@ impl SshBackend {
         Self {
             space: Default::default(),
             listing: Default::default(),
-            looks: Default::default(),
-            looking: AtomicUsize::default(),
             health: Default::default(),
             probing: Default::default(),
             answered: Default::default(),
@@ -225,42 +195,6 @@ impl SshBackend {
         let names: HashSet<String> = xml::parse_volume_list(&out)?.into_iter().collect();
         let found = names.contains(name);
         *last = Some((begun, names));
-        Ok(found)
-    }
-
-    /// The volume `name` as a `volume info` begun after this call found it. Deletions looking
-    /// at once share one of every volume instead of each starting a `gluster` process (about
-    /// 60 ms of a node's CPU each; glusterd answers for 30 volumes in about 15 ms more than
-    /// for one): with a burst of 30 claims deleted, `volume info` ran 0.47 times a claim, not
-    /// 1.3 (README: image bricks at gluster's own limit). Alone, a deletion asks for its
-    /// volume only.
-    async fn looked(&self, cluster: &Cluster, name: &str) -> Result<Option<Volume>> {
-        let asked = Instant::now();
-        let _looking = Counted::enter(&self.looking);
-        let slot = self.looks.of(&cluster.name);
-        let mut last = slot.lock().await;
-        if let Some(look) = last.as_ref()
-            && look.begun >= asked
-            && (look.all || look.volumes.contains_key(name))
-        {
-            return Ok(look.volumes.get(name).cloned());
-        }
-        let begun = Instant::now();
-        // Others wait behind this one: the look is theirs too.
-        let all = self.looking.load(Ordering::SeqCst) > 1;
-        let volumes = if all {
-            self.volumes(cluster).await?
-        } else {
-            self.volume_info(cluster, name).await?.into_iter().collect()
-        };
-        let volumes: HashMap<String, Volume> =
-            volumes.into_iter().map(|v| (v.name.clone(), v)).collect();
-        let found = volumes.get(name).cloned();
-        *last = Some(Look {
-            begun,
-            all,
-            volumes,
-        });
         Ok(found)
     }
 

@@ -27,14 +27,13 @@ impl SshBackend {
     /// The volume `name` and its bricks (`None`: no such volume), once every one of them is
     /// `<brick root>/<name>/brick` of a topology node. A volume of that name with a brick
     /// anywhere else is not one this provisioner made (or was moved by hand): it is neither
-    /// stopped nor deleted. The look-up, begun after this call, and the stop are one after the
-    /// other, never at once.
+    /// stopped nor deleted. The look-up and the stop are one after the other, never at once.
     pub(super) async fn checked_volume(
         &self,
         cluster: &Cluster,
         name: &str,
     ) -> Result<Option<(Volume, Vec<Brick>)>> {
-        let Some(volume) = self.looked(cluster, name).await? else {
+        let Some(volume) = self.volume_info(cluster, name).await? else {
             return Ok(None);
         };
         match self.bricks_of(cluster, &volume) {
