@@ -21,6 +21,11 @@ g() {
 }
 "#;
 
+/// A script that stops (forced) and deletes the volume `name`, with [`GLUSTER_FN`]'s retries.
+pub(crate) fn stop_and_delete(name: &str) -> String {
+    format!("{GLUSTER_FN}g volume stop {name} force\ng volume delete {name}\n")
+}
+
 impl Cli {
     pub(crate) fn new() -> Self {
         let ssh = &env().topology.ssh;
@@ -127,9 +132,8 @@ pub(crate) async fn baseline(cli: &Cli, cluster: &Cluster, n: usize, parallel: u
     let start = Instant::now();
     stream::iter(names.iter().enumerate())
         .map(|(i, name)| async move {
-            let script =
-                format!("{GLUSTER_FN}g volume stop {name} force\ng volume delete {name}\n");
-            cli.run(&nodes[i % nodes.len()].ssh_address, &script).await;
+            cli.run(&nodes[i % nodes.len()].ssh_address, &stop_and_delete(name))
+                .await;
             futures::future::join_all(nodes.iter().map(|node| {
                 let script = format!("rm -rf --one-file-system {}\n", brick(node, name));
                 async move { cli.run(&node.ssh_address, &script).await }

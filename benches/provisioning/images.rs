@@ -35,6 +35,11 @@ rm -f "$1.img"
 rm -rf --one-file-system "$1"
 "#;
 
+/// The volume `name`'s directory under the node's first (image) brick root.
+fn dir(node: &Node, name: &str) -> String {
+    format!("{}/{name}", node.brick_roots[0].path.display())
+}
+
 /// `script` run by bash on `host` with `args` as its positional parameters.
 async fn run_with(cli: &Cli, host: &str, script: &str, args: &[String]) {
     let quoted: Vec<String> = args.iter().map(|a| format!("'{a}'")).collect();
@@ -48,7 +53,6 @@ async fn by_hand(cli: &Cli, cluster: &Cluster, n: usize) -> ByHand {
     let tag = unique("img").replace('-', "");
     // Three bricks, as the environment's three nodes give a replica 3 volume.
     let nodes = &cluster.nodes[..3];
-    let dir = |node: &Node, name: &str| format!("{}/{name}", node.brick_roots[0].path.display());
     let bytes = glusterfs_provisioner::gluster::image::image_bytes(1, 1).to_string();
     let names: Vec<String> = (0..n).map(|i| format!("bench_{tag}_{i}")).collect();
     let start = Instant::now();
@@ -78,8 +82,8 @@ async fn by_hand(cli: &Cli, cluster: &Cluster, n: usize) -> ByHand {
     let create = secs(start.elapsed());
     let start = Instant::now();
     futures::future::join_all(names.iter().enumerate().map(|(i, name)| async move {
-        let script = format!("{GLUSTER_FN}g volume stop {name} force\ng volume delete {name}\n");
-        cli.run(&nodes[i % nodes.len()].ssh_address, &script).await;
+        cli.run(&nodes[i % nodes.len()].ssh_address, &stop_and_delete(name))
+            .await;
         futures::future::join_all(nodes.iter().map(|node| async move {
             run_with(cli, &node.ssh_address, CLEAR, &[dir(node, name)]).await
         }))
@@ -124,12 +128,11 @@ impl<'a> Standing<'a> {
     }
 
     fn dir(&self, node: &Node) -> String {
-        format!("{}/{}", node.brick_roots[0].path.display(), self.name)
+        dir(node, &self.name)
     }
 
     async fn remove(self) {
-        let name = &self.name;
-        let script = format!("{GLUSTER_FN}g volume stop {name} force\ng volume delete {name}\n");
+        let script = stop_and_delete(&self.name);
         self.cli.run(&self.nodes[0].ssh_address, &script).await;
         futures::future::join_all(self.nodes.iter().map(|node| {
             let script = format!("rm -rf --one-file-system {}\n", self.dir(node));
