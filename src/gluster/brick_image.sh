@@ -44,7 +44,9 @@ fstab_edit() { # add|remove DIR
 	entry=$(line "$2")
 	fstab=/etc/fstab tmp=
 	# A link is followed, so that the rename replaces the file it names.
-	fstab=$(readlink -f /etc/fstab) || unchanged "cannot resolve it"
+	if [ -L "$fstab" ]; then
+		fstab=$(readlink -f /etc/fstab) || unchanged "cannot resolve it"
+	fi
 	# Nothing to do is found without the lock, so that a check of a node need not write /run.
 	if [ -e "$fstab" ]; then
 		listed=0
@@ -56,8 +58,11 @@ fstab_edit() { # add|remove DIR
 	command exec 9>>/run/glusterfs-brick-images.lock || unchanged "cannot open /run/glusterfs-brick-images.lock"
 	flock 9 || unchanged "cannot lock /run/glusterfs-brick-images.lock"
 	etc=${fstab%/*}
-	# Copies a killed edit left behind; no edit is under way while the lock is held.
-	rm -f -- "$etc"/.fstab.gp-new.*
+	# Copies a killed edit left behind; no edit is under way while the lock is held. The lock
+	# is held by each edit in turn (a burst's removals queue here), so it runs few processes.
+	for left in "$etc"/.fstab.gp-new.*; do
+		[ ! -e "$left" ] || rm -f -- "$left"
+	done
 	old=0 found=0
 	if [ -e "$fstab" ]; then
 		# grep -c exits 1 when it counts none, 2 on its own error.
@@ -69,13 +74,14 @@ fstab_edit() { # add|remove DIR
 	remove-0 | add-*) exec 9>&- && return 0 ;; # done by an edit this one waited for
 	remove-*) expected=$((old - found)) ;;
 	esac
-	tmp=$(mktemp "$etc/.fstab.gp-new.XXXXXX") || unchanged "cannot create a copy in $etc"
+	# Under the lock, and leftovers gone: the name is free.
+	tmp=$etc/.fstab.gp-new.$$
 	if [ -e "$fstab" ]; then
+		# Made with the old table's owner and mode, then written.
+		cp --attributes-only -p -- "$fstab" "$tmp" || unchanged "cannot create a copy in $etc"
 		grep -vxF -- "$entry" "$fstab" >"$tmp" || [ $? -eq 1 ] || unchanged "cannot write the new copy $tmp"
-		chmod --reference="$fstab" -- "$tmp" && chown --reference="$fstab" -- "$tmp" ||
-			unchanged "cannot give $tmp the owner and mode of $fstab"
 	else
-		chmod 644 -- "$tmp" || unchanged "cannot set the mode of $tmp"
+		(umask 022 && : >"$tmp") || unchanged "cannot create a copy in $etc"
 	fi
 	if [ "$1" = add ]; then
 		printf '%s\n' "$entry" >>"$tmp" || unchanged "cannot write the new copy $tmp"
