@@ -360,9 +360,12 @@ impl Metrics {
     /// Times one step of a provisioning, from `started`; returns now, where the next starts.
     pub fn step(&self, step: Step, started: Instant) -> Instant {
         let now = Instant::now();
+        let seconds = (now - started).as_secs_f64();
+        // In the caller's span: a debug log shows where one claim's time went.
+        tracing::debug!(step = step.label(), seconds, "provisioning step");
         self.provision_steps
             .with_label_values(&[step.label()])
-            .observe((now - started).as_secs_f64());
+            .observe(seconds);
         now
     }
 
@@ -374,9 +377,17 @@ impl Metrics {
         started: Instant,
         result: &Result<T, Error>,
     ) {
+        let seconds = started.elapsed().as_secs_f64();
+        tracing::debug!(
+            operation,
+            node,
+            seconds,
+            ok = result.is_ok(),
+            "gluster command"
+        );
         self.gluster_duration
             .with_label_values(&[operation, node])
-            .observe(started.elapsed().as_secs_f64());
+            .observe(seconds);
         if let Err(e) = result {
             self.gluster_failures
                 .with_label_values(&[operation, node, e.reason()])
