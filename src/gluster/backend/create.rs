@@ -21,8 +21,15 @@ impl SshBackend {
                 cluster.nodes.len()
             )));
         }
+        // The readings placement needs are taken while the name is looked up: a burst's first
+        // claim takes each fresh, and it leads the burst.
+        let (listed, (mut capacity, unreadable), health) = tokio::join!(
+            self.listed(cluster, req.name),
+            self.capacity(cluster),
+            self.health(cluster)
+        );
         let mut existing = None;
-        if self.listed(cluster, req.name).await? {
+        if listed? {
             existing = self.volume_info(cluster, req.name).await?;
         }
         if let Some(volume) = &existing {
@@ -38,11 +45,8 @@ impl SshBackend {
             (Some(volume), _) => self.bricks_of(cluster, volume)?,
             (None, Some(bricks)) => bricks,
             (None, None) => {
-                let (mut capacity, unreadable) = self.capacity(cluster).await;
                 // A node is left out for the first reason found: its glusterd, its roots.
-                let health: Vec<NodeHealth> = self
-                    .health(cluster)
-                    .await
+                let health: Vec<NodeHealth> = health
                     .iter()
                     .map(|h| match unreadable.iter().find(|u| u.node == h.node) {
                         Some(u) if h.is_up() => u.clone(),
@@ -121,8 +125,9 @@ impl SshBackend {
 
     /// The gluster work proper for a volume on chosen bricks: image bricks, brick directories,
     /// create (unless `existing`), options, start, quota. Nothing is looked up, so with no
-    /// `existing` volume it is the least any tool must do for such a volume. Each step waits
-    /// its turn behind those of volumes of a lower `rank` (asked for earlier).
+    /// `existing` volume it is the least any tool must do for such a volume. Its bricks, then
+    /// its gluster commands, wait their turn behind those of volumes of a lower `rank` (asked
+    /// for earlier).
     async fn build(
         &self,
         cluster: &Cluster,
@@ -142,61 +147,63 @@ impl SshBackend {
             _ => bytes,
         };
         let lay = self.lay_bricks(bricks, bytes, arbiter, req.gid);
-        self.fenced_step(req, Step::Bricks, rank, lay).await?;
+        let laying = self.turn(&self.laying, rank).await;
+        self.fenced_step(req, Step::Bricks, lay).await?;
+        drop(laying);
+        // A volume keeps its turn from `create` to `start`: given back between its commands,
+        // the turn went to a later volume's command, and a burst's first volume queued again
+        // before each of its own.
+        let commanding = self.turn(&self.commanding, rank).await;
         let name = req.name;
         if existing.is_none() {
             // The name is this claim's alone: one that exists is a retried create's own.
             let create = plan::create_args(name, req.durability, bricks);
             let create = self.gluster_tolerant(cluster, create, &["already exists"]);
-            self.fenced_step(req, Step::Create, rank, create).await?;
+            self.fenced_step(req, Step::Create, create).await?;
         }
         let limit = plan::limit_options(size_limit, req.size_limit.strict);
         let identity = req.identity.options();
         for set in plan::options_args(name, req.gid, req.options, limit, &identity) {
             let set = self.gluster(cluster, set).map_ok(drop);
-            self.fenced_step(req, Step::Options, rank, set).await?;
+            self.fenced_step(req, Step::Options, set).await?;
         }
         if !existing.is_some_and(Volume::is_started) {
             crate::failpoint::pause_point("before-volume-start");
             let start = self.gluster(cluster, plan::start_args(name)).map_ok(drop);
-            self.fenced_step(req, Step::Start, rank, start).await?;
+            self.fenced_step(req, Step::Start, start).await?;
         }
+        // Quota's commands wait for no turn: many `quota enable` at once cost less each.
+        drop(commanding);
         if quota {
             // Quota needs a started volume. Enabling it turns quota-deem-statfs on, so df in a
             // mount shows the limit as the size.
             let enable =
                 self.gluster_tolerant(cluster, plan::quota_enable_args(name), &["already enabled"]);
-            self.fenced_step(req, Step::Quota, rank, enable).await?;
+            self.fenced_step(req, Step::Quota, enable).await?;
             let limit = plan::quota_limit_args(name, req.size_gib);
             let limit = self.gluster(cluster, limit).map_ok(drop);
-            self.fenced_step(req, Step::Quota, rank, limit).await?;
+            self.fenced_step(req, Step::Quota, limit).await?;
         }
         Ok(())
     }
 }
 
 impl SshBackend {
-    /// `write` in its turn (bricks at the laying gate, gluster commands but quota's at the
-    /// other), once the lease is checked, timed as `step` (the turn as the queue, the check as
-    /// its own).
+    /// A place at `gate` in the turn of `rank`, the wait timed as the queue.
+    async fn turn<'g>(&self, gate: &'g turns::Gate, rank: u64) -> turns::Pass<'g> {
+        let waited = Instant::now();
+        let pass = gate.enter(rank).await;
+        self.metrics.step(Step::Queue, waited);
+        pass
+    }
+
+    /// `write` once the lease is checked, timed as `step`.
     async fn fenced_step(
         &self,
         req: &VolumeRequest<'_>,
         step: Step,
-        rank: u64,
         write: impl Future<Output = Result<()>>,
     ) -> Result<()> {
-        let waited = Instant::now();
-        let gate = match step {
-            Step::Bricks => Some(&self.laying),
-            Step::Quota => None,
-            _ => Some(&self.commanding),
-        };
-        let mut _turn = None;
-        if let Some(gate) = gate {
-            _turn = Some(gate.enter(rank).await);
-            self.metrics.step(Step::Queue, waited);
-        }
         req.fence.check().await?;
         let started = Instant::now();
         write.await?;

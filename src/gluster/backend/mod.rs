@@ -88,8 +88,8 @@ pub struct SshBackend {
     asked: AtomicU64,
     /// Volumes laying out their bricks at once (`mkfs`, mounts: the nodes' CPU and disks).
     laying: turns::Gate,
-    /// Volumes with a gluster command out at once (`create`, `set`, `start`; not quota's, which
-    /// cost less each when many run together).
+    /// Volumes sending their gluster commands at once, one after another from `create` to
+    /// `start` (not quota's, which cost less each when many run together).
     commanding: turns::Gate,
 }
 
