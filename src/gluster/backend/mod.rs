@@ -67,9 +67,9 @@ pub struct SshBackend {
     health: std::sync::Mutex<HashMap<String, HealthReading>>,
     /// Held by the one caller probing; the others go on with the last reading meanwhile.
     probing: tokio::sync::Mutex<()>,
-    /// When each node last completed a gluster command, by node name: a probe that times out
-    /// while the node completes others has met a long queue, not a hung glusterd.
-    answered: std::sync::Mutex<HashMap<String, Instant>>,
+    /// The gluster commands of each node, by node name: a probe that times out while the node
+    /// works through others has met a long queue, not a hung glusterd (see [`Self::busy`]).
+    traffic: std::sync::Mutex<HashMap<String, Traffic>>,
     /// The last reading of each node's brick roots. Claims of a burst place their bricks from
     /// one reading instead of each asking every node (nothing is reserved by placement, so a
     /// fresher reading would not place them differently).
@@ -91,6 +91,28 @@ pub struct SshBackend {
     /// Volumes sending their gluster commands at once, one after another from `create` to
     /// `start` (not quota's, which cost less each when many run together).
     commanding: turns::Gate,
+}
+
+/// A node's gluster commands: how many are out, and when it last completed one.
+#[derive(Default)]
+struct Traffic {
+    out: usize,
+    answered: Option<Instant>,
+}
+
+/// Counts a command as out on its node until dropped (a cancelled one too).
+struct Out<'b> {
+    backend: &'b SshBackend,
+    node: &'b str,
+}
+
+impl Drop for Out<'_> {
+    fn drop(&mut self) {
+        let mut traffic = self.backend.traffic.lock().expect("traffic lock");
+        if let Some(t) = traffic.get_mut(self.node) {
+            t.out -= 1;
+        }
+    }
 }
 
 /// When a `volume list` was begun, and the names it had.
@@ -148,7 +170,7 @@ impl SshBackend {
             listing: Default::default(),
             health: Default::default(),
             probing: Default::default(),
-            answered: Default::default(),
+            traffic: Default::default(),
             placing: Default::default(),
             topology: LiveTopology::new(topology),
             ssh,
@@ -246,7 +268,7 @@ impl SshBackend {
                     | Error::SshCommand { .. }
                     | Error::SshHostKey { .. }),
                 ) => Answer::Down(e.to_string()),
-                Err(_) if self.answered_since(&node.name, began) => {
+                Err(_) if self.busy(&node.name, began) => {
                     tracing::debug!(node = node.name, "probe timed out while glusterd works");
                     Answer::Busy
                 }
@@ -278,9 +300,26 @@ impl SshBackend {
         health
     }
 
-    fn answered_since(&self, node: &str, since: Instant) -> bool {
-        let answered = self.answered.lock().expect("answered lock");
-        answered.get(node).is_some_and(|at| *at >= since)
+    /// Whether `node`, whose probe begun at `began` got no answer, is busy rather than hung: it
+    /// completed a command since, or it has commands out and completed one in the probe's time
+    /// before it. glusterd runs a burst's `volume stop`s about one a second across the pool, so
+    /// a node can complete none of them in one probe's time; a hung one completes nothing in
+    /// the next probe's either, and is left out then.
+    fn busy(&self, node: &str, began: Instant) -> bool {
+        let traffic = self.traffic.lock().expect("traffic lock");
+        traffic.get(node).is_some_and(|t| {
+            t.answered
+                .is_some_and(|at| at >= began || (t.out > 0 && at + PROBE_TIMEOUT >= began))
+        })
+    }
+
+    fn sent<'b>(&'b self, node: &'b str) -> Out<'b> {
+        let mut traffic = self.traffic.lock().expect("traffic lock");
+        traffic.entry(node.to_string()).or_default().out += 1;
+        Out {
+            backend: self,
+            node,
+        }
     }
 
     /// Leaves `node` out until the next probe: a command on it failed as a node that is down
@@ -387,6 +426,7 @@ impl SshBackend {
                 .with_label_values(&[&operation, &node.name])
                 .inc();
             let started = Instant::now();
+            let _out = self.sent(&node.name);
             let result = async {
                 let out = self.ssh.run(&node.ssh_address, "gluster", &full).await?;
                 if out.stdout.trim().is_empty() {
@@ -402,8 +442,8 @@ impl SshBackend {
             self.metrics
                 .gluster_op(&operation, &node.name, started, &result);
             if result.is_ok() {
-                let mut answered = self.answered.lock().expect("answered lock");
-                answered.insert(node.name.clone(), Instant::now());
+                let mut traffic = self.traffic.lock().expect("traffic lock");
+                traffic.entry(node.name.clone()).or_default().answered = Some(Instant::now());
             }
             if let Err(e) = &result
                 && e.is_node_down()
@@ -477,4 +517,63 @@ impl VolumeBackend for SshBackend {
 
 fn path_arg(path: &Path) -> String {
     path.display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A backend of one cluster, nodes n1 and n2, never connected.
+    fn backend(dir: &tempfile::TempDir) -> SshBackend {
+        let path = dir.path().join("topology.json");
+        let file = r#"{"ssh": {"private_key": "/k", "known_hosts": "/h"},
+            "clusters": [{"name": "c1", "nodes": [
+              {"name": "n1", "ssh_address": "10.0.0.1", "storage_address": "10.0.0.1",
+               "brick_roots": ["/b"]},
+              {"name": "n2", "ssh_address": "10.0.0.2", "storage_address": "10.0.0.2",
+               "brick_roots": ["/b"]}]}]}"#;
+        std::fs::write(&path, file).unwrap();
+        let topology = Topology::load(&path).unwrap();
+        let ssh = SshExecutor::new(topology.ssh.clone(), dir.path().into());
+        SshBackend::new(topology, ssh, Arc::new(Metrics::new()), 4)
+    }
+
+    fn answered(backend: &SshBackend, node: &str, at: Instant) {
+        let mut traffic = backend.traffic.lock().unwrap();
+        traffic.entry(node.into()).or_default().answered = Some(at);
+    }
+
+    #[test]
+    fn a_node_working_through_its_queue_is_busy_and_a_silent_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = backend(&dir);
+        let began = Instant::now();
+        let ago = |secs| began.checked_sub(Duration::from_secs(secs)).unwrap();
+        assert!(!b.busy("n1", began), "never answered anything");
+        answered(&b, "n1", ago(3));
+        assert!(!b.busy("n1", began), "answered before, nothing out since");
+        {
+            let _out = b.sent("n1");
+            assert!(
+                b.busy("n1", began),
+                "commands out, one completed just before"
+            );
+            assert!(
+                !b.busy("n2", began),
+                "the other node's commands are its own"
+            );
+            answered(&b, "n1", ago(PROBE_TIMEOUT.as_secs() + 1));
+            assert!(
+                !b.busy("n1", began),
+                "commands out, none completed for too long"
+            );
+        }
+        answered(&b, "n1", Instant::now());
+        assert!(b.busy("n1", began), "completed one during the probe");
+        assert_eq!(
+            b.traffic.lock().unwrap()["n1"].out,
+            0,
+            "the command out is counted back"
+        );
+    }
 }
