@@ -9,6 +9,7 @@ mod expand;
 mod identity;
 mod inventory;
 mod moves;
+mod probe;
 pub mod reload;
 mod remove;
 mod space;
@@ -63,13 +64,8 @@ pub struct SshBackend {
     /// a burst's claims count each other's, and a retry after a lost lease lays out its own
     /// again.
     placing: std::sync::Mutex<HashMap<String, (Promise, Vec<Brick>)>>,
-    /// The last probe of each cluster's nodes, by cluster name.
-    health: std::sync::Mutex<HashMap<String, HealthReading>>,
-    /// Held by the one caller probing; the others go on with the last reading meanwhile.
-    probing: tokio::sync::Mutex<()>,
-    /// The gluster commands of each node, by node name: a probe that times out while the node
-    /// works through others has met a long queue, not a hung glusterd (see [`Self::busy`]).
-    traffic: std::sync::Mutex<HashMap<String, Traffic>>,
+    /// The nodes' last probes, and their gluster commands.
+    nodes: probe::Nodes,
     /// The last reading of each node's brick roots. Claims of a burst place their bricks from
     /// one reading instead of each asking every node (nothing is reserved by placement, so a
     /// fresher reading would not place them differently).
@@ -93,28 +89,6 @@ pub struct SshBackend {
     commanding: turns::Gate,
 }
 
-/// A node's gluster commands: how many are out, and when it last completed one.
-#[derive(Default)]
-struct Traffic {
-    out: usize,
-    answered: Option<Instant>,
-}
-
-/// Counts a command as out on its node until dropped (a cancelled one too).
-struct Out<'b> {
-    backend: &'b SshBackend,
-    node: &'b str,
-}
-
-impl Drop for Out<'_> {
-    fn drop(&mut self) {
-        let mut traffic = self.backend.traffic.lock().expect("traffic lock");
-        if let Some(t) = traffic.get_mut(self.node) {
-            t.out -= 1;
-        }
-    }
-}
-
 /// When a `volume list` was begun, and the names it had.
 type Listing = (Instant, HashSet<String>);
 
@@ -135,22 +109,12 @@ impl<T> Slots<T> {
     }
 }
 
-/// When a cluster's nodes were probed, and how each stood.
-type HealthReading = (Instant, Arc<Vec<NodeHealth>>);
-
 /// Of the volumes being made at once, one in this many lays out bricks at a time, and one in
 /// this many has a gluster command out: with 16 made at once, a gate of 4 each finished a
 /// burst of 30 image claims in order (median claim Bound at 0.65 of the burst, not 0.75)
 /// without a longer burst; 4 made at once in all made it longer (README: image bricks at
 /// gluster's own limit).
 const TURNS_PER_GATE: usize = 4;
-
-/// How long a probe of the nodes' glusterd is used; a node found failing is marked down
-/// at once.
-const HEALTH_TTL: Duration = Duration::from_secs(5);
-
-/// A glusterd that has not answered `peer status` in this time is hung.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn words(ws: &[&str]) -> Vec<String> {
     ws.iter().map(|w| w.to_string()).collect()
@@ -168,9 +132,7 @@ impl SshBackend {
         Self {
             space: Default::default(),
             listing: Default::default(),
-            health: Default::default(),
-            probing: Default::default(),
-            traffic: Default::default(),
+            nodes: Default::default(),
             placing: Default::default(),
             topology: LiveTopology::new(topology),
             ssh,
@@ -230,110 +192,6 @@ impl SshBackend {
         }
     }
 
-    /// How the cluster's nodes stood at the last probe of their glusterd, probed again once
-    /// older than `HEALTH_TTL`: one caller probes (an unreachable node can take its connect
-    /// timeout), the others go on with the last reading; only the very first reading is
-    /// waited for.
-    pub async fn health(&self, cluster: &Cluster) -> Arc<Vec<NodeHealth>> {
-        let last = || {
-            self.health
-                .lock()
-                .expect("health lock")
-                .get(&cluster.name)
-                .cloned()
-        };
-        let fresh = |r: &Option<HealthReading>| match r {
-            Some((at, h)) if at.elapsed() < HEALTH_TTL => Some(h.clone()),
-            _ => None,
-        };
-        let reading = last();
-        if let Some(health) = fresh(&reading) {
-            return health;
-        }
-        let _probing = match (self.probing.try_lock(), &reading) {
-            (Ok(guard), _) => guard,
-            (Err(_), Some((_, health))) => return health.clone(),
-            (Err(_), None) => self.probing.lock().await,
-        };
-        // Probed by another caller while this one waited.
-        if let Some(health) = fresh(&last()) {
-            return health;
-        }
-        let began = Instant::now();
-        let probes = cluster.nodes.iter().map(|node| async move {
-            match self.peers(node).await {
-                Ok(peers) => Answer::Peers(peers),
-                Err(
-                    e @ (Error::SshConnect { .. }
-                    | Error::SshCommand { .. }
-                    | Error::SshHostKey { .. }),
-                ) => Answer::Down(e.to_string()),
-                Err(_) if self.busy(&node.name, began) => {
-                    tracing::debug!(node = node.name, "probe timed out while glusterd works");
-                    Answer::Busy
-                }
-                Err(e) => Answer::Down(format!("glusterd does not answer: {e}")),
-            }
-        });
-        let answers = join_all(probes).await;
-        let health = Arc::new(health::judge(cluster, &answers));
-        let before = reading.map(|(_, h)| h);
-        for h in health.iter() {
-            self.metrics
-                .glusterd_up
-                .with_label_values(&[&h.node])
-                .set(h.is_up().into());
-            let was = before
-                .as_ref()
-                .and_then(|b| b.iter().find(|p| p.node == h.node));
-            if was.is_none_or(|w| w.is_up() != h.is_up()) {
-                match &h.down {
-                    Some(why) => tracing::warn!(node = h.node, why, "node left out"),
-                    None => tracing::info!(node = h.node, "node up"),
-                }
-            }
-        }
-        self.health
-            .lock()
-            .expect("health lock")
-            .insert(cluster.name.clone(), (Instant::now(), health.clone()));
-        health
-    }
-
-    /// Whether `node`, whose probe begun at `began` got no answer, is busy rather than hung: it
-    /// completed a command since, or it has commands out and completed one in the probe's time
-    /// before it. glusterd runs a burst's `volume stop`s about one a second across the pool, so
-    /// a node can complete none of them in one probe's time; a hung one completes nothing in
-    /// the next probe's either, and is left out then.
-    fn busy(&self, node: &str, began: Instant) -> bool {
-        let traffic = self.traffic.lock().expect("traffic lock");
-        traffic.get(node).is_some_and(|t| {
-            t.answered
-                .is_some_and(|at| at >= began || (t.out > 0 && at + PROBE_TIMEOUT >= began))
-        })
-    }
-
-    fn sent<'b>(&'b self, node: &'b str) -> Out<'b> {
-        let mut traffic = self.traffic.lock().expect("traffic lock");
-        traffic.entry(node.to_string()).or_default().out += 1;
-        Out {
-            backend: self,
-            node,
-        }
-    }
-
-    /// Leaves `node` out until the next probe: a command on it failed as a node that is down
-    /// fails.
-    fn mark_down(&self, cluster: &Cluster, node: &str, why: &Error) {
-        let mut readings = self.health.lock().expect("health lock");
-        if let Some((_, health)) = readings.get_mut(&cluster.name) {
-            let health = Arc::make_mut(health);
-            if let Some(h) = health.iter_mut().find(|h| h.node == node) {
-                h.down = Some(why.to_string());
-            }
-        }
-    }
-
     /// The value of a pool-wide option (`None`: this gluster has no such option).
     pub async fn pool_option(&self, cluster: &Cluster, option: &str) -> Result<Option<String>> {
         let out = self
@@ -359,15 +217,6 @@ impl SshBackend {
             .run_ok(&node.ssh_address, "sh", &image::check_args(&roots))
             .await?;
         Ok(image::check_findings(&out))
-    }
-
-    /// The trusted-pool peers `node`'s glusterd knows.
-    /// Gluster's own timeout bounds a hung glusterd; SSH's retries a restarting sshd.
-    pub async fn peers(&self, node: &Node) -> Result<Vec<Peer>> {
-        let timeout = format!("--timeout={}", PROBE_TIMEOUT.as_secs());
-        let args = words(&["--mode=script", &timeout, "peer", "status", "--xml"]);
-        let out = self.ssh.run_ok(&node.ssh_address, "gluster", &args).await?;
-        xml::parse_peer_status(&out)
     }
 
     /// Runs the program and arguments `command` gives for each brick on its node, all at once;
@@ -426,7 +275,7 @@ impl SshBackend {
                 .with_label_values(&[&operation, &node.name])
                 .inc();
             let started = Instant::now();
-            let _out = self.sent(&node.name);
+            let _out = self.nodes.sent(&node.name);
             let result = async {
                 let out = self.ssh.run(&node.ssh_address, "gluster", &full).await?;
                 if out.stdout.trim().is_empty() {
@@ -442,13 +291,12 @@ impl SshBackend {
             self.metrics
                 .gluster_op(&operation, &node.name, started, &result);
             if result.is_ok() {
-                let mut traffic = self.traffic.lock().expect("traffic lock");
-                traffic.entry(node.name.clone()).or_default().answered = Some(Instant::now());
+                self.nodes.answered(&node.name);
             }
             if let Err(e) = &result
                 && e.is_node_down()
             {
-                self.mark_down(cluster, &node.name, e);
+                self.nodes.mark_down(&cluster.name, &node.name, e);
             }
             result
         };
@@ -517,63 +365,4 @@ impl VolumeBackend for SshBackend {
 
 fn path_arg(path: &Path) -> String {
     path.display().to_string()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A backend of one cluster, nodes n1 and n2, never connected.
-    fn backend(dir: &tempfile::TempDir) -> SshBackend {
-        let path = dir.path().join("topology.json");
-        let file = r#"{"ssh": {"private_key": "/k", "known_hosts": "/h"},
-            "clusters": [{"name": "c1", "nodes": [
-              {"name": "n1", "ssh_address": "10.0.0.1", "storage_address": "10.0.0.1",
-               "brick_roots": ["/b"]},
-              {"name": "n2", "ssh_address": "10.0.0.2", "storage_address": "10.0.0.2",
-               "brick_roots": ["/b"]}]}]}"#;
-        std::fs::write(&path, file).unwrap();
-        let topology = Topology::load(&path).unwrap();
-        let ssh = SshExecutor::new(topology.ssh.clone(), dir.path().into());
-        SshBackend::new(topology, ssh, Arc::new(Metrics::new()), 4)
-    }
-
-    fn answered(backend: &SshBackend, node: &str, at: Instant) {
-        let mut traffic = backend.traffic.lock().unwrap();
-        traffic.entry(node.into()).or_default().answered = Some(at);
-    }
-
-    #[test]
-    fn a_node_working_through_its_queue_is_busy_and_a_silent_one_is_not() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = backend(&dir);
-        let began = Instant::now();
-        let ago = |secs| began.checked_sub(Duration::from_secs(secs)).unwrap();
-        assert!(!b.busy("n1", began), "never answered anything");
-        answered(&b, "n1", ago(3));
-        assert!(!b.busy("n1", began), "answered before, nothing out since");
-        {
-            let _out = b.sent("n1");
-            assert!(
-                b.busy("n1", began),
-                "commands out, one completed just before"
-            );
-            assert!(
-                !b.busy("n2", began),
-                "the other node's commands are its own"
-            );
-            answered(&b, "n1", ago(PROBE_TIMEOUT.as_secs() + 1));
-            assert!(
-                !b.busy("n1", began),
-                "commands out, none completed for too long"
-            );
-        }
-        answered(&b, "n1", Instant::now());
-        assert!(b.busy("n1", began), "completed one during the probe");
-        assert_eq!(
-            b.traffic.lock().unwrap()["n1"].out,
-            0,
-            "the command out is counted back"
-        );
-    }
 }
