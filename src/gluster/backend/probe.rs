@@ -66,7 +66,7 @@ impl Nodes {
 
     /// Whether `node`, whose probe begun at `began` got no answer, is busy rather than hung: it
     /// completed a command since, or it has commands out and completed one in the probe's time
-    /// before it. glusterd runs a burst's `volume stop`s about one a second across the pool, so
+    /// before it. glusterd runs a burst's `volume stop`s one or two a second across the pool, so
     /// a node can complete none of them in one probe's time; a hung one completes nothing in
     /// the next probe's either, and is left out then.
     fn busy(&self, node: &str, began: Instant) -> bool {
