@@ -51,9 +51,9 @@ async fn standby_takes_over_when_the_leader_is_killed() {
         "the standby holding the lease",
         || async { (lease_holder(&s).await? == survivor_id).then_some(()) },
     );
-    tokio::time::timeout(Duration::from_secs(10), took_over)
+    tokio::time::timeout(Duration::from_secs(15), took_over)
         .await
-        .expect("standby must take the lease within its duration (4 s) plus a retry");
+        .expect("standby must take the lease within its duration (6 s) plus a retry");
     let names: Vec<String> = claims.iter().map(|c| c.name_any()).collect();
     join_all(names.iter().map(|n| s.bound_pv(n))).await;
     let volumes = gluster_volumes().await;

@@ -125,8 +125,10 @@ impl Provisioner {
         let quick = [
             ("RETRY_MIN_SECONDS", "1"),
             ("RETRY_MAX_SECONDS", "8"),
-            ("LEASE_DURATION_SECONDS", "4"),
-            ("LEASE_RENEW_BEFORE_SECONDS", "2"),
+            // Lease updates took up to a second on CI's loaded API server: a 4 s lease renewed
+            // 2 s before its end was lost under copies and bursts, and its process stopped.
+            ("LEASE_DURATION_SECONDS", "6"),
+            ("LEASE_RENEW_BEFORE_SECONDS", "3"),
         ];
         let vars: Vec<_> = quick.iter().chain(env_vars).copied().collect();
         Self::spawn(
