@@ -19,7 +19,7 @@ use crate::csi::CSI_CLASS;
 use crate::disruptive::GlusterNode;
 use crate::pods::DEPLOYED_NS;
 use crate::scenario::*;
-use crate::support::{env, eventually, ssh};
+use crate::support::{env, eventually};
 
 const TOPOLOGY_CONFIGMAP: &str = "glusterfs-provisioner-topology";
 
@@ -27,16 +27,6 @@ const TOPOLOGY_CONFIGMAP: &str = "glusterfs-provisioner-topology";
 fn started() -> Vec<Node> {
     let all = Topology::load(&env().state_dir.join("topology-all.json")).unwrap();
     all.clusters[0].nodes.clone()
-}
-
-/// The gluster CLI, in script mode, on `node`: its standard output.
-async fn cli_on(node: &Node, args: &[&str]) -> String {
-    let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    args.push("--mode=script".into());
-    ssh()
-        .run_ok(&node.ssh_address, "gluster", &args)
-        .await
-        .unwrap()
 }
 
 /// The topology document with `nodes` as its first cluster's nodes (each as its entry of
@@ -126,7 +116,7 @@ async fn change_topology(nodes: &[&Node], draining: &[&Node]) {
 
 /// The nodes holding the volume's bricks, asked of `cli`.
 async fn brick_hosts(cli: &Node, volume: &str) -> Vec<String> {
-    let out = cli_on(cli, &["volume", "info", volume, "--xml"]).await;
+    let out = gluster_cli_on(cli, &["volume", "info", volume, "--xml"]).await;
     let volumes = parse_volume_info(&out).unwrap();
     let v = volumes.iter().find(|v| v.name == volume).unwrap();
     v.bricks
@@ -177,10 +167,10 @@ async fn the_pool_moves_to_new_nodes_and_old_pvs_still_mount() {
 
     // The new nodes join the pool, then the topology, the old ones draining.
     for n in &new {
-        cli_on(old[0], &["peer", "probe", &n.storage_address.to_string()]).await;
+        gluster_cli_on(old[0], &["peer", "probe", &n.storage_address.to_string()]).await;
     }
     eventually(Duration::from_secs(60), "six connected peers", || async {
-        let out = cli_on(old[0], &["peer", "status", "--xml"]).await;
+        let out = gluster_cli_on(old[0], &["peer", "status", "--xml"]).await;
         let peers = parse_peer_status(&out).ok()?;
         (peers.iter().filter(|p| p.is_connected()).count() == 5).then_some(())
     })
@@ -215,7 +205,7 @@ async fn the_pool_moves_to_new_nodes_and_old_pvs_still_mount() {
     assert!(ok, "every volume whole:\n{status}");
     change_topology(&new, &[]).await;
     for n in &old {
-        cli_on(new[0], &["peer", "detach", &n.storage_address.to_string()]).await;
+        gluster_cli_on(new[0], &["peer", "detach", &n.storage_address.to_string()]).await;
     }
     let retired: Vec<GlusterNode> = old.iter().map(|n| GlusterNode::new(&n.name)).collect();
     for node in &retired {
@@ -261,7 +251,7 @@ async fn the_pool_moves_to_new_nodes_and_old_pvs_still_mount() {
     for pv in [&csi_pv, &tree_pv, &next] {
         space.wait_pv_gone(&pv.name_any()).await;
     }
-    let left = cli_on(new[0], &["volume", "list"]).await;
+    let left = gluster_cli_on(new[0], &["volume", "list"]).await;
     for volume in [&csi_vol, &tree_vol] {
         assert!(
             !left.lines().any(|l| l == volume.as_str()),

@@ -171,14 +171,7 @@ async fn statefulset_claims_bind_mount_and_clean_up() {
     std::fs::remove_file(&big).ok();
     small.unmount().await;
 
-    let out = ssh
-        .run_ok(
-            &nodes()[0].ssh_address,
-            "gluster",
-            &["volume".into(), "info".into(), glusterfs_path(&pvs[0])],
-        )
-        .await
-        .unwrap();
+    let out = gluster_cli(&["volume", "info", &glusterfs_path(&pvs[0])]).await;
     assert!(
         out.contains("performance.quick-read: off"),
         "user option applied: {out}"
@@ -745,19 +738,7 @@ async fn option_profiles_from_the_guides_apply() {
         .await;
     s.claim("c", &class, "1Gi", "ReadWriteOnce").await;
     let pv = s.bound_pv("c").await;
-    let info = ssh()
-        .run_ok(
-            &nodes()[0].ssh_address,
-            "gluster",
-            &[
-                "volume".into(),
-                "get".into(),
-                glusterfs_path(&pv),
-                "all".into(),
-            ],
-        )
-        .await
-        .unwrap();
+    let info = gluster_cli(&["volume", "get", &glusterfs_path(&pv), "all"]).await;
     let value = |key: &str| {
         info.lines()
             .find(|l| l.split_whitespace().next() == Some(key))

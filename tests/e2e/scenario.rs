@@ -259,12 +259,28 @@ pub fn node_by_name(name: &str) -> &'static Node {
 
 /// The gluster CLI on the first node, in script mode: its standard output.
 pub async fn gluster_cli(args: &[&str]) -> String {
+    gluster_cli_on(&nodes()[0], args).await
+}
+
+/// The gluster CLI on `node`, in script mode: its standard output. glusterd refuses a command
+/// while another holds the volume's lock (the provisioner's health sweep looks at a new volume
+/// at once); like an operator, this tries again.
+pub async fn gluster_cli_on(node: &Node, args: &[&str]) -> String {
     let mut args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     args.push("--mode=script".into());
-    ssh()
-        .run_ok(&nodes()[0].ssh_address, "gluster", &args)
-        .await
-        .unwrap()
+    let what = format!("gluster {} while the volume is locked", args.join(" "));
+    eventually(Duration::from_secs(60), &what, || async {
+        match ssh().run_ok(&node.ssh_address, "gluster", &args).await {
+            Ok(out) => Some(out),
+            Err(glusterfs_provisioner::Error::RemoteCommand { stderr, .. })
+                if stderr.contains("Another transaction is in progress") =>
+            {
+                None
+            }
+            Err(e) => panic!("gluster {}: {e}", args.join(" ")),
+        }
+    })
+    .await
 }
 
 /// Whether the volume `name` exists and is started.
