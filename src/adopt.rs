@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::Result;
 use crate::config::Cluster;
 use crate::gluster::xml::Volume;
-use crate::gluster::{SshBackend, plan};
+use crate::gluster::{SshBackend, naming};
 use crate::identity::{self, Identity, Policy};
 use crate::k8s::objects::{self, ANN_CLUSTER, ANN_PROVISIONED_BY, volume_of};
 use crate::report::{Outcome, Printer};
@@ -226,7 +226,7 @@ impl Facts<'_> {
         let spec = pv.spec.as_ref();
         let claim_ref = spec.and_then(|s| s.claim_ref.as_ref());
         let uid = claim_ref.and_then(|r| r.uid.as_deref()).unwrap_or_default();
-        if pv_name != objects::pv_name(uid) || !plan::derives_from(name, uid) {
+        if pv_name != objects::pv_name(uid) || !naming::derives_from(name, uid) {
             return Err(format!(
                 "PV {pv_name} is bound to claim UID {uid:?}: neither it nor the volume is named \
                  after that UID"

@@ -12,7 +12,7 @@ use futures::future::BoxFuture;
 use crate::Result;
 use crate::config::{Durability, SizeLimitChoice};
 use crate::gluster::SshBackend;
-use crate::gluster::plan::Promise;
+use crate::gluster::place::Promise;
 use crate::heketi::HeketiVolumes;
 use crate::identity::{Expected, Identity};
 

@@ -55,7 +55,7 @@ use std::time::{Duration, Instant};
 
 use futures::{StreamExt, stream};
 use glusterfs_provisioner::config::{Cluster, Node};
-use glusterfs_provisioner::gluster::{Brick, plan, xml};
+use glusterfs_provisioner::gluster::{Brick, naming, place, xml};
 use glusterfs_provisioner::k8s::objects;
 use k8s_openapi::api::core::v1::{
     Endpoints, Namespace, PersistentVolume, PersistentVolumeClaim, Service,

@@ -45,7 +45,7 @@ pub(crate) async fn preload(
                     .await
                     .unwrap();
                 let uid = claim.uid().unwrap();
-                let volume = plan::volume_name(None, ns, &name, &uid);
+                let volume = naming::volume_name(None, ns, &name, &uid);
                 let bricks: Vec<Brick> = cluster
                     .nodes
                     .iter()
@@ -79,7 +79,7 @@ pub(crate) async fn preload(
                 pvs.patch_status(&pv_name, &PatchParams::default(), &Patch::Merge(&status))
                     .await
                     .unwrap();
-                let addresses = plan::storage_addresses(&bricks);
+                let addresses = place::storage_addresses(&bricks);
                 let ep = objects::endpoints(&ep_name, ns, &name, &uid, &addresses);
                 eps.create(&PostParams::default(), &ep).await.unwrap();
                 let svc = objects::service(&ep_name, ns, &name, &uid);

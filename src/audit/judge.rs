@@ -9,7 +9,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::PersistentVolume;
 use kube::ResourceExt;
 
-use crate::gluster::{RootEntry, plan};
+use crate::gluster::{RootEntry, naming};
 use crate::identity::{Identity, Policy};
 use crate::k8s::objects::volume_of;
 
@@ -215,7 +215,7 @@ pub fn judge(pool: &Pool, objects: &Objects<'_>) -> Vec<Finding> {
     let mut seen = HashSet::new();
     for entry in &pool.entries {
         let path = entry.root.join(&entry.name);
-        let Some(uid) = plan::uid_suffix(&entry.name) else {
+        let Some(uid) = naming::uid_suffix(&entry.name) else {
             continue;
         };
         let claim = objects.claims.get(uid);
@@ -264,7 +264,7 @@ fn judge_volume(volume: &PoolVolume, objects: &Objects<'_>, age: Duration) -> Op
         Ok(Some(identity)) => identity,
         // Volumes named unlike ours, recording nothing, are someone else's business.
         Ok(None) => {
-            let claim = objects.claims.get(plan::uid_suffix(&name)?);
+            let claim = objects.claims.get(naming::uid_suffix(&name)?);
             // A claim waiting for it: an attempt that died before recording the identity.
             if claim.is_some_and(|c| c.pending) {
                 return None;

@@ -28,7 +28,7 @@ pub enum Durability {
         redundancy: u32,
     },
     /// `replica 3 arbiter 1`: two bricks hold the data, the third only names and metadata,
-    /// sized for files of `average_file_kib` on average (see `plan::arbiter_bytes`).
+    /// sized for files of `average_file_kib` on average (see `place::arbiter_bytes`).
     Arbiter {
         average_file_kib: u32,
     },

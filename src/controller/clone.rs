@@ -22,7 +22,7 @@ use tokio::task::AbortHandle;
 
 use super::Context;
 use crate::config::{BackendParams, ClassParams};
-use crate::gluster::plan;
+use crate::gluster::naming;
 use crate::k8s::cached::CachedPvc;
 use crate::k8s::objects::{self, ANN_CLUSTER, ANN_PROVISIONED_BY};
 use crate::volumes::{Fenced, Made};
@@ -139,7 +139,7 @@ pub(super) async fn source(
     }
     let volume = objects::volume_of(&pv).unwrap_or_default().to_string();
     // A PV's path is editable: only the volume made for the source claim is copied.
-    if !plan::derives_from(&volume, &source_uid) {
+    if !naming::derives_from(&volume, &source_uid) {
         return Err(refused(format!(
             "{what}: PV {pv_name} names volume {volume:?}, which was not made for that claim"
         )));

@@ -17,7 +17,7 @@ use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
 use super::{Context, event_note, failure_key, ignore_not_found};
-use crate::gluster::plan;
+use crate::gluster::naming;
 use crate::identity::{Expected, Why};
 use crate::k8s::objects::{self, FINALIZER, Owner};
 use crate::metrics::InFlight;
@@ -210,7 +210,7 @@ fn checked<'p>(pv: &'p CachedPv, ctx: &Context) -> Result<(&'p str, Owner<'p>)> 
             owner.pv, owner.claim_uid
         )));
     }
-    if ctx.made_here(pv) && !plan::derives_from(volume, owner.claim_uid) {
+    if ctx.made_here(pv) && !naming::derives_from(volume, owner.claim_uid) {
         return Err(Error::NotOurs(format!(
             "PV {} names volume {volume:?}, not one named after its claim UID {:?}",
             owner.pv, owner.claim_uid

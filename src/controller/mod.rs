@@ -44,7 +44,7 @@ use crate::config::PvType;
 use crate::convert;
 use crate::gid::GidAllocator;
 use crate::gluster::SshBackend;
-use crate::gluster::plan::Promise;
+use crate::gluster::place::Promise;
 use crate::heketi::HeketiHttp;
 use crate::heketi::volumes as heketi;
 use crate::http::Health;

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::{Context, event_note, failure_key};
 use crate::config::{BackendParams, ClassParams, PvType, SizeLimitChoice};
-use crate::gluster::plan;
+use crate::gluster::naming;
 use crate::identity::{Identity, Policy};
 use crate::k8s::cached::CachedPvc;
 use crate::k8s::objects::{
@@ -215,7 +215,7 @@ async fn provision(
         return Ok(Some(pv_name));
     }
     let claim = &super::unfinished::hold(claim, ctx).await?;
-    let volume = plan::volume_name(
+    let volume = naming::volume_name(
         params.volume_name_prefix.as_deref(),
         &namespace,
         &name,

@@ -28,7 +28,7 @@ use super::endpoints::{AddressRepair, FIELD_MANAGER};
 use crate::Result;
 use crate::config::csi::{CurrentServers, SERVERS_KEY, is_server};
 use crate::gluster::heal::VolumeHealth;
-use crate::gluster::plan;
+use crate::gluster::naming;
 use crate::k8s::cached::CachedPv;
 use crate::k8s::objects::{self, Owner};
 
@@ -233,7 +233,7 @@ fn merged(
 
 /// The PV of a volume named after its claim's UID (whatever the prefix): `pvc-<UID>`.
 fn pv_of_volume(volume: &str) -> Option<String> {
-    let h = plan::uid_suffix(volume)?;
+    let h = naming::uid_suffix(volume)?;
     let uid = format!(
         "{}-{}-{}-{}-{}",
         &h[..8],
@@ -488,7 +488,7 @@ mod tests {
     fn a_volume_named_after_its_claim_gives_its_pv() {
         let uid = "0f5c2d9e-1b7a-4c3e-9d2f-8a6b5c4d3e2f";
         for prefix in [None, Some("app")] {
-            let volume = plan::volume_name(prefix, "ns", "data", uid);
+            let volume = naming::volume_name(prefix, "ns", "data", uid);
             assert_eq!(pv_of_volume(&volume), Some(objects::pv_name(uid)));
         }
         assert_eq!(pv_of_volume("gluster_shared_storage"), None);

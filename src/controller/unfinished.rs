@@ -16,7 +16,7 @@ use serde_json::json;
 
 use super::{Context, event_note, ignore_not_found, provision::class_of};
 use crate::config::{BackendParams, ClassParams};
-use crate::gluster::plan;
+use crate::gluster::naming;
 use crate::identity::{Expected, Why};
 use crate::k8s::cached::CachedPvc;
 use crate::k8s::objects::{self, CLAIM_FINALIZER, Owner};
@@ -156,7 +156,7 @@ async fn abandon(cached: &CachedPvc, pv: &str, ctx: &Context) -> Result<()> {
         cached.name_any(),
         cached.uid().unwrap_or_default(),
     );
-    let volume = plan::volume_name(
+    let volume = naming::volume_name(
         params.volume_name_prefix.as_deref(),
         &namespace,
         &name,

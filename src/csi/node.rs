@@ -17,7 +17,7 @@ use super::proto::volume_capability::{AccessType, MountVolume};
 use super::proto::volume_usage::Unit;
 use super::proto::*;
 use crate::config::csi::{ATTR_SERVERS, ATTR_VOLUME, CurrentServers, is_server};
-use crate::gluster::plan::is_volume_name;
+use crate::gluster::naming::is_volume_name;
 
 const FUSE_TYPE: &str = "fuse.glusterfs";
 

@@ -22,7 +22,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource, ResourceExt};
 
 use crate::config::Cluster;
-use crate::gluster::plan::{Promise, count_promises};
+use crate::gluster::place::{Promise, count_promises};
 use crate::gluster::xml::Volume;
 use crate::gluster::{Brick, SshBackend};
 use crate::identity::{self, Identity};

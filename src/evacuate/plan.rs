@@ -1,7 +1,7 @@
 //! What `evacuate` does with each volume, decided from what gluster says alone, so a run
 //! killed anywhere and started again goes on from where the pool is.
 
-use crate::gluster::plan::{self, NodeCapacity};
+use crate::gluster::place::{self, NodeCapacity};
 use crate::gluster::xml::Volume;
 use crate::gluster::{Brick, MOVING, image};
 use crate::identity::Identity;
@@ -127,7 +127,7 @@ pub fn step(facts: &Facts<'_>) -> Step {
     let (room, image_bytes) = if old.arbiter {
         let kib = volume.average_file_kib();
         (
-            plan::arbiter_bytes(size_gib << 30, kib),
+            place::arbiter_bytes(size_gib << 30, kib),
             image::arbiter_image_bytes(size_gib, kib),
         )
     } else {
@@ -148,7 +148,7 @@ pub fn step(facts: &Facts<'_>) -> Step {
             arbiter: old.arbiter,
             ..b.clone()
         },
-        None => match plan::replacement(facts.capacity, &keep, old, room, &name) {
+        None => match place::replacement(facts.capacity, &keep, old, room, &name) {
             Ok(new) => new,
             Err(why) => return Step::Unplaceable { volume: name, why },
         },
@@ -177,7 +177,7 @@ mod tests {
     use super::*;
     use crate::config::topology::NodeState;
     use crate::config::{BrickRoot, Node, SizeLimit};
-    use crate::gluster::plan::RootSpace;
+    use crate::gluster::place::RootSpace;
     use crate::gluster::xml::{Brick as XmlBrick, Bricks, Options, VolumeOption};
     use crate::identity::Policy;
 

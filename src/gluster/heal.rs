@@ -3,7 +3,7 @@
 //! summary`), and whether it would keep its quorum without a node.
 
 use super::SshBackend;
-use super::plan;
+use super::cli;
 use super::xml::{self, Volume};
 use crate::config::{Cluster, Node};
 use crate::identity::Identity;
@@ -163,7 +163,7 @@ impl SshBackend {
         let Some(volume) = self.volume_info(cluster, name).await? else {
             return Ok(None);
         };
-        let running: Vec<String> = match self.gluster(cluster, plan::status_args(name)).await {
+        let running: Vec<String> = match self.gluster(cluster, cli::status_args(name)).await {
             Ok(out) => xml::parse_volume_status(&out)?
                 .iter()
                 .filter(|p| p.status == 1)
@@ -174,7 +174,7 @@ impl SshBackend {
             Err(e) => return Err(e),
         };
         let heal = if has_copies(&volume) && !running.is_empty() {
-            match self.gluster(cluster, plan::heal_summary_args(name)).await {
+            match self.gluster(cluster, cli::heal_summary_args(name)).await {
                 Ok(out) => Some(xml::parse_heal_summary(&out)?),
                 // Gluster's own refusal (its self-heal daemon down, say): it cannot tell.
                 Err(Error::Gluster { message, .. }) => {
@@ -191,7 +191,7 @@ impl SshBackend {
 
     /// The names of the cluster's volumes.
     pub async fn volume_names(&self, cluster: &Cluster) -> Result<Vec<String>> {
-        let out = self.gluster(cluster, plan::list_args()).await?;
+        let out = self.gluster(cluster, cli::list_args()).await?;
         xml::parse_volume_list(&out)
     }
 }

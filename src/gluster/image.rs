@@ -3,7 +3,7 @@
 //!
 //! [`SizeLimit::Image`]: crate::config::SizeLimit::Image
 
-use super::plan::Brick;
+use super::place::Brick;
 use crate::config::BrickRoot;
 
 const SCRIPT: &str = include_str!("brick_image.sh");
@@ -21,9 +21,9 @@ pub fn image_bytes(size_gib: u64, data_bricks: u32) -> u64 {
 
 /// The image of an arbiter brick: [`arbiter_bytes`] and the log.
 ///
-/// [`arbiter_bytes`]: super::plan::arbiter_bytes
+/// [`arbiter_bytes`]: super::place::arbiter_bytes
 pub fn arbiter_image_bytes(size_gib: u64, average_file_kib: u32) -> u64 {
-    super::plan::arbiter_bytes(size_gib << 30, average_file_kib).next_multiple_of(4096) + LOG_BYTES
+    super::place::arbiter_bytes(size_gib << 30, average_file_kib).next_multiple_of(4096) + LOG_BYTES
 }
 
 fn args<'a>(action: &'a str, rest: impl IntoIterator<Item = &'a str>) -> Vec<String> {

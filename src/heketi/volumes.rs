@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use super::api::{CreateVolume, Snapshot, VolumeInfo};
 use super::client::HeketiClient;
 use crate::config::{Durability, HeketiParams, SecretRef};
-use crate::gluster::plan::Promise;
+use crate::gluster::place::Promise;
 use crate::identity::Expected;
 use crate::k8s::objects::ANN_GID;
 use crate::volumes::{Made, Recorded, VolumeBackend, VolumeRequest};

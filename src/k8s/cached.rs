@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::api::ObjectMeta;
 use serde::{Deserialize, Serialize};
 
-use crate::gluster::plan::volume_in_path;
+use crate::gluster::naming::volume_in_path;
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct CachedPv {

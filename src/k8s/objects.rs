@@ -16,7 +16,7 @@ use kube::api::ObjectMeta;
 
 use crate::config::csi::{ATTR_SERVERS, ATTR_VOLUME};
 use crate::gluster::Brick;
-use crate::gluster::plan::Promise;
+use crate::gluster::place::Promise;
 use crate::{Error, Result};
 
 pub const ANN_PROVISIONED_BY: &str = "pv.kubernetes.io/provisioned-by";
@@ -287,7 +287,7 @@ pub fn promise(volume: &str, bricks: &str, gib: u64, average_file_kib: Option<&s
         bricks: parse_brick_record(bricks),
         bytes: gib << 30,
         arbiter_bytes: average_file_kib
-            .map(|kib| crate::gluster::plan::arbiter_bytes(gib << 30, kib)),
+            .map(|kib| crate::gluster::place::arbiter_bytes(gib << 30, kib)),
     }
 }
 
@@ -305,7 +305,7 @@ pub fn brick_record(bricks: &[Brick]) -> String {
 pub fn volume_of(pv: &PersistentVolume) -> Option<&str> {
     let spec = pv.spec.as_ref()?;
     match (&spec.glusterfs, &spec.csi) {
-        (Some(g), _) => Some(crate::gluster::plan::volume_in_path(&g.path)),
+        (Some(g), _) => Some(crate::gluster::naming::volume_in_path(&g.path)),
         (None, Some(c)) => {
             let attributes = c.volume_attributes.as_ref();
             let attribute = attributes.and_then(|a| a.get(crate::config::csi::ATTR_VOLUME));

@@ -13,7 +13,7 @@ impl SshBackend {
             pv: volume.pv.to_string(),
             message,
         };
-        if !plan::is_volume_name(volume.volume) {
+        if !naming::is_volume_name(volume.volume) {
             return Err(invalid(format!(
                 "path {:?} is not a volume name this provisioner makes",
                 volume.volume

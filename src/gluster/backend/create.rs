@@ -62,28 +62,27 @@ impl SshBackend {
                     if placing.contains_key(&p.volume) {
                         saved.push(p.volume.clone());
                     }
-                    plan::count_promises(&mut capacity, [&p]);
+                    place::count_promises(&mut capacity, [&p]);
                 });
                 for name in saved {
                     placing.remove(&name);
                 }
-                plan::count_promises(&mut capacity, placing.values().map(|(p, _)| p));
+                place::count_promises(&mut capacity, placing.values().map(|(p, _)| p));
                 let bytes = req.size_gib << 30;
-                let need = plan::Need {
+                let need = place::Need {
                     durability: req.durability,
                     bytes,
                     size_limit: (req.size_limit.kind)
-                        .unwrap_or_else(|| plan::default_size_limit(cluster)),
+                        .unwrap_or_else(|| place::default_size_limit(cluster)),
                 };
-                let bricks =
-                    plan::place_bricks(cluster, &capacity, need, req.name).map_err(|e| {
-                        match (e, health::describe_down(&health)) {
-                            (Error::Placement(m), Some(down)) => {
-                                Error::Placement(format!("{m}; {down}"))
-                            }
-                            (e, _) => e,
+                let bricks = place::place_bricks(cluster, &capacity, need, req.name).map_err(
+                    |e| match (e, health::describe_down(&health)) {
+                        (Error::Placement(m), Some(down)) => {
+                            Error::Placement(format!("{m}; {down}"))
                         }
-                    })?;
+                        (e, _) => e,
+                    },
+                )?;
                 let held = bricks.iter().map(|b| (b.node.clone(), b.path.clone()));
                 let promise = Promise {
                     volume: req.name.to_string(),
@@ -157,19 +156,19 @@ impl SshBackend {
         let name = req.name;
         if existing.is_none() {
             // The name is this claim's alone: one that exists is a retried create's own.
-            let create = plan::create_args(name, req.durability, bricks);
+            let create = cli::create_args(name, req.durability, bricks);
             let create = self.gluster_tolerant(cluster, create, &["already exists"]);
             self.fenced_step(req, Step::Create, create).await?;
         }
-        let limit = plan::limit_options(size_limit, req.size_limit.strict);
+        let limit = cli::limit_options(size_limit, req.size_limit.strict);
         let identity = req.identity.options();
-        for set in plan::options_args(name, req.gid, req.options, limit, &identity) {
+        for set in cli::options_args(name, req.gid, req.options, limit, &identity) {
             let set = self.gluster(cluster, set).map_ok(drop);
             self.fenced_step(req, Step::Options, set).await?;
         }
         if !existing.is_some_and(Volume::is_started) {
             crate::failpoint::pause_point("before-volume-start");
-            let start = self.gluster(cluster, plan::start_args(name)).map_ok(drop);
+            let start = self.gluster(cluster, cli::start_args(name)).map_ok(drop);
             self.fenced_step(req, Step::Start, start).await?;
         }
         // Quota's commands wait for no turn: many `quota enable` at once cost less each.
@@ -178,9 +177,9 @@ impl SshBackend {
             // Quota needs a started volume. Enabling it turns quota-deem-statfs on, so df in a
             // mount shows the limit as the size.
             let enable =
-                self.gluster_tolerant(cluster, plan::quota_enable_args(name), &["already enabled"]);
+                self.gluster_tolerant(cluster, cli::quota_enable_args(name), &["already enabled"]);
             self.fenced_step(req, Step::Quota, enable).await?;
-            let limit = plan::quota_limit_args(name, req.size_gib);
+            let limit = cli::quota_limit_args(name, req.size_gib);
             let limit = self.gluster(cluster, limit).map_ok(drop);
             self.fenced_step(req, Step::Quota, limit).await?;
         }

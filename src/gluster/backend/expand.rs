@@ -27,7 +27,7 @@ impl SshBackend {
         let images = grown.iter().filter(|out| out.trim() == "grown").count();
         let quota = volume.option("features.quota") == Some("on");
         if quota {
-            self.gluster(cluster, plan::quota_limit_args(name, size_gib))
+            self.gluster(cluster, cli::quota_limit_args(name, size_gib))
                 .await?;
         }
         if images == 0 && !quota {
@@ -54,8 +54,8 @@ impl SshBackend {
         let average_file_kib = average_file_kib.and_then(|kib| kib.parse().ok());
         // An arbiter brick, the last recorded, grows by its rule.
         let more = |index: usize| match average_file_kib {
-            Some(kib) if index + 1 == bricks.len() => plan::arbiter_bytes(to_gib << 30, kib)
-                .saturating_sub(plan::arbiter_bytes(from_gib << 30, kib)),
+            Some(kib) if index + 1 == bricks.len() => place::arbiter_bytes(to_gib << 30, kib)
+                .saturating_sub(place::arbiter_bytes(from_gib << 30, kib)),
             _ => to_gib.saturating_sub(from_gib) << 30,
         };
         let mut capacity = Vec::new();
@@ -66,7 +66,7 @@ impl SshBackend {
         {
             capacity.push(self.node_space(node).await?);
         }
-        plan::count_promises(&mut capacity, promised);
+        place::count_promises(&mut capacity, promised);
         for (index, brick) in bricks.iter().enumerate() {
             let roots = capacity
                 .iter()

@@ -17,7 +17,7 @@ impl SshBackend {
             Some(r) if r == *wanted => Ok(()),
             Some(r) if wanted.same_volume(&r) => {
                 let set = [(POLICY.to_string(), wanted.policy.as_str().to_string())];
-                self.gluster(cluster, plan::set_args(name, &set)).await?;
+                self.gluster(cluster, cli::set_args(name, &set)).await?;
                 tracing::info!(
                     volume = name,
                     policy = wanted.policy.as_str(),
@@ -43,7 +43,7 @@ impl SshBackend {
                 "volume {name} records an identity already"
             )));
         }
-        self.gluster(cluster, plan::set_args(name, &identity.options()))
+        self.gluster(cluster, cli::set_args(name, &identity.options()))
             .await?;
         Ok(())
     }

@@ -34,9 +34,10 @@ use futures::future::join_all;
 
 use super::health::{self, Answer, NodeHealth};
 use super::image;
-use super::plan::{self, Brick, NodeCapacity, Promise, RootSpace};
+use super::place::{self, Brick, NodeCapacity, Promise, RootSpace};
 use super::ssh::SshExecutor;
 use super::xml::{self, Peer, Volume};
+use super::{cli, naming};
 use crate::config::{Cluster, Durability, Node, SizeLimit, Topology};
 use crate::identity::{Expected, Identity, POLICY};
 use crate::k8s::objects::{ANN_ARBITER, ANN_BRICKS, ANN_CLUSTER, brick_record};
@@ -175,7 +176,7 @@ impl SshBackend {
             return Ok(names.contains(name));
         }
         let begun = Instant::now();
-        let out = self.gluster(cluster, plan::list_args()).await?;
+        let out = self.gluster(cluster, cli::list_args()).await?;
         let names: HashSet<String> = xml::parse_volume_list(&out)?.into_iter().collect();
         let found = names.contains(name);
         *last = Some((begun, names));
@@ -183,7 +184,7 @@ impl SshBackend {
     }
 
     pub async fn volume_info(&self, cluster: &Cluster, name: &str) -> Result<Option<Volume>> {
-        match self.gluster(cluster, plan::info_args(name)).await {
+        match self.gluster(cluster, cli::info_args(name)).await {
             Ok(out) => Ok(xml::parse_volume_info(&out)?
                 .into_iter()
                 .find(|v| v.name == name)),
@@ -194,9 +195,7 @@ impl SshBackend {
 
     /// The value of a pool-wide option (`None`: this gluster has no such option).
     pub async fn pool_option(&self, cluster: &Cluster, option: &str) -> Result<Option<String>> {
-        let out = self
-            .gluster(cluster, plan::pool_option_args(option))
-            .await?;
+        let out = self.gluster(cluster, cli::pool_option_args(option)).await?;
         xml::parse_volume_get(&out, option)
     }
 
@@ -320,7 +319,7 @@ impl SshBackend {
 impl VolumeBackend for SshBackend {
     async fn create(&self, req: &VolumeRequest<'_>) -> Result<Made> {
         let made = self.make(req).await?;
-        let addresses = plan::storage_addresses(&made.bricks);
+        let addresses = place::storage_addresses(&made.bricks);
         let mut annotations = BTreeMap::from([
             (ANN_CLUSTER.to_string(), made.cluster),
             (ANN_BRICKS.to_string(), brick_record(&made.bricks)),
@@ -359,7 +358,7 @@ impl VolumeBackend for SshBackend {
 
     async fn addresses(&self, volume: Recorded<'_>) -> Result<Vec<IpAddr>> {
         let (_, bricks) = self.recorded_bricks(volume)?;
-        Ok(plan::storage_addresses(&bricks))
+        Ok(place::storage_addresses(&bricks))
     }
 }
 

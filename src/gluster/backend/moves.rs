@@ -23,7 +23,7 @@ impl SshBackend {
         let (mut capacity, _) = self.capacity(cluster).await;
         let health = self.health(cluster).await;
         capacity.retain(|c| health.iter().any(|h| h.node == c.node.name && h.is_up()));
-        plan::count_promises(&mut capacity, promises);
+        place::count_promises(&mut capacity, promises);
         capacity
     }
 
@@ -47,7 +47,7 @@ impl SshBackend {
         old: &str,
         new: &Brick,
     ) -> Result<()> {
-        let args = plan::replace_brick_args(volume, old, new);
+        let args = cli::replace_brick_args(volume, old, new);
         self.gluster(cluster, args).await.map(drop)
     }
 
@@ -61,8 +61,8 @@ impl SshBackend {
     ) -> Result<()> {
         let name = &volume.name;
         let moving = [(MOVING.to_string(), old.to_string())];
-        self.gluster(cluster, plan::set_args(name, &moving)).await?;
-        let add = plan::add_replica_args(name, volume.replica_count, new);
+        self.gluster(cluster, cli::set_args(name, &moving)).await?;
+        let add = cli::add_replica_args(name, volume.replica_count, new);
         let Err(e) = self.gluster(cluster, add).await else {
             return Ok(());
         };
@@ -82,18 +82,18 @@ impl SshBackend {
         old: &str,
     ) -> Result<()> {
         let name = &volume.name;
-        let remove = plan::remove_replica_args(name, volume.replica_count, old);
+        let remove = cli::remove_replica_args(name, volume.replica_count, old);
         self.gluster_tolerant(cluster, remove, &["does not exist"])
             .await?;
         let done = [(MOVING.to_string(), NOT_MOVING.to_string())];
-        self.gluster(cluster, plan::set_args(name, &done))
+        self.gluster(cluster, cli::set_args(name, &done))
             .await
             .map(drop)
     }
 
     /// Starts a full heal: a new copy starts empty, and the index lists only what changed.
     pub async fn heal_full(&self, cluster: &Cluster, volume: &str) -> Result<()> {
-        let heal = plan::heal_full_args(volume);
+        let heal = cli::heal_full_args(volume);
         self.gluster(cluster, heal).await.map(drop)
     }
 

@@ -43,7 +43,7 @@ impl SshBackend {
     }
 
     pub(super) async fn stop(&self, cluster: &Cluster, name: &str) -> Result<()> {
-        let stop = plan::stop_args(name);
+        let stop = cli::stop_args(name);
         self.gluster_tolerant(
             cluster,
             stop,
@@ -53,7 +53,7 @@ impl SshBackend {
     }
 
     pub(super) async fn delete(&self, cluster: &Cluster, name: &str) -> Result<()> {
-        let delete = plan::delete_args(name);
+        let delete = cli::delete_args(name);
         self.gluster_tolerant(cluster, delete, &["does not exist"])
             .await
     }
@@ -76,7 +76,7 @@ impl SshBackend {
         cluster: Option<&str>,
         owner: Expected<'_>,
     ) -> Result<()> {
-        if !plan::is_volume_name(name) {
+        if !naming::is_volume_name(name) {
             return Err(Error::Placement(format!("{name:?} is not a volume name")));
         }
         let cluster = &self.cluster(cluster)?;
