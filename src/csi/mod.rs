@@ -1,13 +1,16 @@
 //! The CSI node plugin (`glusterfs-provisioner node`): the Identity and Node services on a unix
 //! socket the kubelet dials, and the kubelet plugin-registration service that announces it.
 //!
-//! - `mounts`: the mount table, FUSE mounts that outlive the plugin, bind mounts, liveness.
+//! - `mounts`: the mount table, bind mounts, unmounts.
+//! - `fuse`: FUSE mounts that outlive the plugin; `liveness`: a live mount from a dead one.
 //! - `node`: stage (one FUSE mount per volume and node), publish (bind mounts), stats.
 //! - `identity`, `registration`: what the driver is, for CSI and for the kubelet.
 //! - `authority`: lets older kubelets' requests through (their `:authority` is a path).
 
 pub mod authority;
+pub mod fuse;
 pub mod identity;
+pub mod liveness;
 pub mod mounts;
 pub mod node;
 pub mod registration;
@@ -124,7 +127,7 @@ pub async fn run(settings: NodeSettings) -> Result<(), Error> {
     })?;
     let procs = match &settings.fuse_cgroup_root {
         Some(root) => {
-            let procs = mounts::fuse_cgroups(root)?;
+            let procs = fuse::fuse_cgroups(root)?;
             let dirs: Vec<String> = procs
                 .iter()
                 .map(|p| p.to_string_lossy().trim_end_matches("/cgroup.procs").into())
@@ -155,7 +158,7 @@ pub async fn run(settings: NodeSettings) -> Result<(), Error> {
             Err(error) => tracing::warn!(%address, %error, "not serving metrics"),
         }
     }
-    let fuse_cgroups = mounts::FuseCgroups {
+    let fuse_cgroups = fuse::FuseCgroups {
         procs,
         join_failures: metrics.fuse_cgroup_join_failures.clone(),
     };
@@ -173,7 +176,7 @@ pub async fn run(settings: NodeSettings) -> Result<(), Error> {
         settings.node_id.clone(),
         settings.log_dir.clone(),
         fuse_cgroups,
-        mounts::Checks::new(settings.timeout, settings.hung),
+        liveness::Checks::new(settings.timeout, settings.hung),
         settings.servers_file.clone(),
     );
     let identity = identity::IdentityService {

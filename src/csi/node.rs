@@ -9,7 +9,9 @@ use std::sync::Mutex;
 use tonic::{Request, Response, Status};
 
 use super::Error;
-use super::mounts::{self, Checks, FuseCgroups, Health};
+use super::fuse::{self, FuseCgroups};
+use super::liveness::{Checks, Health};
+use super::mounts;
 use super::proto::node_server::Node;
 use super::proto::node_service_capability::{Rpc, Type as CapabilityType, rpc::Type as RpcType};
 use super::proto::volume_capability::access_mode::Mode;
@@ -274,7 +276,7 @@ impl NodeService {
             format!("{}:/{}", source.servers[0], source.volume),
             staging.display().to_string(),
         ];
-        let ran = mounts::run_mount(&args, &self.fuse_cgroups).await;
+        let ran = fuse::run_mount(&args, &self.fuse_cgroups).await;
         // mount.glusterfs can exit 0 without a mount: only the mount table says. A failed exit
         // is a failure even with a mount there: a client that found no volfile on the first
         // server stays mounted while it asks the backups, and dies once they refuse too.
@@ -498,7 +500,7 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use super::*;
-    use crate::csi::mounts::tests::hanging_checks;
+    use crate::csi::liveness::tests::hanging_checks;
 
     #[tokio::test(start_paused = true)]
     async fn stats_of_a_hung_mount_say_the_check_is_running_and_start_no_second_one() {
