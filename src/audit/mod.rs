@@ -29,9 +29,9 @@ pub use judge::{Claim, Finding, Objects, Placed, Pool, PoolVolume, judge};
 
 use crate::Result;
 use crate::config::Cluster;
-use crate::controller::ignore_not_found;
 use crate::gluster::SshBackend;
 use crate::identity::{self, Expected, Identity, Why};
+use crate::k8s::api::ignore_not_found;
 use crate::k8s::objects::{ANN_CLUSTER, ANN_GID, ANN_PROVISIONED_BY, LABEL_PV};
 use crate::report::{Outcome, Printer};
 use crate::volumes::VolumeBackend;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use super::params::invalid;
+use super::values::invalid;
 use crate::Result;
 
 #[derive(Clone, PartialEq)]

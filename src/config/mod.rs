@@ -7,8 +7,7 @@ pub mod params;
 pub mod topology;
 mod values;
 
-pub use params::{
-    BackendParams, ClassParams, Durability, HeketiParams, PvType, SecretRef, SizeLimitChoice,
-};
+pub use heketi::{HeketiParams, SecretRef, redacted};
+pub use params::{BackendParams, ClassParams, PvType, SizeLimitChoice};
 pub use topology::{BrickRoot, Cluster, Node, SizeLimit, SshSettings, Topology};
-pub use values::AVERAGE_FILE_KIB_DEFAULT;
+pub use values::{AVERAGE_FILE_KIB_DEFAULT, Durability};

@@ -1,9 +1,72 @@
 //! The values of the parameters every class may have: checked here, before anything is made.
 
-use super::params::{
-    Durability, EP_PREFIX_MAX, GID_MAX_DEFAULT, GID_MIN_DEFAULT, VOLUME_PREFIX_MAX, invalid,
-};
-use crate::Result;
+use std::fmt;
+
+use crate::{Error, Result};
+
+pub const GID_MIN_DEFAULT: u32 = 2000;
+pub const GID_MAX_DEFAULT: u32 = 2_147_483_647;
+pub(super) const EP_PREFIX_MAX: usize = 26;
+pub(super) const VOLUME_PREFIX_MAX: usize = 32;
+
+/// A class's parameter that cannot be used, and why.
+pub(super) fn invalid(msg: impl Into<String>) -> Error {
+    Error::InvalidParameter(msg.into())
+}
+
+/// How the bricks of a volume protect the data.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// One brick, no redundancy.
+    None,
+    Replicate(u32),
+    Disperse {
+        data: u32,
+        redundancy: u32,
+    },
+    /// `replica 3 arbiter 1`: two bricks hold the data, the third only names and metadata,
+    /// sized for files of `average_file_kib` on average (see `place::arbiter_bytes`).
+    Arbiter {
+        average_file_kib: u32,
+    },
+}
+
+impl Durability {
+    /// Over how many bricks the volume's data is spread: each brick of a disperse volume
+    /// holds its share.
+    pub fn data_bricks(self) -> u32 {
+        match self {
+            Durability::None | Durability::Replicate(_) | Durability::Arbiter { .. } => 1,
+            Durability::Disperse { data, .. } => data,
+        }
+    }
+
+    /// How many bricks, each on its own node, the volume needs.
+    pub fn bricks(self) -> u32 {
+        match self {
+            Durability::None => 1,
+            Durability::Replicate(n) => n,
+            Durability::Disperse { data, redundancy } => data + redundancy,
+            Durability::Arbiter { .. } => 3,
+        }
+    }
+
+    /// How many of its bricks are arbiters.
+    pub fn arbiters(self) -> u32 {
+        u32::from(matches!(self, Durability::Arbiter { .. }))
+    }
+}
+
+impl fmt::Display for Durability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Durability::None => f.write_str("none"),
+            Durability::Replicate(n) => write!(f, "replicate:{n}"),
+            Durability::Disperse { data, redundancy } => write!(f, "disperse:{data}:{redundancy}"),
+            Durability::Arbiter { .. } => f.write_str("arbiter"),
+        }
+    }
+}
 
 /// Heketi's default for `user.heketi.average-file-size`.
 pub const AVERAGE_FILE_KIB_DEFAULT: u32 = 64;

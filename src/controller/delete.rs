@@ -16,9 +16,10 @@ use kube::runtime::finalizer::{self, finalizer};
 use kube::{Resource, ResourceExt};
 use tracing::Instrument;
 
-use super::{Context, event_note, failure_key, ignore_not_found};
+use super::{Context, event_note, failure_key};
 use crate::gluster::naming;
 use crate::identity::{Expected, Why};
+use crate::k8s::api::ignore_not_found;
 use crate::k8s::objects::{self, FINALIZER, Owner};
 use crate::metrics::InFlight;
 use crate::volumes::{Recorded, VolumeBackend};

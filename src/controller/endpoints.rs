@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::{Resource, ResourceExt};
 
-use super::{Context, ignore_not_found};
+use super::Context;
+use crate::k8s::api::ignore_not_found;
 use crate::k8s::objects::{self, Owner};
 use crate::{Error, Result};
 

@@ -225,13 +225,6 @@ impl Context {
     }
 }
 
-pub(crate) fn ignore_not_found(result: std::result::Result<(), kube::Error>) -> Result<()> {
-    match result {
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-        other => Ok(other?),
-    }
-}
-
 /// Runs both controllers until a shutdown signal; ready once the caches are filled.
 pub async fn run(
     client: Client,
@@ -332,10 +325,7 @@ pub async fn run(
             claims_of_class
                 .state()
                 .iter()
-                .filter(|c| {
-                    let class = c.spec.storage_class_name.as_ref();
-                    class.or_else(|| c.annotations().get(provision::ANN_CLASS_BETA)) == Some(&name)
-                })
+                .filter(|c| c.class() == Some(name.as_str()))
                 .map(|c| ObjectRef::from_obj(c.as_ref()))
                 .collect::<Vec<_>>()
         })

@@ -25,8 +25,6 @@ use crate::metrics::{InFlight, Step};
 use crate::volumes::{Fenced, Promised, Recorded, VolumeBackend, VolumeRequest};
 use crate::{Error, Result};
 
-pub(super) const ANN_CLASS_BETA: &str = "volume.beta.kubernetes.io/storage-class";
-
 enum Wanted {
     Yes(Arc<StorageClass>),
     No,
@@ -131,15 +129,6 @@ pub fn error_policy(claim: Arc<CachedPvc>, _: &Error, ctx: Arc<Context>) -> Acti
     ctx.backoff.failed(failure_key(claim.as_ref()))
 }
 
-/// The class a claim names, in the field or the beta annotation.
-pub(super) fn class_of(claim: &CachedPvc) -> Option<String> {
-    claim
-        .spec
-        .storage_class_name
-        .clone()
-        .or_else(|| claim.annotations().get(ANN_CLASS_BETA).cloned())
-}
-
 /// Whether this provisioner should provision the claim now, and with which class.
 fn wanted_class(claim: &CachedPvc, ctx: &Context) -> Result<Wanted> {
     if claim.meta().deletion_timestamp.is_some()
@@ -155,12 +144,12 @@ fn wanted_class(claim: &CachedPvc, ctx: &Context) -> Result<Wanted> {
     let annotated = [ANN_STORAGE_PROVISIONER, ANN_STORAGE_PROVISIONER_BETA]
         .iter()
         .any(|a| claim.annotations().get(*a) == Some(ours));
-    let Some(class_name) = class_of(claim) else {
+    let Some(class_name) = claim.class() else {
         return Ok(Wanted::No);
     };
-    let class = match ctx.classes.get(&ObjectRef::new(&class_name)) {
+    let class = match ctx.classes.get(&ObjectRef::new(class_name)) {
         Some(class) => class,
-        None if annotated => return Err(Error::ClassNotFound(class_name)),
+        None if annotated => return Err(Error::ClassNotFound(class_name.into())),
         None => return Ok(Wanted::ClassNotCached),
     };
     if !(annotated || ctx.settings.serves(&class.provisioner)) {

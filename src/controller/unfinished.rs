@@ -14,10 +14,11 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use super::{Context, event_note, ignore_not_found, provision::class_of};
+use super::{Context, event_note};
 use crate::config::{BackendParams, ClassParams};
 use crate::gluster::naming;
 use crate::identity::{Expected, Why};
+use crate::k8s::api::ignore_not_found;
 use crate::k8s::cached::CachedPvc;
 use crate::k8s::objects::{self, CLAIM_FINALIZER, Owner};
 use crate::volumes::VolumeBackend;
@@ -144,11 +145,11 @@ pub(super) async fn settle(cached: &CachedPvc, ctx: &Context) -> Result<Option<A
 
 /// Removes the volume, bricks, Endpoints/Service and GID reservation of a claim that has no PV.
 async fn abandon(cached: &CachedPvc, pv: &str, ctx: &Context) -> Result<()> {
-    let class_name = class_of(cached).unwrap_or_default();
+    let class_name = cached.class().unwrap_or_default();
     let class = ctx
         .classes
-        .get(&ObjectRef::new(&class_name))
-        .ok_or_else(|| Error::ClassNotFound(class_name.clone()))?;
+        .get(&ObjectRef::new(class_name))
+        .ok_or_else(|| Error::ClassNotFound(class_name.into()))?;
     let params = ClassParams::parse(&class.parameters.clone().unwrap_or_default())?;
     let (backend, cluster) = ctx.backend_for(&params).await?;
     let (namespace, name, uid) = (

@@ -81,7 +81,7 @@ impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Credentials")
             .field("user", &self.user)
-            .field("key", &crate::config::params::redacted(&self.key))
+            .field("key", &crate::config::redacted(&self.key))
             .finish()
     }
 }

@@ -119,6 +119,9 @@ pub struct CachedPvStatus {
     pub phase: Option<String>,
 }
 
+/// The class of a claim made before `storageClassName` existed, still honoured.
+pub const ANN_CLASS_BETA: &str = "volume.beta.kubernetes.io/storage-class";
+
 /// A claim as the claim controller caches it: enough to tell whether it wants a volume. The
 /// whole claim is read from the API server when it does.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -128,6 +131,15 @@ pub struct CachedPvc {
     pub spec: CachedPvcSpec,
     #[serde(default)]
     pub status: CachedPvcStatus,
+}
+
+impl CachedPvc {
+    /// The class it names, in the field or the beta annotation.
+    pub fn class(&self) -> Option<&str> {
+        let annotations = self.metadata.annotations.as_ref();
+        (self.spec.storage_class_name.as_deref())
+            .or_else(|| annotations?.get(ANN_CLASS_BETA).map(String::as_str))
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]

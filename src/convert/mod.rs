@@ -27,13 +27,13 @@ use serde_json::json;
 
 use crate::config::csi::{ATTR_SERVERS, ATTR_VOLUME};
 use crate::config::{Node, Topology};
-use crate::controller::ignore_not_found;
-use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, ANN_ENDPOINTS, ANN_GID, parse_brick_record};
+use crate::k8s::api::ignore_not_found;
+use crate::k8s::objects::{ANN_BRICKS, ANN_CLUSTER, ANN_ENDPOINTS, parse_brick_record};
 use crate::{Error, Result};
 
-/// Labels the ConfigMaps that hold conversions in progress, in the provisioner's namespace.
-pub const LABEL_RECORD: &str = "gluster.org/convert-record";
-const KEY_RECORD: &str = "record";
+mod record;
+pub use record::{LABEL_RECORD, record_name, reserved_gid};
+use record::{Record, records};
 
 pub enum Selection {
     Pvs(Vec<String>),
@@ -50,35 +50,6 @@ pub struct Settings {
     pub records_namespace: String,
     /// Where the CSI PVs' servers come from.
     pub topology: Topology,
-}
-
-/// What is kept while a PV is replaced: made by this tool from the old PV, and followed only
-/// while the claim and the PV are still the ones it was made from.
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-pub struct Record {
-    old_uid: String,
-    claim_uid: String,
-    reclaim_policy: String,
-    pv: PersistentVolume,
-}
-
-impl Record {
-    fn claim(&self) -> (String, String) {
-        claim_of(&self.pv).unwrap_or_default()
-    }
-}
-
-/// The ConfigMap a PV's record is kept in.
-pub fn record_name(pv: &str) -> String {
-    format!("convert-{pv}")
-}
-
-/// The PV name and GID a record holds: the provisioner hands that GID to nobody else while
-/// the PV is being replaced.
-pub fn reserved_gid(cm: &ConfigMap) -> Option<(String, u32)> {
-    let record: Record = serde_json::from_str(cm.data.as_ref()?.get(KEY_RECORD)?).ok()?;
-    let gid = record.pv.annotations().get(ANN_GID)?.parse().ok()?;
-    Some((record.pv.name_any(), gid))
 }
 
 /// One PV's conversion as planned.
@@ -239,30 +210,6 @@ fn phase(pv: &PersistentVolume) -> &str {
         .as_ref()
         .and_then(|s| s.phase.as_deref())
         .unwrap_or("without a phase")
-}
-
-/// The records of conversions in progress, by PV name. One that does not parse, or is kept
-/// under another PV's name, is an error: somebody wrote it who should not have.
-async fn records(api: &Api<ConfigMap>) -> Result<BTreeMap<String, Record>> {
-    let listed = api
-        .list(&ListParams::default().labels(LABEL_RECORD))
-        .await?;
-    let mut out = BTreeMap::new();
-    for cm in listed.items {
-        let text = cm.data.as_ref().and_then(|d| d.get(KEY_RECORD));
-        let record: Record = text
-            .and_then(|t| serde_json::from_str(t).ok())
-            .ok_or_else(|| fail(format!("ConfigMap {} holds no record", cm.name_any())))?;
-        let pv = record.pv.name_any();
-        if cm.name_any() != record_name(&pv) {
-            return Err(fail(format!(
-                "ConfigMap {} holds the record of PV {pv}",
-                cm.name_any()
-            )));
-        }
-        out.insert(pv, record);
-    }
-    Ok(out)
 }
 
 impl Plan {
@@ -487,13 +434,8 @@ async fn convert(
     let params = PatchParams::default();
     // 1. The record first: from here on a rerun knows what to make.
     if fresh {
-        let text = serde_json::to_string(&record).map_err(|e| fail(e.to_string()))?;
-        let cm: ConfigMap = serde_json::from_value(json!({
-            "metadata": {"name": record_name(&name), "labels": {LABEL_RECORD: "true"}},
-            "data": {KEY_RECORD: text},
-        }))
-        .map_err(|e| fail(e.to_string()))?;
-        kept.create(&PostParams::default(), &cm).await?;
+        kept.create(&PostParams::default(), &record.config_map()?)
+            .await?;
         crate::failpoint::crash_point("convert-after-record");
     }
     let old = pvs.get_opt(&name).await?;
