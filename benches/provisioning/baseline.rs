@@ -8,13 +8,14 @@ pub(crate) struct Cli {
     pub(crate) common: Vec<String>,
 }
 
-/// `gluster` with the retries any script needs under load: glusterd refuses a command while
-/// another holds its cluster-wide lock.
+/// `gluster` with the retries any script needs under load, as the provisioner's: glusterd
+/// refuses a command while another holds its cluster-wide lock, and a node fails its part of a
+/// commit when two bricks started at once were given one port (`start force` starts it again).
 pub(crate) const GLUSTER_FN: &str = r#"set -e
 g() {
   while ! out=$(gluster --mode=script "$@" 2>&1); do
     case "$out" in
-      *"Another transaction"*|*"Locking failed"*|*"try again"*) sleep 0.1 ;;
+      *"Another transaction"*|*"Locking failed"*|*"try again"*|*"Commit failed"*) sleep 0.1 ;;
       *) echo "gluster $*: $out" >&2; return 1 ;;
     esac
   done

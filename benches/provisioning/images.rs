@@ -72,7 +72,7 @@ async fn by_hand(cli: &Cli, cluster: &Cluster, n: usize) -> ByHand {
             let script = format!(
                 "{GLUSTER_FN}g volume create {name} replica 3 {bricks}\n\
                  g volume set {name} storage.owner-gid {gid} storage.health-check-interval 0\n\
-                 g volume start {name}\n",
+                 g volume start {name} force\n",
                 bricks = bricks.join(" ")
             );
             cli.run(&nodes[i % nodes.len()].ssh_address, &script).await;
@@ -120,7 +120,7 @@ impl<'a> Standing<'a> {
             .collect();
         let name = &standing.name;
         let script = format!(
-            "{GLUSTER_FN}g volume create {name} replica 3 {bricks}\ng volume start {name}\n",
+            "{GLUSTER_FN}g volume create {name} replica 3 {bricks}\ng volume start {name} force\n",
             bricks = bricks.join(" ")
         );
         cli.run(&standing.nodes[0].ssh_address, &script).await;

@@ -139,7 +139,7 @@ pub(crate) async fn plain_volume(cli: &Cli, cluster: &Cluster) -> String {
         .map(|(n, b)| format!("{}:{b}", n.storage_address))
         .collect();
     let script = format!(
-        "{GLUSTER_FN}g volume create {volume} replica 3 {}\ng volume start {volume}\n",
+        "{GLUSTER_FN}g volume create {volume} replica 3 {}\ng volume start {volume} force\n",
         specs.join(" ")
     );
     cli.run(&cluster.nodes[0].ssh_address, &script).await;
@@ -298,7 +298,7 @@ async fn raw_volumes(cli: &Cli, cluster: &Cluster, from: usize, to: usize, tag: 
             .map(|n| format!("{}:{}", n.storage_address, brick(n, i)))
             .collect();
         let script = format!(
-            "{GLUSTER_FN}g volume create {tag}{i} replica 3 {} force\ng volume start {tag}{i}\n",
+            "{GLUSTER_FN}g volume create {tag}{i} replica 3 {} force\ng volume start {tag}{i} force\n",
             specs.join(" ")
         );
         cli.run(&nodes[i % nodes.len()].ssh_address, &script).await;

@@ -118,7 +118,7 @@ pub(crate) async fn sweep(
         let specs: Vec<String> = bricks.iter().map(Brick::spec).collect();
         let script = format!(
             "{GLUSTER_FN}g volume create {volume} replica 3 {} force\n\
-             g volume start {volume}\n",
+             g volume start {volume} force\n",
             specs.join(" ")
         );
         cli.run(&nodes[0].ssh_address, &script).await;
