@@ -55,6 +55,8 @@ pub struct Metrics {
     volume_heal_pending: IntGaugeVec,
     volume_split_brain: IntGaugeVec,
     volume_checked: GaugeVec,
+    /// When the last provision or delete ended (or these metrics were made).
+    last_ended: std::sync::Mutex<Instant>,
 }
 
 /// The steps of a provisioning (SSH mode), in order; `fence` is every lease read before a
@@ -311,6 +313,7 @@ impl Metrics {
             leader,
             fuse_cgroup_join_failures,
             registry,
+            last_ended: std::sync::Mutex::new(Instant::now()),
         }
     }
 
@@ -403,13 +406,16 @@ impl Default for Metrics {
 }
 
 /// Counts an operation as in flight while the guard lives.
-pub struct InFlight(prometheus::IntGauge);
+pub struct InFlight<'m> {
+    metrics: &'m Metrics,
+    gauge: prometheus::IntGauge,
+}
 
-impl InFlight {
-    pub fn start(metrics: &Metrics, operation: &str) -> Self {
-        let g = metrics.in_flight.with_label_values(&[operation]);
-        g.inc();
-        InFlight(g)
+impl<'m> InFlight<'m> {
+    pub fn start(metrics: &'m Metrics, operation: &str) -> Self {
+        let gauge = metrics.in_flight.with_label_values(&[operation]);
+        gauge.inc();
+        InFlight { metrics, gauge }
     }
 }
 
@@ -424,11 +430,18 @@ impl Metrics {
             .map(|m| m.get_gauge().get_value() as i64)
             .sum()
     }
+
+    /// Since when no provision or delete has run; `None` while one runs.
+    pub fn idle_since(&self) -> Option<Instant> {
+        let ended = *self.last_ended.lock().expect("last_ended lock");
+        (self.operations_in_flight() == 0).then_some(ended)
+    }
 }
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.dec();
+        *self.metrics.last_ended.lock().expect("last_ended lock") = Instant::now();
+        self.gauge.dec();
     }
 }
 
@@ -443,10 +456,12 @@ mod tests {
         m.gluster_started
             .with_label_values(&["volume create", "n1"])
             .inc();
+        let before = Instant::now();
         {
             let _g = InFlight::start(&m, "provision");
             let _d = InFlight::start(&m, "delete");
             assert_eq!(m.operations_in_flight(), 2);
+            assert_eq!(m.idle_since(), None);
             assert!(
                 m.render().contains(
                     "glusterfs_provisioner_operations_in_flight{operation=\"provision\"} 1"
@@ -454,6 +469,10 @@ mod tests {
             );
         }
         assert_eq!(m.operations_in_flight(), 0);
+        assert!(
+            m.idle_since().is_some_and(|t| t > before),
+            "idle since they ended"
+        );
         let text = m.render();
         assert!(
             text.contains(

@@ -126,6 +126,8 @@ pub struct Context {
     fence: Option<Fence>,
     /// Clones' copies, running beside the claims' reconciles.
     copies: Arc<clone::Copies>,
+    /// PVs whose finalizer was removed lately.
+    let_go: delete::LetGo,
 }
 
 impl Context {
@@ -314,6 +316,7 @@ pub async fn run(
             settings.clone_copies.into(),
             copies_ended,
         )),
+        let_go: Default::default(),
         settings,
     });
 

@@ -33,6 +33,11 @@ const TICK: Duration = Duration::from_secs(10);
 const AGAIN_UNWELL: Duration = Duration::from_secs(15);
 /// Longest a look waits for provisions and deletes to finish before it starts anyway.
 const YIELD_AT_MOST: Duration = Duration::from_secs(30);
+/// How long none must have run before a look starts: claims come in waves (a StatefulSet
+/// scaled up then down, a CI job's claims made then deleted), and a look begun the instant one
+/// wave ends runs `glfsheal` and holds a volume's lock beside the next wave's first commands
+/// (measured: the looks of a burst's new volumes began with the burst's deletion every time).
+const QUIET: Duration = Duration::from_secs(3);
 
 /// A volume being watched: its claim, what the volume must record to be that claim's, when to
 /// look next, since when it is not whole.
@@ -215,12 +220,16 @@ fn still_bound(ctx: &Context, pv: &str) -> bool {
     pv.is_some_and(|pv| pv.status.phase.as_deref() == Some("Bound"))
 }
 
-/// Waits while claims are being provisioned or deleted (for at most [`YIELD_AT_MOST`]): a look
-/// runs `glfsheal` on the nodes, and a claim waiting for its volume matters more than a
-/// volume's next look.
+/// Waits while claims are being provisioned or deleted, and for [`QUIET`] after (for at most
+/// [`YIELD_AT_MOST`]): a look runs `glfsheal` on the nodes, and a claim waiting for its volume
+/// matters more than a volume's next look.
 async fn yield_to_operations(ctx: &Context) {
     let until = Instant::now() + YIELD_AT_MOST;
-    while ctx.metrics.operations_in_flight() > 0 && Instant::now() < until {
+    let quiet = || {
+        let idle = ctx.metrics.idle_since();
+        idle.is_some_and(|since| since.elapsed() >= QUIET)
+    };
+    while !quiet() && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
