@@ -227,26 +227,12 @@ impl Expected<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gluster::xml::{Options, VolumeOption};
 
     fn volume(started: bool, options: &[(String, String)]) -> Volume {
-        let options = options.iter().map(|(name, value)| VolumeOption {
-            name: name.clone(),
-            value: value.clone(),
-        });
+        let bricks = ["a", "b", "c"].map(|h| (format!("{h}:/b/vol_x/brick"), false));
         Volume {
-            name: "vol_x".into(),
-            id: "id".into(),
             status: if started { "Started" } else { "Created" }.into(),
-            kind: "Replicate".into(),
-            brick_count: 3,
-            replica_count: 3,
-            disperse_count: 0,
-            redundancy_count: 0,
-            bricks: Default::default(),
-            options: Options {
-                options: options.collect(),
-            },
+            ..Volume::example(&bricks, options.to_vec())
         }
     }
 

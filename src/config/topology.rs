@@ -80,6 +80,21 @@ pub struct Node {
     pub state: NodeState,
 }
 
+#[cfg(test)]
+impl Node {
+    /// An active node of `zone` at 10.0.0.`ip` (SSH and storage), with `roots`: the tests' node.
+    pub fn example(name: &str, zone: &str, ip: u8, roots: Vec<BrickRoot>) -> Node {
+        Node {
+            name: name.into(),
+            ssh_address: format!("10.0.0.{ip}"),
+            storage_address: std::net::Ipv4Addr::new(10, 0, 0, ip).into(),
+            zone: zone.into(),
+            brick_roots: roots,
+            state: NodeState::Active,
+        }
+    }
+}
+
 impl Node {
     /// Whether new bricks may be placed on it.
     pub fn takes_bricks(&self) -> bool {

@@ -155,7 +155,6 @@ fn bricks_to_move<'c>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gluster::xml::{Brick, Bricks, Options, VolumeOption};
     use crate::identity::Policy;
 
     fn cluster() -> Cluster {
@@ -181,31 +180,11 @@ mod tests {
             provisioner: "p".into(),
         });
         let options = identity.map(|i| i.options()).unwrap_or_default();
-        Volume {
-            name: "vol_x".into(),
-            id: "id".into(),
-            status: "Started".into(),
-            kind: "Replicate".into(),
-            brick_count: hosts.len() as u32,
-            replica_count: hosts.len() as u32,
-            disperse_count: 0,
-            redundancy_count: 0,
-            bricks: Bricks {
-                bricks: hosts
-                    .iter()
-                    .map(|h| Brick {
-                        name: format!("{h}:/b/vol_x/brick"),
-                        is_arbiter: 0,
-                    })
-                    .collect(),
-            },
-            options: Options {
-                options: options
-                    .into_iter()
-                    .map(|(name, value)| VolumeOption { name, value })
-                    .collect(),
-            },
-        }
+        let bricks: Vec<(String, bool)> = hosts
+            .iter()
+            .map(|h| (format!("{h}:/b/vol_x/brick"), false))
+            .collect();
+        Volume::example(&bricks, options)
     }
 
     #[test]

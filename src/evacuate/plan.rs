@@ -178,21 +178,14 @@ mod tests {
     use crate::config::topology::NodeState;
     use crate::config::{BrickRoot, Node, SizeLimit};
     use crate::gluster::place::RootSpace;
-    use crate::gluster::xml::{Brick as XmlBrick, Bricks, Options, VolumeOption};
     use crate::identity::Policy;
 
     fn node(name: &str, zone: &str, ip: u8) -> Node {
-        Node {
-            name: name.into(),
-            ssh_address: format!("10.0.0.{ip}"),
-            storage_address: format!("10.0.0.{ip}").parse().unwrap(),
-            zone: zone.into(),
-            brick_roots: vec![BrickRoot {
-                path: "/b".into(),
-                size_limit: SizeLimit::Image,
-            }],
-            state: NodeState::Active,
-        }
+        let root = BrickRoot {
+            path: "/b".into(),
+            size_limit: SizeLimit::Image,
+        };
+        Node::example(name, zone, ip, vec![root])
     }
 
     fn nodes() -> Vec<Node> {
@@ -238,31 +231,8 @@ mod tests {
         };
         let mut all: Vec<(String, String)> = identity.options();
         all.extend(options.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let v = Volume {
-            name: "vol_x".into(),
-            id: "id".into(),
-            status: "Started".into(),
-            kind: "Replicate".into(),
-            brick_count: on.len() as u32,
-            replica_count: on.len() as u32,
-            disperse_count: 0,
-            redundancy_count: 0,
-            bricks: Bricks {
-                bricks: bricks
-                    .iter()
-                    .map(|b| XmlBrick {
-                        name: b.spec(),
-                        is_arbiter: b.arbiter.into(),
-                    })
-                    .collect(),
-            },
-            options: Options {
-                options: all
-                    .into_iter()
-                    .map(|(name, value)| VolumeOption { name, value })
-                    .collect(),
-            },
-        };
+        let specs: Vec<(String, bool)> = bricks.iter().map(|b| (b.spec(), b.arbiter)).collect();
+        let v = Volume::example(&specs, all);
         (v, bricks)
     }
 

@@ -354,14 +354,7 @@ mod tests {
     use crate::gluster::cli::create_args;
 
     fn node(name: &str, zone: &str, ip: u8) -> Node {
-        Node {
-            name: name.into(),
-            ssh_address: format!("10.0.0.{ip}"),
-            storage_address: format!("10.0.0.{ip}").parse().unwrap(),
-            zone: zone.into(),
-            brick_roots: vec!["/b1".into(), "/b2".into()],
-            state: NodeState::Active,
-        }
+        Node::example(name, zone, ip, vec!["/b1".into(), "/b2".into()])
     }
 
     fn capacity<'a>(nodes: &'a [Node], free: &[(u64, u64)]) -> Vec<NodeCapacity<'a>> {

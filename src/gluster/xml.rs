@@ -181,6 +181,40 @@ pub struct Volume {
     pub options: Options,
 }
 
+#[cfg(test)]
+impl Volume {
+    /// A started replica volume `vol_x` of `bricks` (`host:/path`, whether the arbiter) with
+    /// `options`, as `volume info` would give it: the tests' volume.
+    pub fn example(bricks: &[(String, bool)], options: Vec<(String, String)>) -> Volume {
+        let count = bricks.len() as u32;
+        Volume {
+            name: "vol_x".into(),
+            id: "id".into(),
+            status: "Started".into(),
+            kind: "Replicate".into(),
+            brick_count: count,
+            replica_count: count,
+            disperse_count: 0,
+            redundancy_count: 0,
+            bricks: Bricks {
+                bricks: bricks
+                    .iter()
+                    .map(|(name, arbiter)| Brick {
+                        name: name.clone(),
+                        is_arbiter: (*arbiter).into(),
+                    })
+                    .collect(),
+            },
+            options: Options {
+                options: options
+                    .into_iter()
+                    .map(|(name, value)| VolumeOption { name, value })
+                    .collect(),
+            },
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 pub struct Bricks {
     #[serde(rename = "brick", default)]
