@@ -271,6 +271,8 @@ pub async fn gluster_cli_on(node: &Node, args: &[&str]) -> String {
     let what = format!("gluster {} while the volume is locked", args.join(" "));
     eventually(Duration::from_secs(60), &what, || async {
         match ssh().run_ok(&node.ssh_address, "gluster", &args).await {
+            // With --xml the refusal is the answer's opErrstr, not an exit status.
+            Ok(out) if out.contains("Another transaction is in progress") => None,
             Ok(out) => Some(out),
             Err(glusterfs_provisioner::Error::RemoteCommand { stderr, .. })
                 if stderr.contains("Another transaction is in progress") =>
