@@ -30,14 +30,12 @@ pub async fn reconcile(pv: Arc<CachedPv>, ctx: Arc<Context>) -> Result<Action> {
     if !ctx.is_ours(&pv) {
         return Ok(Action::await_change());
     }
-    // Deleted while its claim still holds it: the data stays until the claim lets go
-    // (pv-protection keeps the object meanwhile); the phase change brings it back here.
-    if pv.meta().deletion_timestamp.is_some() && pv.status.phase.as_deref() == Some("Bound") {
-        return Ok(Action::await_change());
-    }
     let deleting = pv.meta().deletion_timestamp.is_some();
     let uid = pv.uid().unwrap_or_default();
-    if deleting && ctx.let_go.holds(&uid) {
+    // Deleted while its claim still holds it: the data stays until the claim lets go
+    // (pv-protection keeps the object meanwhile); the phase change brings it back here.
+    let bound = pv.status.phase.as_deref() == Some("Bound");
+    if deleting && (bound || ctx.let_go.holds(&uid)) {
         return Ok(Action::await_change());
     }
     let name = pv.name_any();
