@@ -55,8 +55,14 @@ pub struct Metrics {
     volume_heal_pending: IntGaugeVec,
     volume_split_brain: IntGaugeVec,
     volume_checked: GaugeVec,
-    /// When the last provision or delete ended (or these metrics were made).
-    last_ended: std::sync::Mutex<Instant>,
+    /// What the health sweep yields to: the gauge above is for Prometheus, not a control.
+    operations: std::sync::Mutex<Operations>,
+}
+
+/// Provisions and deletes running now, and when the last one ended (or the metrics were made).
+struct Operations {
+    running: u32,
+    last_ended: Instant,
 }
 
 /// The steps of a provisioning (SSH mode), in order; `fence` is every lease read before a
@@ -313,7 +319,10 @@ impl Metrics {
             leader,
             fuse_cgroup_join_failures,
             registry,
-            last_ended: std::sync::Mutex::new(Instant::now()),
+            operations: std::sync::Mutex::new(Operations {
+                running: 0,
+                last_ended: Instant::now(),
+            }),
         }
     }
 
@@ -415,32 +424,28 @@ impl<'m> InFlight<'m> {
     pub fn start(metrics: &'m Metrics, operation: &str) -> Self {
         let gauge = metrics.in_flight.with_label_values(&[operation]);
         gauge.inc();
+        metrics.operations().running += 1;
         InFlight { metrics, gauge }
     }
 }
 
 impl Metrics {
-    /// Provisions and deletes in flight now, of every kind.
-    pub fn operations_in_flight(&self) -> i64 {
-        use prometheus::core::Collector;
-        self.in_flight
-            .collect()
-            .iter()
-            .flat_map(|family| family.get_metric())
-            .map(|m| m.get_gauge().get_value() as i64)
-            .sum()
+    fn operations(&self) -> std::sync::MutexGuard<'_, Operations> {
+        self.operations.lock().expect("operations lock")
     }
 
     /// Since when no provision or delete has run; `None` while one runs.
     pub fn idle_since(&self) -> Option<Instant> {
-        let ended = *self.last_ended.lock().expect("last_ended lock");
-        (self.operations_in_flight() == 0).then_some(ended)
+        let ops = self.operations();
+        (ops.running == 0).then_some(ops.last_ended)
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        *self.metrics.last_ended.lock().expect("last_ended lock") = Instant::now();
+        let mut ops = self.metrics.operations();
+        ops.running -= 1;
+        ops.last_ended = Instant::now();
         self.gauge.dec();
     }
 }
@@ -458,17 +463,16 @@ mod tests {
             .inc();
         let before = Instant::now();
         {
-            let _g = InFlight::start(&m, "provision");
-            let _d = InFlight::start(&m, "delete");
-            assert_eq!(m.operations_in_flight(), 2);
-            assert_eq!(m.idle_since(), None);
+            let provision = InFlight::start(&m, "provision");
+            let _delete = InFlight::start(&m, "delete");
             assert!(
                 m.render().contains(
                     "glusterfs_provisioner_operations_in_flight{operation=\"provision\"} 1"
                 )
             );
+            drop(provision);
+            assert_eq!(m.idle_since(), None, "one still runs");
         }
-        assert_eq!(m.operations_in_flight(), 0);
         assert!(
             m.idle_since().is_some_and(|t| t > before),
             "idle since they ended"
