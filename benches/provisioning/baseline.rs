@@ -15,7 +15,9 @@ pub(crate) const GLUSTER_FN: &str = r#"set -e
 g() {
   while ! out=$(gluster --mode=script "$@" 2>&1); do
     case "$out" in
-      *"Another transaction"*|*"Locking failed"*|*"try again"*|*"Commit failed"*) sleep 0.1 ;;
+      *"Another transaction"*|*"Locking failed"*|*"try again"*) sleep 0.1 ;;
+      # Only a start is tried again: a create's second try would meet what the first left.
+      *"Commit failed"*) [ "$1 $2" = "volume start" ] || { echo "gluster $*: $out" >&2; return 1; }; sleep 0.1 ;;
       *) echo "gluster $*: $out" >&2; return 1 ;;
     esac
   done
